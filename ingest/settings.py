@@ -1,0 +1,94 @@
+"""Typed settings, read once from ``CTWA_*`` environment variables."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+__all__ = ["Settings", "SettingsError", "load_settings"]
+
+_UNECHOED = frozenset({"webhook_secrets", "amqp_url", "database_url"})
+_PREFIX_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,100}")
+
+
+class SettingsError(Exception):
+    """The environment holds a value that can't be used; the message names every bad variable."""
+
+
+class Settings(BaseSettings):
+    """Everything the services read from the environment. Build it once in ``main`` and pass it down."""
+
+    model_config = SettingsConfigDict(env_prefix="CTWA_", frozen=True, extra="ignore")
+
+    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    amqp_prefix: str = "ctwa"
+    database_url: str = "postgresql+asyncpg://postgres@127.0.0.1:5432/ctwa"
+    webhook_secrets: Annotated[tuple[str, ...], NoDecode] = Field(default=(), repr=False)
+    http_host: str = "0.0.0.0"
+    http_port: int = Field(default=8080, ge=1, le=65535)
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    signature_tolerance_s: int = Field(default=300, ge=1)
+    publish_timeout_s: float = Field(default=5.0, gt=0, le=60)
+    delivery_limit: int = Field(default=20, ge=1)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["auto", "json", "text"] = "auto"
+
+    @field_validator("webhook_secrets", mode="before")
+    @classmethod
+    def _split_secrets(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.split(",")
+        if isinstance(value, list | tuple):
+            # An empty entry must never become a key anyone can sign with.
+            return tuple(s.strip() for s in value if isinstance(s, str) and s.strip())
+        return value
+
+    @field_validator("amqp_url")
+    @classmethod
+    def _check_amqp_url(cls, value: str) -> str:
+        if not value.startswith(("amqp://", "amqps://")):
+            raise ValueError("must start with amqp:// or amqps://")
+        return value
+
+    @field_validator("amqp_prefix")
+    @classmethod
+    def _check_prefix(cls, value: str) -> str:
+        if not _PREFIX_PATTERN.fullmatch(value):
+            raise ValueError("letters, digits, '.', '_' and '-' only, starting with a letter or digit")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _use_asyncpg(cls, value: str) -> str:
+        for scheme in ("postgres://", "postgresql://"):
+            if value.startswith(scheme):
+                return "postgresql+asyncpg://" + value.removeprefix(scheme)
+        if not value.startswith("postgresql+asyncpg://"):
+            raise ValueError("must be a postgresql:// or postgresql+asyncpg:// URL")
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @property
+    def signatures_enabled(self) -> bool:
+        return bool(self.webhook_secrets)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the environment, with ``overrides`` on top; raise `SettingsError` naming each bad variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as error:
+        lines = []
+        for problem in error.errors():
+            field = str(problem["loc"][0]) if problem["loc"] else "?"
+            # Secrets and URLs (which may hold a password) are never echoed back.
+            shown = "" if field in _UNECHOED else f" (got {problem['input']!r})"
+            lines.append(f"CTWA_{field.upper()}: {problem['msg']}{shown}")
+        raise SettingsError("invalid settings:\n  " + "\n  ".join(lines)) from None

@@ -1,0 +1,115 @@
+"""Helpers the tests share: Sinch example callbacks, queue inspection, and a TCP relay that can fail on cue."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+from pathlib import Path
+from typing import Any
+
+from aio_pika.abc import AbstractConnection, AbstractIncomingMessage
+from yarl import URL
+
+FIXTURES = Path(__file__).parent / "fixtures" / "sinch"
+
+
+def fixture_bytes(name: str) -> bytes:
+    """The exact bytes of a Sinch example callback."""
+    return (FIXTURES / name).read_bytes()
+
+
+def fixture_names() -> list[str]:
+    return sorted(path.name for path in FIXTURES.glob("*.json") if path.name != "signatures.json")
+
+
+def signature_vectors() -> list[dict[str, Any]]:
+    vectors: list[dict[str, Any]] = json.loads((FIXTURES / "signatures.json").read_text())["vectors"]
+    return vectors
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def take_all(connection: AbstractConnection, queue: str) -> list[AbstractIncomingMessage]:
+    """Remove and return every message in ``queue``. Confirmed publishes are already there: no waiting."""
+    messages: list[AbstractIncomingMessage] = []
+    async with connection.channel() as channel:
+        declared = await channel.get_queue(queue, ensure=True)
+        while (message := await declared.get(no_ack=True, fail=False, timeout=5)) is not None:
+            messages.append(message)
+    return messages
+
+
+class TcpRelay:
+    """Relays TCP between a client (the receiver) and a server (RabbitMQ) so a test can make the link fail.
+
+    ``cut()`` drops every relayed connection and refuses new ones, like a broker that went away;
+    ``freeze()`` keeps connections open but lets no byte through, like a broker that stopped answering.
+    """
+
+    def __init__(self, target: URL) -> None:
+        self._target_host = target.host or "127.0.0.1"
+        self._target_port = target.port or 5672
+        self._target = target
+        self.port = free_port()
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._flowing = asyncio.Event()
+        self._flowing.set()
+        self._pumps: set[asyncio.Task[None]] = set()
+
+    @property
+    def url(self) -> str:
+        return str(self._target.with_host("127.0.0.1").with_port(self.port))
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._relay, "127.0.0.1", self.port, reuse_address=True)
+
+    async def cut(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        for writer in list(self._writers):
+            writer.transport.abort()
+        self._writers.clear()
+
+    def freeze(self) -> None:
+        self._flowing.clear()
+
+    def thaw(self) -> None:
+        self._flowing.set()
+
+    async def close(self) -> None:
+        self.thaw()
+        await self.cut()
+        for pump in list(self._pumps):
+            pump.cancel()
+        await asyncio.gather(*self._pumps, return_exceptions=True)
+
+    async def _relay(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        try:
+            server_reader, server_writer = await asyncio.open_connection(self._target_host, self._target_port)
+        except OSError:
+            client_writer.transport.abort()
+            return
+        self._writers |= {client_writer, server_writer}
+        for reader, writer in ((client_reader, server_writer), (server_reader, client_writer)):
+            pump = asyncio.create_task(self._pump(reader, writer))
+            self._pumps.add(pump)
+            pump.add_done_callback(self._pumps.discard)
+
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+            while data := await reader.read(65536):
+                await self._flowing.wait()
+                writer.write(data)
+                await writer.drain()
+        writer.transport.abort()
+        self._writers.discard(writer)

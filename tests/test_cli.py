@@ -1,0 +1,138 @@
+"""``ctwa`` as a user runs it: a real process, real signals, the real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+from aio_pika.abc import AbstractConnection
+from conftest import AMQP_URL
+from support import TcpRelay, fixture_bytes, free_port, take_all
+from yarl import URL
+
+from ingest.topology import Topology
+
+
+async def _run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def test_help_lists_the_subcommands() -> None:
+    code, out, _ = await _run(sys.executable, "-m", "ingest", "--help")
+    assert code == 0
+    assert "receiver" in out
+
+
+async def test_console_script_and_module_are_the_same_entry_point() -> None:
+    ctwa = os.path.join(os.path.dirname(sys.executable), "ctwa")
+    assert (await _run(ctwa, "--version"))[1] == (await _run(sys.executable, "-m", "ingest", "--version"))[1]
+
+
+async def test_bad_settings_fail_at_start_naming_the_variable() -> None:
+    env = {
+        **os.environ,
+        "CTWA_HTTP_PORT": "eighty",
+        "CTWA_WEBHOOK_SECRETS": "s3cr3t",
+        "CTWA_SIGNATURE_TOLERANCE_S": "0",
+    }
+    code, _, err = await _run(sys.executable, "-m", "ingest", "receiver", env=env)
+    assert code == 2
+    assert "CTWA_HTTP_PORT" in err
+    assert "eighty" in err
+    assert "CTWA_SIGNATURE_TOLERANCE_S" in err
+    assert "s3cr3t" not in err
+
+
+@pytest.fixture
+async def relay() -> AsyncIterator[TcpRelay]:
+    relay = TcpRelay(URL(AMQP_URL))
+    await relay.start()
+    yield relay
+    await relay.close()
+
+
+async def _wait_ready(session: aiohttp.ClientSession, base: str, process: asyncio.subprocess.Process) -> None:
+    for _ in range(200):
+        assert process.returncode is None, "the receiver exited"
+        try:
+            async with session.get(f"{base}/readyz") as response:
+                if response.status == 200:
+                    return
+        except aiohttp.ClientConnectionError:
+            pass
+        await asyncio.sleep(0.05)
+    raise AssertionError("the receiver never became ready")
+
+
+async def _in_flight(session: aiohttp.ClientSession, base: str) -> float:
+    async with session.get(f"{base}/metrics") as response:
+        for line in (await response.text()).splitlines():
+            if line.startswith("ctwa_receiver_in_flight "):
+                return float(line.split()[1])
+    raise AssertionError("no in-flight gauge")
+
+
+async def test_receiver_process_serves_and_sigterm_finishes_in_flight_callbacks(
+    relay: TcpRelay, amqp: AbstractConnection, topology: Topology
+) -> None:
+    port = free_port()
+    env = {
+        **os.environ,
+        "CTWA_AMQP_URL": relay.url,
+        "CTWA_AMQP_PREFIX": topology.prefix,
+        "CTWA_HTTP_HOST": "127.0.0.1",
+        "CTWA_HTTP_PORT": str(port),
+        "CTWA_PUBLISH_TIMEOUT_S": "20",
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "ingest", "receiver", env=env, stderr=asyncio.subprocess.PIPE
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession() as session:
+            await _wait_ready(session, base, process)
+            async with session.post(f"{base}/webhooks/sinch", data=fixture_bytes("03_delivery_delivered.json")) as r:
+                assert r.status == 200
+
+            # A callback waiting for its confirm when SIGTERM arrives still gets its answer.
+            relay.freeze()
+            pending = asyncio.create_task(
+                session.post(f"{base}/webhooks/sinch", data=fixture_bytes("05_conversation_start.json"))
+            )
+            while await _in_flight(session, base) < 1:
+                await asyncio.sleep(0.01)
+            process.send_signal(signal.SIGTERM)
+            await asyncio.sleep(0.3)
+            assert not pending.done()
+            relay.thaw()
+            response = await pending
+            assert response.status == 200
+            response.release()
+        assert await asyncio.wait_for(process.wait(), 30) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+    assert process.stderr is not None
+    lines = [json.loads(line) for line in (await process.stderr.read()).decode().splitlines()]
+    messages = [line["message"] for line in lines]
+    assert "receiver listening" in messages
+    assert sum("signatures are off" in message for message in messages) == 1
+    assert all({"time", "level", "logger", "message"} <= line.keys() for line in lines)
+    queued = await take_all(amqp, topology.queue)
+    assert [m.body for m in queued] == [
+        fixture_bytes("03_delivery_delivered.json"),
+        fixture_bytes("05_conversation_start.json"),
+    ]

@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+import pytest
+
+from ingest.settings import Settings, SettingsError, load_settings
+
+
+def test_defaults() -> None:
+    settings = load_settings()
+    assert settings.amqp_url == "amqp://guest:guest@127.0.0.1:5672/"
+    assert settings.database_url == "postgresql+asyncpg://postgres@127.0.0.1:5432/ctwa"
+    assert settings.webhook_secrets == ()
+    assert not settings.signatures_enabled
+    assert (settings.http_host, settings.http_port) == ("0.0.0.0", 8080)
+    assert settings.max_body_bytes == 1024 * 1024
+    assert settings.signature_tolerance_s == 300
+
+
+def test_read_from_ctwa_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CTWA_WEBHOOK_SECRETS", " old-secret , new-secret,, ")
+    monkeypatch.setenv("CTWA_HTTP_PORT", "9090")
+    monkeypatch.setenv("CTWA_MAX_BODY_BYTES", "2048")
+    monkeypatch.setenv("CTWA_LOG_LEVEL", "debug")
+    monkeypatch.setenv("CTWA_DATABASE_URL", "postgresql://app:pw@db:5432/ctwa")
+    settings = load_settings()
+    assert settings.webhook_secrets == ("old-secret", "new-secret")
+    assert settings.signatures_enabled
+    assert settings.http_port == 9090
+    assert settings.max_body_bytes == 2048
+    assert settings.log_level == "DEBUG"
+    assert settings.database_url == "postgresql+asyncpg://app:pw@db:5432/ctwa"
+
+
+@pytest.mark.parametrize("value", ["", " ", ",", " , ,"])
+def test_empty_secrets_turn_signatures_off(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("CTWA_WEBHOOK_SECRETS", value)
+    assert load_settings().webhook_secrets == ()
+
+
+def test_secrets_never_show_in_repr(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CTWA_WEBHOOK_SECRETS", "hunter2")
+    assert "hunter2" not in repr(load_settings())
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("CTWA_HTTP_PORT", "0"),
+        ("CTWA_HTTP_PORT", "http"),
+        ("CTWA_MAX_BODY_BYTES", "-1"),
+        ("CTWA_SIGNATURE_TOLERANCE_S", "0"),
+        ("CTWA_PUBLISH_TIMEOUT_S", "0"),
+        ("CTWA_AMQP_URL", "http://localhost:5672"),
+        ("CTWA_AMQP_PREFIX", "has space"),
+        ("CTWA_DATABASE_URL", "mysql://db/ctwa"),
+        ("CTWA_LOG_LEVEL", "LOUD"),
+        ("CTWA_LOG_FORMAT", "xml"),
+    ],
+)
+def test_bad_values_fail_with_the_variable_named(monkeypatch: pytest.MonkeyPatch, variable: str, value: str) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError, match=variable):
+        load_settings()
+
+
+def test_urls_are_not_echoed_in_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CTWA_DATABASE_URL", "mysql://user:topsecret@db/ctwa")
+    with pytest.raises(SettingsError) as raised:
+        load_settings()
+    assert "topsecret" not in str(raised.value)
+
+
+def test_settings_are_immutable() -> None:
+    settings = Settings()
+    with pytest.raises(Exception, match="frozen"):
+        settings.http_port = 1  # type: ignore[misc]
