@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -113,8 +112,7 @@ class InvalidCallback(ValueError):
         self.detail = detail
 
 
-@dataclass(frozen=True, slots=True)
-class Callback:
+class Callback(NamedTuple):
     """One accepted callback: the raw bytes exactly as received, and what the receiver learned about them."""
 
     body: bytes
@@ -126,11 +124,11 @@ class Callback:
 
 def parse_body(body: bytes) -> dict[str, Any]:
     """Decode a request body that must be one JSON object (RFC 8259: UTF-8, no NaN)."""
-    if not body.strip():
-        raise InvalidCallback("empty_body", "the body is empty")
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError as error:
+        if not body.strip():
+            raise InvalidCallback("empty_body", "the body is empty") from None
         try:
             body.decode("utf-8")
         except UnicodeDecodeError:

@@ -16,7 +16,7 @@ from ingest.eventloop import new_event_loop
 from ingest.metrics import ReceiverMetrics, metrics_handler
 from ingest.publisher import BrokerUnavailable, Publisher
 from ingest.settings import Settings
-from ingest.signature import SignatureError, verify
+from ingest.signature import SignatureError, Verifier
 from ingest.topology import Topology
 
 __all__ = ["PUBLISHER", "RETRY_AFTER_S", "WEBHOOK_PATH", "create_app", "run"]
@@ -30,6 +30,7 @@ PUBLISHER = web.AppKey("publisher", Publisher)
 _SETTINGS = web.AppKey("settings", Settings)
 _METRICS = web.AppKey("metrics", ReceiverMetrics)
 _CLOCK = web.AppKey[Callable[[], float]]("clock")
+_VERIFIER = web.AppKey[Verifier | None]("verifier")
 
 
 def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) -> web.Application:
@@ -38,6 +39,9 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
     app[_SETTINGS] = settings
     app[_METRICS] = ReceiverMetrics()
     app[_CLOCK] = clock
+    app[_VERIFIER] = (
+        Verifier(settings.webhook_secrets, settings.signature_tolerance_s) if settings.signatures_enabled else None
+    )
     app.cleanup_ctx.append(_broker)
     app.router.add_post(WEBHOOK_PATH, receive_callback)
     app.router.add_get("/healthz", healthz)
@@ -80,9 +84,10 @@ async def _accept(request: web.Request, settings: Settings, metrics: ReceiverMet
         return _reject(metrics, 413, "too_large", f"the body exceeds {settings.max_body_bytes} bytes")
 
     now = request.app[_CLOCK]()
-    if settings.signatures_enabled:
+    verifier = request.app[_VERIFIER]
+    if verifier is not None:
         try:
-            verify(body, request.headers, settings.webhook_secrets, now=now, tolerance_s=settings.signature_tolerance_s)
+            verifier.verify(body, request.headers, now)
         except SignatureError as error:
             return _reject(metrics, 401, error.reason, error.detail)
 
@@ -96,7 +101,7 @@ async def _accept(request: web.Request, settings: Settings, metrics: ReceiverMet
         trigger=trigger,
         key=business_key(trigger, payload, body),
         received_at=datetime.fromtimestamp(now, UTC),
-        signature_verified=settings.signatures_enabled,
+        signature_verified=verifier is not None,
     )
     # Freed now, not after the confirm: parsed trees kept alive across awaits are what the GC scans.
     del payload
@@ -139,6 +144,7 @@ def run(settings: Settings) -> None:
     """Serve until SIGINT/SIGTERM; in-flight callbacks get their answer before the broker connection closes."""
     log.info("receiver listening", extra={"host": settings.http_host, "port": settings.http_port})
     app = create_app(settings)
+    # What was loaded at start lives forever: keeping it out of the collector's scans is worth ~5 % throughput.
     gc.freeze()
     web.run_app(
         app,
@@ -150,3 +156,4 @@ def run(settings: Settings) -> None:
         handle_signals=True,
         loop=new_event_loop(),
     )
+    log.info("receiver stopped")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import hmac
 from collections.abc import Sequence
 
@@ -16,9 +17,9 @@ __all__ = [
     "SIGNATURE_HEADER",
     "TIMESTAMP_HEADER",
     "SignatureError",
+    "Verifier",
     "sign",
     "signed_headers",
-    "verify",
 ]
 
 SIGNATURE_HEADER = "x-sinch-webhook-signature"
@@ -55,39 +56,43 @@ def signed_headers(body: bytes, secret: str, nonce: str, timestamp: int) -> dict
     }
 
 
-def verify(
-    body: bytes,
-    headers: CIMultiDictProxy[str],
-    secrets: Sequence[str],
-    *,
-    now: float,
-    tolerance_s: int,
-) -> None:
-    """Raise `SignatureError` unless one of ``secrets`` signed these exact bytes within ``tolerance_s`` of ``now``."""
-    if not secrets:
-        raise SignatureError("no_secret", "no webhook secret is configured")
-    signature, timestamp, nonce, algorithm = (_single(headers, name) for name in _HEADERS)
-    if not (signature and timestamp and nonce):
-        missing = [name for name, value in zip(_HEADERS, (signature, timestamp, nonce), strict=False) if not value]
-        raise SignatureError("missing_header", f"missing {', '.join(missing)}")
-    if algorithm is not None and algorithm != ALGORITHM:
-        raise SignatureError("unsupported_algorithm", f"{ALGORITHM_HEADER} must be {ALGORITHM}")
-    if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 12):
-        raise SignatureError("bad_timestamp", f"{TIMESTAMP_HEADER} must be Unix seconds")
-    if abs(now - int(timestamp)) > tolerance_s:
-        raise SignatureError("stale_timestamp", f"the timestamp is more than {tolerance_s} s from now")
+class Verifier:
+    """Checks signatures against any of the configured secrets (rotation), within a time window."""
 
-    try:
-        given = base64.b64decode(_raw(signature), validate=True)
-    except binascii.Error:
-        raise SignatureError("bad_signature", "the signature is not base64") from None
-    signed = _signed_bytes(body, nonce, timestamp)
-    # Every secret is tried, matched or not, so timing tells nothing about which one signed.
-    matched = False
-    for secret in secrets:
-        matched |= hmac.compare_digest(hmac.digest(secret.encode("utf-8"), signed, "sha256"), given)
-    if not matched:
-        raise SignatureError("bad_signature", "the signature does not match")
+    def __init__(self, secrets: Sequence[str], tolerance_s: int) -> None:
+        if not secrets or not all(secrets):
+            # An empty secret would be a key anyone can sign with.
+            raise ValueError("at least one secret, and no empty one, is needed")
+        # Keyed once: each check copies the keyed state instead of deriving the key again.
+        self._keyed = [hmac.new(secret.encode("utf-8"), digestmod=hashlib.sha256) for secret in secrets]
+        self._tolerance_s = tolerance_s
+
+    def verify(self, body: bytes, headers: CIMultiDictProxy[str], now: float) -> None:
+        """Raise `SignatureError` unless a configured secret signed these exact bytes near ``now``."""
+        signature, timestamp, nonce, algorithm = (_single(headers, name) for name in _HEADERS)
+        if not (signature and timestamp and nonce):
+            missing = [name for name, value in zip(_HEADERS, (signature, timestamp, nonce), strict=False) if not value]
+            raise SignatureError("missing_header", f"missing {', '.join(missing)}")
+        if algorithm is not None and algorithm != ALGORITHM:
+            raise SignatureError("unsupported_algorithm", f"{ALGORITHM_HEADER} must be {ALGORITHM}")
+        if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 12):
+            raise SignatureError("bad_timestamp", f"{TIMESTAMP_HEADER} must be Unix seconds")
+        if abs(now - int(timestamp)) > self._tolerance_s:
+            raise SignatureError("stale_timestamp", f"the timestamp is more than {self._tolerance_s} s from now")
+        try:
+            given = binascii.a2b_base64(_raw(signature), strict_mode=True)
+        except binascii.Error:
+            raise SignatureError("bad_signature", "the signature is not base64") from None
+
+        signed = _signed_bytes(body, nonce, timestamp)
+        # Every secret is tried, matched or not, so timing tells nothing about which one signed.
+        matched = False
+        for keyed in self._keyed:
+            mac = keyed.copy()
+            mac.update(signed)
+            matched |= hmac.compare_digest(mac.digest(), given)
+        if not matched:
+            raise SignatureError("bad_signature", "the signature does not match")
 
 
 def _signed_bytes(body: bytes, nonce: str, timestamp: str) -> bytes:
