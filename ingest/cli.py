@@ -20,6 +20,23 @@ def _receiver(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _worker(settings: Settings, args: argparse.Namespace) -> int:
+    from workers.worker import run
+
+    run(settings, drain=args.drain)
+    return 0
+
+
+def _migrate(settings: Settings, args: argparse.Namespace) -> int:
+    from workers.migrate import downgrade, upgrade
+
+    if args.down is not None:
+        downgrade(settings.database_url, args.down)
+    else:
+        upgrade(settings.database_url)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ctwa",
@@ -31,6 +48,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     receiver = commands.add_parser("receiver", help="serve POST /webhooks/sinch and publish callbacks to RabbitMQ")
     receiver.set_defaults(run=_receiver)
+
+    worker = commands.add_parser("worker", help="consume callbacks from RabbitMQ and store them in Postgres")
+    worker.add_argument("--drain", action="store_true", help="exit once the queue is empty (tests, backfills)")
+    worker.set_defaults(run=_worker)
+
+    migrate = commands.add_parser("migrate", help="create the database if missing and migrate it to the latest schema")
+    migrate.add_argument("--down", metavar="REVISION", help="migrate down to REVISION instead ('base': no tables)")
+    migrate.set_defaults(run=_migrate)
     return parser
 
 

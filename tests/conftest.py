@@ -6,6 +6,7 @@ nor those of a running instance; the exchanges and queues are deleted after each
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 import uuid
@@ -17,16 +18,23 @@ import pytest
 from aio_pika.abc import AbstractConnection
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from sqlalchemy import make_url, text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from ingest.receiver import PUBLISHER, create_app
 from ingest.settings import Settings
 from ingest.topology import Topology
+from workers.migrate import upgrade
+from workers.schema import metadata
 
 # A developer's own CTWA_* settings must not leak into the tests; CTWA_TEST_* point the tests at services.
 for _name in [name for name in os.environ if name.startswith("CTWA_") and not name.startswith("CTWA_TEST_")]:
     del os.environ[_name]
 
 AMQP_URL = os.environ.get("CTWA_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+# The server the tests create their own database on (its name is replaced).
+DATABASE_URL = os.environ.get("CTWA_TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres")
 RUN_ID = uuid.uuid4().hex[:8]
 _prefixes = itertools.count()
 
@@ -65,9 +73,53 @@ async def topology() -> AsyncIterator[Topology]:
             await channel.exchange_delete(exchange)
 
 
+@pytest.fixture(scope="session")
+async def database_url() -> AsyncIterator[str]:
+    """A database of this test run's own, migrated once with ``ctwa migrate``, dropped at the end."""
+    url = make_url(DATABASE_URL).set(database=f"ctwa_test_{RUN_ID}").render_as_string(hide_password=False)
+    try:
+        await asyncio.to_thread(upgrade, url)
+    except (OSError, DBAPIError) as error:
+        _unreachable("PostgreSQL", error)
+    yield url
+    await drop_database(url)
+
+
+async def drop_database(url: str) -> None:
+    engine = create_async_engine(make_url(url).set(database="postgres"), isolation_level="AUTOCOMMIT")
+    async with engine.connect() as connection:
+        await connection.execute(text(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)'))
+    await engine.dispose()
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[AsyncEngine]:
+    """The test database, emptied before the test."""
+    engine = create_async_engine(database_url)
+    async with engine.begin() as connection:
+        tables = ", ".join(table.name for table in metadata.sorted_tables)
+        await connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY"))
+    yield engine
+    await engine.dispose()
+
+
 @pytest.fixture
 def settings(topology: Topology) -> Settings:
-    return Settings(amqp_url=AMQP_URL, amqp_prefix=topology.prefix, publish_timeout_s=2.0)
+    return Settings(
+        amqp_url=AMQP_URL,
+        amqp_prefix=topology.prefix,
+        publish_timeout_s=2.0,
+        batch_size=100,
+        batch_linger_ms=20,
+        worker_metrics_port=0,
+        shutdown_grace_s=10,
+    )
+
+
+@pytest.fixture
+def worker_settings(settings: Settings, db: AsyncEngine, database_url: str) -> Settings:
+    """Settings for a worker on the test's queues and the (emptied) test database."""
+    return settings.model_copy(update={"database_url": database_url})
 
 
 ReceiverFactory = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]

@@ -6,11 +6,18 @@ import asyncio
 import contextlib
 import json
 import socket
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from aio_pika.abc import AbstractConnection, AbstractIncomingMessage
 from yarl import URL
+
+from ingest.callback import Callback, business_key, identify, parse_body
+from ingest.metrics import ReceiverMetrics
+from ingest.publisher import Publisher
+from ingest.topology import Topology
 
 FIXTURES = Path(__file__).parent / "fixtures" / "sinch"
 
@@ -113,3 +120,34 @@ class TcpRelay:
                 await writer.drain()
         writer.transport.abort()
         self._writers.discard(writer)
+
+
+def inbound_bodies(count: int, tag: str = "A") -> list[bytes]:
+    """``count`` distinct inbound callbacks (the referral fixture with its own message id each)."""
+    template = fixture_bytes("01_inbound_ctwa_referral.json")
+    return [template.replace(b"01K94FXHR0TEWH0AVNH9DN65R6", f"01K94{tag}{n:020d}".encode()) for n in range(count)]
+
+
+def key_of(body: bytes) -> str:
+    payload = parse_body(body)
+    trigger = identify(payload)
+    return business_key(trigger, payload, body)
+
+
+async def enqueue(amqp_url: str, topology: Topology, bodies: Sequence[bytes]) -> list[str]:
+    """Put ``bodies`` on the queue exactly as the receiver does; return their business keys."""
+    publisher = Publisher(amqp_url, topology, ReceiverMetrics(), confirm_timeout=30)
+    await publisher.start()
+    try:
+        assert await publisher.wait_ready(10)
+        callbacks = []
+        for body in bodies:
+            payload = parse_body(body)
+            trigger = identify(payload)
+            key = business_key(trigger, payload, body)
+            callbacks.append(Callback(body, trigger, key, datetime.now(UTC), False))
+        for start in range(0, len(callbacks), 500):
+            await asyncio.gather(*(publisher.publish(callback) for callback in callbacks[start : start + 500]))
+    finally:
+        await publisher.close()
+    return [callback.key for callback in callbacks]

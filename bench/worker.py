@@ -1,0 +1,146 @@
+"""Worker benchmark: drain a backlog of realistic callbacks with one ``ctwa worker --drain`` process, and in the same
+run a naive consumer that commits one callback per transaction.
+
+    python bench/worker.py [--count 50000] [--naive-count 5000]
+
+The backlog is put on the queue exactly as the receiver publishes it (60 % inbound messages, half of them with
+a Click-to-WhatsApp referral; delivery reports; conversation starts). Each consumer gets a fresh database and
+queue. Prints callbacks/s and peak RSS as a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import aio_pika
+from sqlalchemy import func, make_url, select, text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+sys.path.insert(0, str(Path(__file__).parent))
+from traffic import callbacks
+
+from ingest.callback import Callback, business_key, identify, parse_body
+from ingest.metrics import ReceiverMetrics
+from ingest.publisher import Publisher
+from ingest.topology import Topology
+from workers.migrate import upgrade
+from workers.schema import callbacks as callbacks_table
+
+BENCH = Path(__file__).parent
+AMQP_URL = os.environ.get("CTWA_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+SERVER_URL = os.environ.get("CTWA_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres")
+
+
+async def enqueue(topology: Topology, bodies: list[bytes]) -> None:
+    from datetime import UTC, datetime
+
+    publisher = Publisher(AMQP_URL, topology, ReceiverMetrics(), confirm_timeout=60)
+    await publisher.start()
+    assert await publisher.wait_ready(10)
+    now = datetime.now(UTC)
+    batch = []
+    for body in bodies:
+        payload = parse_body(body)
+        trigger = identify(payload)
+        batch.append(Callback(body, trigger, business_key(trigger, payload, body), now, True))
+    for start in range(0, len(batch), 1000):
+        await asyncio.gather(*(publisher.publish(c) for c in batch[start : start + 1000]))
+    await publisher.close()
+
+
+async def reset_database(url: str) -> None:
+    admin = create_async_engine(make_url(url).set(database="postgres"), isolation_level="AUTOCOMMIT")
+    async with admin.connect() as connection:
+        await connection.execute(text(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)'))
+    await admin.dispose()
+
+
+async def count_rows(url: str) -> int:
+    engine = create_async_engine(url)
+    async with engine.connect() as connection:
+        count = int(await connection.scalar(select(func.count()).select_from(callbacks_table)) or 0)
+    await engine.dispose()
+    return count
+
+
+async def delete_topology(topology: Topology) -> None:
+    async with await aio_pika.connect(AMQP_URL) as connection, connection.channel() as channel:
+        for queue in (topology.queue, topology.dead_letter_queue):
+            await channel.queue_delete(queue)
+        for exchange in (topology.exchange, topology.dead_letter_exchange):
+            await channel.exchange_delete(exchange)
+
+
+def measure(name: str, command: list[str], env: dict[str, str], count: int, database_url: str) -> tuple[float, float]:
+    """Run ``command`` to completion; return (callbacks/s, peak RSS in MB)."""
+    started = time.perf_counter()
+    process = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)
+    peak_kb = 0
+    while process.poll() is None:
+        # The kernel's high-water mark of the process's own memory (reset at exec, unlike rusage after a fork).
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{process.pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peak_kb = max(peak_kb, int(line.split()[1]))
+        time.sleep(0.05)
+    elapsed = time.perf_counter() - started
+    if process.returncode != 0:
+        raise RuntimeError(f"{name} exited with {process.returncode}")
+    stored = asyncio.run(count_rows(database_url))
+    if stored != count:
+        raise RuntimeError(f"{name} stored {stored} of {count}")
+    rate, rss = count / elapsed, peak_kb / 1024
+    print(f"{name:>22}: {count} callbacks in {elapsed:.1f} s = {rate:,.0f}/s, peak RSS {rss:.0f} MB", file=sys.stderr)
+    return rate, rss
+
+
+def run(name: str, count: int, bodies: list[bytes]) -> tuple[float, float]:
+    prefix = f"ctwa-bench-{uuid.uuid4().hex[:8]}"
+    topology = Topology(prefix)
+    database_url = make_url(SERVER_URL).set(database=prefix.replace("-", "_")).render_as_string(hide_password=False)
+    asyncio.run(reset_database(database_url))
+    upgrade(database_url)
+    asyncio.run(enqueue(topology, bodies[:count]))
+    env = {**os.environ, "CTWA_AMQP_URL": AMQP_URL, "CTWA_AMQP_PREFIX": prefix, "CTWA_DATABASE_URL": database_url}
+    env |= {"CTWA_WORKER_METRICS_PORT": "0", "CTWA_LOG_FORMAT": "json"}
+    if name == "ctwa worker --drain":
+        command = [sys.executable, "-m", "ingest", "worker", "--drain"]
+    else:
+        command = [sys.executable, str(BENCH / "naive_worker.py"), AMQP_URL, prefix, database_url, str(count)]
+    try:
+        return measure(name, command, env, count, database_url)
+    finally:
+        asyncio.run(delete_topology(topology))
+        asyncio.run(reset_database(database_url))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--count", type=int, default=50_000, help="backlog for the worker")
+    parser.add_argument("--naive-count", type=int, default=5_000, help="backlog for the naive consumer")
+    args = parser.parse_args()
+    bodies = [json.dumps(c, separators=(",", ":")).encode() for c in callbacks(max(args.count, args.naive_count))]
+
+    naive_rate, naive_rss = run("naive consumer", args.naive_count, bodies)
+    rate, rss = run("ctwa worker --drain", args.count, bodies)
+
+    print(f"\n{platform.node()}: {os.cpu_count()} cores, Python {platform.python_version()}\n")
+    print("| consumer | callbacks | callbacks/s | vs naive | peak RSS |")
+    print("|---|---:|---:|---:|---:|")
+    naive = f"{args.naive_count:,} | {naive_rate:,.0f} | 1x | {naive_rss:.0f} MB"
+    print(f"| naive (one transaction per callback) | {naive} |")
+    print(f"| `ctwa worker --drain` | {args.count:,} | {rate:,.0f} | {rate / naive_rate:.1f}x | {rss:.0f} MB |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,39 @@
+"""Alembic's environment: async, with the URL from the settings unless ``ctwa migrate`` passed one."""
+
+from __future__ import annotations
+
+import asyncio
+
+from alembic import context
+from sqlalchemy import Connection, pool
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from ingest.settings import load_settings
+from workers.schema import metadata
+
+config = context.config
+
+
+def _url() -> str:
+    return config.get_main_option("sqlalchemy.url") or load_settings().database_url
+
+
+def _migrate(connection: Connection) -> None:
+    context.configure(connection=connection, target_metadata=metadata, transaction_per_migration=True)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+async def _migrate_online() -> None:
+    engine = create_async_engine(_url(), poolclass=pool.NullPool)
+    async with engine.connect() as connection:
+        await connection.run_sync(_migrate)
+    await engine.dispose()
+
+
+if context.is_offline_mode():
+    context.configure(url=_url(), target_metadata=metadata, literal_binds=True)
+    with context.begin_transaction():
+        context.run_migrations()
+else:
+    asyncio.run(_migrate_online())

@@ -1,0 +1,279 @@
+"""The worker against the real RabbitMQ and Postgres: exactly-once rows, poison isolated, every outage survived."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import aio_pika
+import pytest
+from aio_pika.abc import AbstractConnection
+from conftest import AMQP_URL, ReceiverFactory
+from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+from support import TcpRelay, enqueue, fixture_bytes, fixture_names, inbound_bodies, key_of, take_all
+from yarl import URL
+
+from ingest.settings import Settings
+from ingest.topology import Topology
+from workers.consumer import REASON_HEADER
+from workers.schema import callbacks
+from workers.worker import Worker
+
+
+async def drain(settings: Settings) -> Worker:
+    """Run a worker until the queue is empty."""
+    worker = Worker(settings, drain=True)
+    await asyncio.wait_for(worker.run(), 120)
+    return worker
+
+
+async def archived_keys(db: AsyncEngine) -> list[str]:
+    async with db.connect() as connection:
+        return list(await connection.scalars(select(callbacks.c.key).order_by(callbacks.c.key)))
+
+
+def counter(worker: Worker, name: str, **labels: str) -> float:
+    value = worker.metrics.registry.get_sample_value(name, labels)
+    return value or 0.0
+
+
+async def test_a_callback_posted_three_times_is_archived_once(
+    start_receiver: ReceiverFactory, worker_settings: Settings, db: AsyncEngine
+) -> None:
+    receiver = await start_receiver()
+    body = fixture_bytes("01_inbound_ctwa_referral.json")
+    reserialised = json.dumps(json.loads(body) | {"accepted_time": "2025-11-03T09:14:19.5Z"}).encode()
+    for attempt in (body, body, reserialised):
+        assert (await receiver.post("/webhooks/sinch", data=attempt)).status == 200
+    worker = await drain(worker_settings)
+    assert await archived_keys(db) == ["MESSAGE_INBOUND:01K94FXHR0TEWH0AVNH9DN65R6"]
+    assert counter(worker, "ctwa_worker_processed_total", trigger="MESSAGE_INBOUND") == 1
+    assert counter(worker, "ctwa_worker_duplicates_total", trigger="MESSAGE_INBOUND") == 2
+    async with db.connect() as connection:
+        row = (await connection.execute(select(callbacks))).one()
+    # The first copy is the one archived.
+    assert row.payload == json.loads(body)
+
+
+async def test_every_fixture_is_archived_with_its_envelope(
+    start_receiver: ReceiverFactory, worker_settings: Settings, db: AsyncEngine
+) -> None:
+    receiver = await start_receiver()
+    for name in fixture_names():
+        assert (await receiver.post("/webhooks/sinch", data=fixture_bytes(name))).status == 200
+    await drain(worker_settings)
+    async with db.connect() as connection:
+        rows = {row.key: row for row in await connection.execute(select(callbacks))}
+    assert len(rows) == len(fixture_names())
+    for name in fixture_names():
+        body = fixture_bytes(name)
+        payload = json.loads(body)
+        row = rows[key_of(body)]
+        assert row.payload == payload
+        assert row.app_id == (payload["app_id"] or None)
+        assert row.project_id == (payload["project_id"] or None)
+        assert row.signature_verified is False
+        assert row.received_at.tzinfo is not None
+        assert (row.event_time is None) == ("event_time" not in payload)
+    delivered = rows["MESSAGE_DELIVERY:01K94FXNN0X9G8FGVSQE8Z5379:DELIVERED"]
+    assert delivered.trigger == "MESSAGE_DELIVERY"
+    assert delivered.event_time.isoformat() == "2025-11-03T09:15:02+00:00"
+    assert delivered.accepted_time.isoformat() == "2025-11-03T09:15:02.884000+00:00"
+    created = rows["CONTACT_CREATE:01FJA8B466Y0R2GNXD78MD9SM1"]
+    assert created.app_id is None  # "" on the wire
+    assert created.accepted_time.isoformat() == "2021-10-18T17:49:13.813615+00:00"
+
+
+async def test_unknown_triggers_and_odd_times_are_archived(
+    start_receiver: ReceiverFactory, worker_settings: Settings, db: AsyncEngine
+) -> None:
+    receiver = await start_receiver()
+    odd = b'{"app_id":"A","accepted_time":"yesterday","event_time":42,"brand_new_notification":{"id":"N1"}}'
+    assert (await receiver.post("/webhooks/sinch", data=odd)).status == 200
+    await drain(worker_settings)
+    async with db.connect() as connection:
+        row = (await connection.execute(select(callbacks))).one()
+    assert row.trigger == "UNKNOWN"
+    assert row.key == key_of(odd)
+    assert (row.accepted_time, row.event_time) == (None, None)
+
+
+async def test_poison_is_dead_lettered_with_its_reason_and_the_rest_of_its_batch_is_stored(
+    worker_settings: Settings, db: AsyncEngine, amqp: AbstractConnection, topology: Topology
+) -> None:
+    good = inbound_bodies(40)
+    keys = await enqueue(AMQP_URL, topology, good[:20])
+    poison = {
+        b"not json at all": "invalid_json",
+        b"[1, 2, 3]": "not_object",
+        # Valid JSON that Postgres refuses: jsonb can't hold a NUL character.
+        b'{"message": {"id": "01K94NUL", "contact_message": {"text_message": {"text": "a\\u0000b"}}}}': (
+            "database_22P05"
+        ),
+    }
+    async with amqp.channel() as channel:
+        exchange = await channel.get_exchange(topology.exchange)
+        for body in poison:
+            await exchange.publish(aio_pika.Message(body, message_id="hand-published"), "message.inbound")
+    keys += await enqueue(AMQP_URL, topology, good[20:])
+
+    worker = await drain(worker_settings.model_copy(update={"batch_size": 500, "batch_linger_ms": 200}))
+
+    assert await archived_keys(db) == sorted(keys)
+    dead = await take_all(amqp, topology.dead_letter_queue)
+    assert sorted(m.body for m in dead) == sorted(poison)
+    for message in dead:
+        reason = str(message.headers[REASON_HEADER])
+        assert reason.startswith(poison[message.body].removeprefix("database_22P05")) or "22P05" in reason
+        assert message.routing_key == "message.inbound"
+        assert message.message_id == "hand-published"
+    for code in poison.values():
+        assert counter(worker, "ctwa_worker_dead_lettered_total", reason=code) == 1
+    assert await take_all(amqp, topology.queue) == []
+
+
+async def test_duplicates_within_a_batch_and_across_batches_are_stored_once(
+    worker_settings: Settings, db: AsyncEngine, topology: Topology
+) -> None:
+    bodies = inbound_bodies(30)
+    await enqueue(AMQP_URL, topology, bodies + bodies[:10] + bodies[5:25])
+    worker = await drain(worker_settings.model_copy(update={"batch_size": 7}))
+    assert await archived_keys(db) == sorted(key_of(body) for body in bodies)
+    assert counter(worker, "ctwa_worker_processed_total", trigger="MESSAGE_INBOUND") == 30
+    assert counter(worker, "ctwa_worker_duplicates_total", trigger="MESSAGE_INBOUND") == 30
+
+
+async def test_a_message_published_without_properties_is_keyed_from_its_body(
+    worker_settings: Settings, db: AsyncEngine, amqp: AbstractConnection, topology: Topology
+) -> None:
+    await enqueue(AMQP_URL, topology, [])  # declares the topology
+    body = fixture_bytes("07_delivery_failed_dispatch.json")
+    async with amqp.channel() as channel:
+        exchange = await channel.get_exchange(topology.exchange)
+        await exchange.publish(aio_pika.Message(body), "anything")
+    await drain(worker_settings)
+    assert await archived_keys(db) == ["MESSAGE_DELIVERY:01K94FXSJ0SQWW7FE4N1EE043E:FAILED"]
+
+
+async def test_two_workers_side_by_side_store_each_callback_once(
+    worker_settings: Settings, db: AsyncEngine, topology: Topology
+) -> None:
+    keys = await enqueue(AMQP_URL, topology, inbound_bodies(2000))
+    settings = worker_settings.model_copy(update={"prefetch": 150})
+    first, second = await asyncio.gather(drain(settings), drain(settings))
+    assert await archived_keys(db) == sorted(keys)
+    processed = sum(counter(w, "ctwa_worker_processed_total", trigger="MESSAGE_INBOUND") for w in (first, second))
+    assert processed == 2000
+    assert min(counter(w, "ctwa_worker_processed_total", trigger="MESSAGE_INBOUND") for w in (first, second)) > 0
+
+
+async def test_postgres_backends_terminated_mid_batch_lose_and_double_nothing(
+    worker_settings: Settings, db: AsyncEngine, topology: Topology
+) -> None:
+    keys = await enqueue(AMQP_URL, topology, inbound_bodies(4000))
+    settings = worker_settings.model_copy(update={"batch_size": 50})
+    worker = Worker(settings, drain=True, name="ctwa-worker-terminated")
+    running = asyncio.create_task(worker.run())
+    terminated = 0
+    async with db.connect() as connection:
+        while not running.done() and terminated < 10:
+            killed = await connection.scalar(
+                text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE application_name = 'ctwa-worker-terminated' AND state <> 'idle'"
+                )
+            )
+            terminated += killed or 0
+            await connection.commit()
+            await asyncio.sleep(0.02)
+    await running
+    assert terminated > 0
+    assert counter(worker, "ctwa_worker_retries_total", cause="database") > 0
+    assert await archived_keys(db) == sorted(keys)
+
+
+async def test_database_unreachable_the_worker_holds_then_recovers(
+    worker_settings: Settings, db: AsyncEngine, topology: Topology
+) -> None:
+    keys = await enqueue(AMQP_URL, topology, inbound_bodies(300))
+    database = URL(worker_settings.database_url.replace("postgresql+asyncpg", "postgresql"))
+    relay = TcpRelay(database)
+    settings = worker_settings.model_copy(
+        update={"database_url": worker_settings.database_url.replace(f":{database.port}/", f":{relay.port}/")}
+    )
+    worker = Worker(settings, drain=True)
+    running = asyncio.create_task(worker.run())  # the relay is not listening: Postgres is "down"
+    while counter(worker, "ctwa_worker_retries_total", cause="database") < 3:
+        await asyncio.sleep(0.05)
+    assert await archived_keys(db) == []
+    await relay.start()
+    await asyncio.wait_for(running, 120)
+    await relay.close()
+    assert await archived_keys(db) == sorted(keys)
+
+
+async def test_broker_connection_lost_mid_stream_the_worker_reconnects(
+    worker_settings: Settings, db: AsyncEngine, topology: Topology
+) -> None:
+    keys = await enqueue(AMQP_URL, topology, inbound_bodies(3000))
+    relay = TcpRelay(URL(AMQP_URL))
+    await relay.start()
+    worker = Worker(worker_settings.model_copy(update={"amqp_url": relay.url, "batch_size": 50}), drain=True)
+    running = asyncio.create_task(worker.run())
+    while counter(worker, "ctwa_worker_processed_total", trigger="MESSAGE_INBOUND") < 300:
+        await asyncio.sleep(0.01)
+    await relay.cut()
+    await asyncio.sleep(0.5)
+    await relay.start()
+    await asyncio.wait_for(running, 120)
+    await relay.close()
+    assert await archived_keys(db) == sorted(keys)
+
+
+async def test_delivery_limit_dead_letters_a_message_redelivered_too_often(
+    worker_settings: Settings, amqp: AbstractConnection, topology: Topology
+) -> None:
+    limited = Topology(topology.prefix, delivery_limit=2)
+    await enqueue(AMQP_URL, limited, inbound_bodies(1))
+    async with amqp.channel() as channel:
+        queue = await channel.get_queue(limited.queue)
+        for _ in range(3):
+            message = await queue.get(timeout=5)
+            await message.nack(requeue=True)
+    [dead] = await take_all(amqp, limited.dead_letter_queue)
+    assert dead.headers["x-death"][0]["reason"] == "delivery_limit"  # type: ignore[index]
+
+
+async def test_worker_serves_health_and_metrics(worker_settings: Settings, topology: Topology) -> None:
+    await enqueue(AMQP_URL, topology, inbound_bodies(5))
+    port = 19_000 + (hash(topology.prefix) % 1000)
+    worker = Worker(worker_settings.model_copy(update={"worker_metrics_port": port}))
+    running = asyncio.create_task(worker.run())
+    try:
+        while counter(worker, "ctwa_worker_processed_total", trigger="MESSAGE_INBOUND") < 5:
+            await asyncio.sleep(0.02)
+        import aiohttp
+
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"http://127.0.0.1:{port}/healthz") as response:
+                assert response.status == 200
+                assert (await response.json())["broker_connected"] is True
+            async with session.get(f"http://127.0.0.1:{port}/metrics") as response:
+                metrics = await response.text()
+        assert 'ctwa_worker_processed_total{trigger="MESSAGE_INBOUND"} 5.0' in metrics
+        assert "ctwa_worker_batch_size_count" in metrics
+        assert "ctwa_worker_commit_seconds_count" in metrics
+    finally:
+        worker.stop()
+        await running
+
+
+@pytest.mark.parametrize("batch_size", [1, 500])
+async def test_drain_stops_once_the_queue_is_empty(
+    worker_settings: Settings, db: AsyncEngine, topology: Topology, batch_size: int
+) -> None:
+    keys = await enqueue(AMQP_URL, topology, inbound_bodies(120))
+    await drain(worker_settings.model_copy(update={"batch_size": batch_size}))
+    async with db.connect() as connection:
+        assert await connection.scalar(select(func.count()).select_from(callbacks)) == len(keys)

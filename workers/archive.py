@@ -1,0 +1,99 @@
+"""The ``callbacks`` archive: decoding broker messages into callbacks, and storing a batch of them at once."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from aio_pika.abc import AbstractIncomingMessage
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from ingest.callback import Callback, business_key, identify, parse_body
+from ingest.publisher import VERIFIED_APP_ID
+
+__all__ = ["Incoming", "decode", "insert", "parse_time"]
+
+
+@dataclass(slots=True)
+class Incoming:
+    """One callback taken from the queue, decoded, with the message it came in."""
+
+    message: AbstractIncomingMessage
+    callback: Callback
+    payload: dict[str, Any]
+
+
+def decode(message: AbstractIncomingMessage) -> Incoming:
+    """Decode a message; raise `InvalidCallback` for one that can never be stored.
+
+    The trigger and business key are derived from the body again with the receiver's own code, so a message
+    put on the queue by anything else (a redrive, a hand-published fix) is keyed exactly like the original.
+    """
+    payload = parse_body(message.body)
+    trigger = identify(payload)
+    received_at = message.timestamp or datetime.now(UTC)
+    if received_at.tzinfo is None:
+        received_at = received_at.replace(tzinfo=UTC)
+    callback = Callback(
+        body=message.body,
+        trigger=trigger,
+        key=business_key(trigger, payload, message.body),
+        received_at=received_at,
+        signature_verified=message.app_id == VERIFIED_APP_ID,
+    )
+    return Incoming(message, callback, payload)
+
+
+def parse_time(value: object) -> datetime | None:
+    """An ISO-8601 time from a callback (``...Z``, any precision); ``None`` when absent or unreadable."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _text_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+# One statement per batch: arrays in, the keys that were new out. A key already archived is a duplicate.
+_INSERT = text(
+    """
+    INSERT INTO callbacks
+        (key, trigger, app_id, project_id, event_time, accepted_time, received_at, signature_verified, payload)
+    SELECT key, trigger, app_id, project_id, event_time, accepted_time, received_at, signature_verified,
+           payload::jsonb
+    FROM unnest(
+        CAST(:keys AS text[]), CAST(:triggers AS text[]), CAST(:app_ids AS text[]), CAST(:project_ids AS text[]),
+        CAST(:event_times AS timestamptz[]), CAST(:accepted_times AS timestamptz[]),
+        CAST(:received_ats AS timestamptz[]), CAST(:verified AS boolean[]), CAST(:payloads AS text[])
+    ) AS batch(key, trigger, app_id, project_id, event_time, accepted_time, received_at, signature_verified, payload)
+    ON CONFLICT (key) DO NOTHING
+    RETURNING key
+    """
+)
+
+
+async def insert(connection: AsyncConnection, batch: Sequence[Incoming]) -> set[str]:
+    """Archive ``batch`` (keys unique within it); return the keys that were not archived before."""
+    result = await connection.execute(
+        _INSERT,
+        {
+            "keys": [item.callback.key for item in batch],
+            "triggers": [str(item.callback.trigger) for item in batch],
+            "app_ids": [_text_or_none(item.payload.get("app_id")) for item in batch],
+            "project_ids": [_text_or_none(item.payload.get("project_id")) for item in batch],
+            "event_times": [parse_time(item.payload.get("event_time")) for item in batch],
+            "accepted_times": [parse_time(item.payload.get("accepted_time")) for item in batch],
+            "received_ats": [item.callback.received_at for item in batch],
+            "verified": [item.callback.signature_verified for item in batch],
+            "payloads": [item.callback.body.decode("utf-8") for item in batch],
+        },
+    )
+    return set(result.scalars())

@@ -1,0 +1,182 @@
+"""The worker's side of the broker: consume with a bounded prefetch into a local buffer, acknowledge and dead-letter.
+
+Unacknowledged messages belong to the channel they came on. When that channel is lost, the broker hands them out
+again, so the consumer forgets them: a batch that was being stored is stored (the archive de-duplicates the
+redelivery), and its acknowledgement is simply lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Sequence
+from contextlib import suppress
+from datetime import UTC, datetime
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage, AbstractQueue
+from aio_pika.exceptions import CONNECTION_EXCEPTIONS, ChannelInvalidStateError
+
+from ingest.backoff import backoff
+from ingest.topology import Topology
+
+__all__ = ["REASON_HEADER", "BrokerLost", "Consumer"]
+
+log = logging.getLogger(__name__)
+
+REASON_HEADER = "x-ctwa-dead-letter-reason"
+_HISTORY_HEADER = "x-ctwa-dead-letter-history"
+_AT_HEADER = "x-ctwa-dead-lettered-at"
+
+
+class BrokerLost(Exception):
+    """The channel the messages came on is gone; the broker will deliver them again."""
+
+
+class Consumer:
+    """Consumes the main queue, reconnecting by itself; messages wait in `buffer` until the worker takes them."""
+
+    def __init__(self, url: str, topology: Topology, *, prefetch: int, connection_name: str = "ctwa-worker") -> None:
+        self._url = url
+        self._topology = topology
+        self._prefetch = prefetch
+        self._connection_name = connection_name
+        self.buffer: deque[AbstractIncomingMessage] = deque()
+        self.arrived = asyncio.Event()
+        self._channel: AbstractChannel | None = None
+        self._queue: AbstractQueue | None = None
+        self._dead_letter_exchange: AbstractExchange | None = None
+        self._consumer_tag: str | None = None
+        self._consuming = True
+        self._connected = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    async def wait_connected(self) -> None:
+        await self._connected.wait()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._stay_connected(), name="ctwa-consumer")
+
+    async def close(self) -> None:
+        """Close the connection; unacknowledged messages go back to the queue."""
+        if self._task is not None:
+            self._task.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def stop_consuming(self) -> None:
+        """Ask for no more messages; those already delivered stay in `buffer` to be stored."""
+        self._consuming = False
+        queue, tag = self._queue, self._consumer_tag
+        if queue is not None and tag is not None:
+            with suppress(*CONNECTION_EXCEPTIONS, TimeoutError):
+                await queue.cancel(tag, timeout=5)
+        self._consumer_tag = None
+
+    async def queue_is_empty(self) -> bool:
+        """Whether the main queue has no message ready (each worker's unacknowledged ones are not counted)."""
+        channel = self._channel
+        if channel is None:
+            return False
+        try:
+            queue = await channel.declare_queue(self._topology.queue, passive=True, timeout=5)
+        except (*CONNECTION_EXCEPTIONS, TimeoutError):
+            return False
+        result = queue.declaration_result
+        return result.message_count == 0
+
+    async def ack(self, messages: Sequence[AbstractIncomingMessage]) -> None:
+        """Acknowledge ``messages`` (in delivery order) with one frame per channel; raise `BrokerLost` if it is gone.
+
+        ``multiple`` acknowledges every earlier delivery on the channel too. That is right here: the worker takes
+        messages in delivery order and settles each batch before the next, so nothing earlier is still open.
+        """
+        last_on_channel: dict[int, AbstractIncomingMessage] = {}
+        lost = False
+        for message in messages:
+            try:
+                last_on_channel[id(message.channel)] = message
+            except ChannelInvalidStateError:  # its channel is closed: the broker delivers it again
+                lost = True
+        for message in last_on_channel.values():
+            try:
+                await message.ack(multiple=True)
+            except (*CONNECTION_EXCEPTIONS, TimeoutError):
+                lost = True
+        if lost:
+            raise BrokerLost("acknowledgement lost with the channel")
+
+    async def dead_letter(self, message: AbstractIncomingMessage, reason: str) -> None:
+        """Publish ``message`` to the dead-letter exchange with ``reason``, confirmed; the caller then acks it."""
+        exchange = self._dead_letter_exchange
+        if exchange is None:
+            raise BrokerLost("no channel to dead-letter on")
+        headers = dict(message.headers or {})
+        history = headers.get(_HISTORY_HEADER)
+        previous = [str(item) for item in history] if isinstance(history, list) else []
+        headers[_HISTORY_HEADER] = [*previous, reason]
+        headers[REASON_HEADER] = reason
+        headers[_AT_HEADER] = datetime.now(UTC).isoformat()
+        copy = aio_pika.Message(
+            message.body,
+            headers=headers,
+            content_type=message.content_type,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            message_id=message.message_id,
+            timestamp=message.timestamp,
+            type=message.type,
+            app_id=message.app_id,
+        )
+        try:
+            await exchange.publish(copy, message.routing_key or "unknown", mandatory=True, timeout=10)
+        except (*CONNECTION_EXCEPTIONS, TimeoutError) as error:
+            raise BrokerLost(f"dead-letter publish failed: {error!r}") from None
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        self.buffer.append(message)
+        self.arrived.set()
+
+    async def _stay_connected(self) -> None:
+        delays = backoff(initial=0.1, cap=5.0)
+        while True:
+            try:
+                connection = await aio_pika.connect(
+                    self._url, timeout=10, client_properties={"connection_name": self._connection_name}
+                )
+            except (*CONNECTION_EXCEPTIONS, TimeoutError) as error:
+                delay = next(delays)
+                log.warning("broker unreachable, retrying", extra={"error": repr(error), "retry_in_s": delay})
+                await asyncio.sleep(delay)
+                continue
+            try:
+                channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+                await channel.set_qos(prefetch_count=self._prefetch)
+                _, queue = await self._topology.declare(channel)
+                self._dead_letter_exchange = await channel.get_exchange(
+                    self._topology.dead_letter_exchange, ensure=False
+                )
+                self._channel, self._queue = channel, queue
+                if self._consuming:
+                    self._consumer_tag = await queue.consume(self._on_message)
+                self._connected.set()
+                delays = backoff(initial=0.1, cap=5.0)
+                log.info("consuming", extra={"queue": self._topology.queue, "prefetch": self._prefetch})
+                await channel.closed()
+                log.warning("broker channel closed, reconnecting")
+            except (*CONNECTION_EXCEPTIONS, TimeoutError) as error:
+                log.warning("broker setup failed, reconnecting", extra={"error": repr(error)})
+            finally:
+                self._connected.clear()
+                self._channel = self._queue = self._dead_letter_exchange = None
+                self._consumer_tag = None
+                # Unacknowledged deliveries of a lost channel are redelivered; holding on to them is pointless.
+                self.buffer.clear()
+                with suppress(*CONNECTION_EXCEPTIONS, TimeoutError):
+                    await connection.close()
+            await asyncio.sleep(next(delays))

@@ -1,0 +1,44 @@
+"""The Postgres side of the workers: the engine, and telling a failure worth retrying from bad data."""
+
+from __future__ import annotations
+
+from sqlalchemy.exc import DBAPIError, DisconnectionError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+__all__ = ["create_engine", "is_data_error", "sqlstate"]
+
+# SQLSTATE classes that mean "this data can never be stored": 22 data exception (a NUL in a JSON string, a value
+# out of range), 23 integrity constraint violation. Everything else — connection loss (08), serialization failure
+# and deadlock (40), resources (53), operator intervention such as pg_terminate_backend (57), an undefined table
+# before the migrations ran (42) — is the database's state, not the message's: retried, never dead-lettered.
+_DATA_ERROR_CLASSES = ("22", "23")
+
+
+def create_engine(url: str, *, application_name: str = "ctwa-worker") -> AsyncEngine:
+    """An engine for sequential batches: few connections, checked before use, named in ``pg_stat_activity``."""
+    return create_async_engine(
+        url,
+        pool_size=2,
+        max_overflow=2,
+        pool_pre_ping=True,
+        connect_args={"server_settings": {"application_name": application_name}, "timeout": 10},
+    )
+
+
+def sqlstate(error: BaseException) -> str | None:
+    """The SQLSTATE code behind a SQLAlchemy or asyncpg error, if there is one."""
+    for candidate in (getattr(error, "orig", None), error.__cause__, error):
+        code = getattr(candidate, "sqlstate", None) or getattr(candidate, "pgcode", None)
+        if isinstance(code, str):
+            return code
+    return None
+
+
+def is_data_error(error: BaseException) -> bool:
+    """Whether ``error`` says the data itself can't be stored, so retrying the same data would fail again."""
+    if isinstance(error, DisconnectionError):
+        return False
+    if isinstance(error, DBAPIError) and error.connection_invalidated:
+        return False
+    code = sqlstate(error)
+    return code is not None and code.startswith(_DATA_ERROR_CLASSES)

@@ -1,0 +1,60 @@
+"""Prometheus metrics of a worker process."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+__all__ = ["WorkerMetrics"]
+
+
+class WorkerMetrics:
+    """One registry per worker, so several workers in one process (tests) never share counters."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.processed = Counter(
+            "ctwa_worker_processed",
+            "Callbacks archived for the first time, by trigger.",
+            ["trigger"],
+            registry=self.registry,
+        )
+        self.duplicates = Counter(
+            "ctwa_worker_duplicates",
+            "Callbacks already archived (a retry or redelivery), by trigger; not projected again.",
+            ["trigger"],
+            registry=self.registry,
+        )
+        self.dead_lettered = Counter(
+            "ctwa_worker_dead_lettered",
+            "Messages that can never be stored, sent to the dead-letter queue, by reason.",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.retries = Counter(
+            "ctwa_worker_retries",
+            "Batches retried after a transient failure, by what failed.",
+            ["cause"],
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "ctwa_worker_batch_size",
+            "Messages per batch.",
+            buckets=(1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000),
+            registry=self.registry,
+        )
+        self.commit_seconds = Histogram(
+            "ctwa_worker_commit_seconds",
+            "Time to write and commit one batch transaction.",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+            registry=self.registry,
+        )
+        self.last_commit = Gauge(
+            "ctwa_worker_last_commit_timestamp_seconds",
+            "Unix time of the last committed batch.",
+            registry=self.registry,
+        )
+        self.broker_connected = Gauge(
+            "ctwa_worker_broker_connected",
+            "1 while the worker holds a consuming channel.",
+            registry=self.registry,
+        )

@@ -1,0 +1,251 @@
+"""``ctwa worker``: turn the queue into Postgres rows — in batches, exactly once, whatever fails on the way.
+
+A batch is written in one transaction and acknowledged only after the commit. A message that can never be
+stored is dead-lettered with its reason, alone, while the rest of its batch is stored. Anything else that fails
+(Postgres down or restarting, a deadlock, the broker connection) is retried with backoff, acknowledging nothing
+early; redeliveries are harmless because the archive de-duplicates on the business key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import Sequence
+from contextlib import AsyncExitStack, suppress
+from dataclasses import dataclass
+
+from aio_pika.abc import AbstractIncomingMessage
+from aiohttp import web
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ingest.backoff import backoff
+from ingest.callback import InvalidCallback
+from ingest.eventloop import new_event_loop
+from ingest.metrics import metrics_handler
+from ingest.settings import Settings
+from ingest.topology import Topology
+from workers import archive
+from workers.archive import Incoming
+from workers.consumer import BrokerLost, Consumer
+from workers.database import create_engine, is_data_error, sqlstate
+from workers.metrics import WorkerMetrics
+
+__all__ = ["Worker", "run"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class _Poison:
+    message: AbstractIncomingMessage
+    code: str  # short, for the metric label
+    reason: str  # for the dead-letter header: what an operator needs to decide on a redrive
+
+
+class Worker:
+    """Consumes callbacks and stores them. ``drain`` stops once the queue is empty (tests and backfills)."""
+
+    def __init__(self, settings: Settings, *, drain: bool = False, name: str = "ctwa-worker") -> None:
+        self._settings = settings
+        self._drain = drain
+        self._name = name
+        self.metrics = WorkerMetrics()
+        self._consumer = Consumer(
+            settings.amqp_url,
+            Topology(settings.amqp_prefix, settings.delivery_limit),
+            prefetch=settings.prefetch,
+            connection_name=name,
+        )
+        self._engine: AsyncEngine | None = None
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        """Stop taking messages; what was delivered is stored and acknowledged, then `run` returns."""
+        if not self._stopping.is_set():
+            log.info("stopping: finishing the messages already delivered")
+            self._stopping.set()
+            self._consumer.arrived.set()
+
+    async def run(self) -> None:
+        """Work until `stop` (or, with ``drain``, until the queue is empty).
+
+        After `stop`, what was delivered is finished within ``shutdown_grace_s``; past that (the database is down,
+        say) the work is abandoned unacknowledged, and the broker hands those messages to another worker.
+        """
+        async with AsyncExitStack() as stack:
+            self._engine = create_engine(self._settings.database_url, application_name=self._name)
+            stack.push_async_callback(self._engine.dispose)
+            await self._consumer.start()
+            stack.push_async_callback(self._consumer.close)
+            if self._settings.worker_metrics_port:
+                await self._serve_metrics(stack)
+            work = asyncio.create_task(self._work(), name="ctwa-work")
+            stopping = asyncio.create_task(self._stopping.wait())
+            await asyncio.wait((work, stopping), return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            try:
+                await asyncio.wait_for(work, timeout=self._settings.shutdown_grace_s)
+            except TimeoutError:
+                log.warning("grace period over: unacknowledged messages go back to the queue")
+
+    async def _work(self) -> None:
+        stopped_consuming = False
+        while True:
+            if self._stopping.is_set() and not stopped_consuming:
+                await self._consumer.stop_consuming()
+                stopped_consuming = True
+            batch = await self._next_batch()
+            if batch:
+                await self._settle(batch)
+            elif self._stopping.is_set():
+                return
+            elif self._drain and await self._drained():
+                log.info("queue drained")
+                return
+
+    async def _drained(self) -> bool:
+        if self._consumer.buffer or not await self._consumer.queue_is_empty():
+            return False
+        # "No message ready" also holds while deliveries to this worker are still on the wire.
+        await asyncio.sleep(0.05)
+        return not self._consumer.buffer
+
+    async def _next_batch(self) -> list[AbstractIncomingMessage]:
+        """Up to ``batch_size`` messages: whatever is waiting, or what arrives within the linger of the first."""
+        buffer, arrived = self._consumer.buffer, self._consumer.arrived
+        size = self._settings.batch_size
+        if not buffer:
+            arrived.clear()
+            if self._stopping.is_set():
+                return []
+            with suppress(TimeoutError):
+                await asyncio.wait_for(arrived.wait(), timeout=0.25)
+            if not buffer:
+                return []
+        deadline = time.monotonic() + self._settings.batch_linger_ms / 1000
+        batch: list[AbstractIncomingMessage] = []
+        while True:
+            while buffer and len(batch) < size:
+                batch.append(buffer.popleft())
+            remaining = deadline - time.monotonic()
+            if len(batch) >= size or remaining <= 0 or self._stopping.is_set():
+                return batch
+            arrived.clear()
+            with suppress(TimeoutError):
+                await asyncio.wait_for(arrived.wait(), timeout=remaining)
+
+    async def _settle(self, batch: list[AbstractIncomingMessage]) -> None:
+        """Store, dead-letter and acknowledge ``batch``, retrying transient failures until it is done."""
+        delays = backoff(initial=0.2, cap=30.0)
+        while True:
+            try:
+                await self._store_and_ack(batch)
+                return
+            except BrokerLost as error:
+                # These messages come back on a new channel; storing them again is a no-op.
+                log.warning("broker channel lost mid-batch; the broker redelivers it", extra={"error": str(error)})
+                self.metrics.retries.labels("broker").inc()
+                return
+            except (SQLAlchemyError, OSError, TimeoutError) as error:
+                delay = next(delays)
+                log.warning(
+                    "database unavailable, retrying the batch",
+                    extra={"error": type(error).__name__, "sqlstate": sqlstate(error), "retry_in_s": round(delay, 2)},
+                )
+                self.metrics.retries.labels("database").inc()
+                await asyncio.sleep(delay)
+
+    async def _store_and_ack(self, batch: list[AbstractIncomingMessage]) -> None:
+        poison: list[_Poison] = []
+        unique: dict[str, Incoming] = {}
+        repeated: list[Incoming] = []
+        for message in batch:
+            try:
+                incoming = archive.decode(message)
+            except InvalidCallback as error:
+                poison.append(_Poison(message, error.reason, f"{error.reason}: {error.detail}"))
+                continue
+            # The first copy is stored; later copies in the same batch are duplicates.
+            if unique.setdefault(incoming.callback.key, incoming) is not incoming:
+                repeated.append(incoming)
+        if unique:
+            # Sorted keys: concurrent workers lock rows in one order, which keeps them out of deadlocks.
+            poison += await self._store(sorted(unique.values(), key=lambda item: item.callback.key))
+        for copy in repeated:
+            self.metrics.duplicates.labels(str(copy.callback.trigger)).inc()
+        for dead in poison:
+            await self._consumer.dead_letter(dead.message, dead.reason)
+            self.metrics.dead_lettered.labels(dead.code).inc()
+            log.warning("dead-lettered", extra={"reason": dead.reason, "message_id": dead.message.message_id})
+        await self._consumer.ack(batch)
+        self.metrics.batch_size.observe(len(batch))
+
+    async def _store(self, items: Sequence[Incoming]) -> list[_Poison]:
+        """Commit ``items`` in one transaction; a data error is narrowed down by halving to the items that cause it."""
+        assert self._engine is not None
+        started = time.perf_counter()
+        try:
+            async with self._engine.begin() as connection:
+                new = await archive.insert(connection, items)
+        except (SQLAlchemyError, OSError, TimeoutError) as error:
+            if not is_data_error(error):
+                raise
+            if len(items) == 1:
+                code = sqlstate(error) or "unknown"
+                detail = str(getattr(error, "orig", error)).splitlines()[0][:300]
+                return [_Poison(items[0].message, f"database_{code}", f"the database refused it ({code}): {detail}")]
+            return await self._halves(items)
+        except Exception as error:
+            # A failure in our own code on some data: those messages can't be stored by this version. They are
+            # isolated and dead-lettered (to be redriven after a fix) instead of crashing the worker in a loop.
+            if len(items) == 1:
+                log.exception("storing a callback failed", extra={"message_id": items[0].message.message_id})
+                reason = f"storing it failed: {type(error).__name__}: {str(error)[:200]}"
+                return [_Poison(items[0].message, "store_failed", reason)]
+            return await self._halves(items)
+        self.metrics.commit_seconds.observe(time.perf_counter() - started)
+        self.metrics.last_commit.set_to_current_time()
+        for item in items:
+            trigger = str(item.callback.trigger)
+            if item.callback.key in new:
+                self.metrics.processed.labels(trigger).inc()
+            else:
+                self.metrics.duplicates.labels(trigger).inc()
+        return []
+
+    async def _halves(self, items: Sequence[Incoming]) -> list[_Poison]:
+        middle = len(items) // 2
+        return await self._store(items[:middle]) + await self._store(items[middle:])
+
+    async def _serve_metrics(self, stack: AsyncExitStack) -> None:
+        app = web.Application()
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/metrics", metrics_handler(self.metrics.registry))
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        stack.push_async_callback(runner.cleanup)
+        await web.TCPSite(runner, self._settings.http_host, self._settings.worker_metrics_port).start()
+        log.info("metrics served", extra={"port": self._settings.worker_metrics_port})
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        connected = self._consumer.connected
+        self.metrics.broker_connected.set(1 if connected else 0)
+        return web.json_response({"status": "ok", "broker_connected": connected})
+
+
+def run(settings: Settings, *, drain: bool = False) -> None:
+    """Run a worker until SIGTERM/SIGINT (or until the queue is empty with ``drain``)."""
+
+    async def main() -> None:
+        worker = Worker(settings, drain=drain)
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, worker.stop)
+        await worker.run()
+        log.info("worker stopped")
+
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        runner.run(main())
