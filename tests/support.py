@@ -12,12 +12,16 @@ from pathlib import Path
 from typing import Any
 
 from aio_pika.abc import AbstractConnection, AbstractIncomingMessage
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 from yarl import URL
 
 from ingest.callback import Callback, business_key, identify, parse_body
 from ingest.metrics import ReceiverMetrics
 from ingest.publisher import Publisher
 from ingest.topology import Topology
+from workers.archive import Incoming
+from workers.store import Store
 
 FIXTURES = Path(__file__).parent / "fixtures" / "sinch"
 
@@ -151,3 +155,49 @@ async def enqueue(amqp_url: str, topology: Topology, bodies: Sequence[bytes]) ->
     finally:
         await publisher.close()
     return [callback.key for callback in callbacks]
+
+
+def incoming(body: bytes, received_at: datetime | None = None) -> Incoming:
+    """A callback as the worker decodes it, without the queue."""
+    payload = parse_body(body)
+    trigger = identify(payload)
+    key = business_key(trigger, payload, body)
+    moment = received_at or datetime(2025, 11, 3, 12, 0, tzinfo=UTC)
+    return Incoming(Callback(body, trigger, key, moment, False), payload)
+
+
+async def store(engine: AsyncEngine, bodies: Sequence[bytes], batch_size: int = 100) -> None:
+    """Store ``bodies`` in batches as the worker does (duplicates within a batch stored once), skipping the queue."""
+    writer = Store(engine)
+    for start in range(0, len(bodies), batch_size):
+        unique: dict[str, Incoming] = {}
+        for body in bodies[start : start + batch_size]:
+            item = incoming(body)
+            unique.setdefault(item.callback.key, item)
+        await writer.write(sorted(unique.values(), key=lambda item: item.callback.key))
+
+
+# What "the same final state" compares: every projection, and the archive minus when it was written.
+_SNAPSHOT = {
+    "callbacks": "key, trigger, app_id, project_id, event_time, accepted_time, received_at, payload, contact_ids, "
+    "identity",
+    "contacts": "*",
+    "channel_identities": "channel, identity, app_id, contact_id, first_seen_at, last_seen_at, contact_at, contact_key",
+    "conversations": "*",
+    "messages": "*",
+    "ad_clicks": "*",
+    "delivery_reports": "*",
+    "message_status": "*",
+    "contact_merges": "*",
+    "erased_identities": "*",
+}
+
+
+async def snapshot(engine: AsyncEngine) -> dict[str, list[dict[str, Any]]]:
+    """Every row of every table users query (and of the archive), in a stable order."""
+    state: dict[str, list[dict[str, Any]]] = {}
+    async with engine.connect() as connection:
+        for table, columns in _SNAPSHOT.items():
+            rows = await connection.execute(text(f"SELECT {columns} FROM {table}"))
+            state[table] = sorted((dict(row._mapping) for row in rows), key=repr)
+    return state

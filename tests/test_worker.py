@@ -177,17 +177,27 @@ async def test_postgres_backends_terminated_mid_batch_lose_and_double_nothing(
     running = asyncio.create_task(worker.run())
     terminated = 0
     async with db.connect() as connection:
-        while not running.done() and terminated < 10:
+        # Five times: terminate the worker's backend while it is in a transaction, then let it make progress.
+        while not running.done() and terminated < 5:
             killed = await connection.scalar(
                 text(
                     "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                    "WHERE application_name = 'ctwa-worker-terminated' AND state <> 'idle'"
+                    "WHERE application_name = 'ctwa-worker-terminated' AND state LIKE 'idle in transaction%' "
+                    "OR application_name = 'ctwa-worker-terminated' AND state = 'active'"
                 )
             )
-            terminated += killed or 0
             await connection.commit()
-            await asyncio.sleep(0.02)
-    await running
+            if killed:
+                terminated += 1
+                progress = counter(worker, "ctwa_worker_processed_total", trigger="MESSAGE_INBOUND")
+                while (
+                    not running.done()
+                    and counter(worker, "ctwa_worker_processed_total", trigger="MESSAGE_INBOUND") == progress
+                ):
+                    await asyncio.sleep(0.01)
+            else:
+                await asyncio.sleep(0.005)
+    await asyncio.wait_for(running, 120)
     assert terminated > 0
     assert counter(worker, "ctwa_worker_retries_total", cause="database") > 0
     assert await archived_keys(db) == sorted(keys)

@@ -13,17 +13,18 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ingest.callback import Callback, business_key, identify, parse_body
 from ingest.publisher import VERIFIED_APP_ID
+from workers.facts import parse_time, subjects
 
-__all__ = ["Incoming", "decode", "insert", "parse_time"]
+__all__ = ["Incoming", "decode", "insert"]
 
 
 @dataclass(slots=True)
 class Incoming:
-    """One callback taken from the queue, decoded, with the message it came in."""
+    """One decoded callback, with the message it came in (``None`` when it comes from elsewhere, e.g. a replay)."""
 
-    message: AbstractIncomingMessage
     callback: Callback
     payload: dict[str, Any]
+    message: AbstractIncomingMessage | None = None
 
 
 def decode(message: AbstractIncomingMessage) -> Incoming:
@@ -44,18 +45,7 @@ def decode(message: AbstractIncomingMessage) -> Incoming:
         received_at=received_at,
         signature_verified=message.app_id == VERIFIED_APP_ID,
     )
-    return Incoming(message, callback, payload)
-
-
-def parse_time(value: object) -> datetime | None:
-    """An ISO-8601 time from a callback (``...Z``, any precision); ``None`` when absent or unreadable."""
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    return Incoming(callback, payload, message)
 
 
 def _text_or_none(value: object) -> str | None:
@@ -65,15 +55,21 @@ def _text_or_none(value: object) -> str | None:
 # One statement per batch: arrays in, the keys that were new out. A key already archived is a duplicate.
 _INSERT = text(
     """
-    INSERT INTO callbacks
-        (key, trigger, app_id, project_id, event_time, accepted_time, received_at, signature_verified, payload)
+    INSERT INTO callbacks (
+        key, trigger, app_id, project_id, event_time, accepted_time, received_at, signature_verified, payload,
+        contact_ids, identity
+    )
     SELECT key, trigger, app_id, project_id, event_time, accepted_time, received_at, signature_verified,
-           payload::jsonb
+           payload::jsonb, NULLIF(string_to_array(contact_ids, chr(31)), '{}'), identity
     FROM unnest(
         CAST(:keys AS text[]), CAST(:triggers AS text[]), CAST(:app_ids AS text[]), CAST(:project_ids AS text[]),
         CAST(:event_times AS timestamptz[]), CAST(:accepted_times AS timestamptz[]),
-        CAST(:received_ats AS timestamptz[]), CAST(:verified AS boolean[]), CAST(:payloads AS text[])
-    ) AS batch(key, trigger, app_id, project_id, event_time, accepted_time, received_at, signature_verified, payload)
+        CAST(:received_ats AS timestamptz[]), CAST(:verified AS boolean[]), CAST(:payloads AS text[]),
+        CAST(:contact_ids AS text[]), CAST(:identities AS text[])
+    ) AS batch(
+        key, trigger, app_id, project_id, event_time, accepted_time, received_at, signature_verified, payload,
+        contact_ids, identity
+    )
     ON CONFLICT (key) DO NOTHING
     RETURNING key
     """
@@ -82,6 +78,7 @@ _INSERT = text(
 
 async def insert(connection: AsyncConnection, batch: Sequence[Incoming]) -> set[str]:
     """Archive ``batch`` (keys unique within it); return the keys that were not archived before."""
+    named = [subjects(item.callback.trigger, item.payload) for item in batch]
     result = await connection.execute(
         _INSERT,
         {
@@ -94,6 +91,9 @@ async def insert(connection: AsyncConnection, batch: Sequence[Incoming]) -> set[
             "received_ats": [item.callback.received_at for item in batch],
             "verified": [item.callback.signature_verified for item in batch],
             "payloads": [item.callback.body.decode("utf-8") for item in batch],
+            # Arrays of arrays must be rectangular in Postgres: each callback's ids travel as one string.
+            "contact_ids": ["\x1f".join(contacts) for contacts, _ in named],
+            "identities": [identity for _, identity in named],
         },
     )
     return set(result.scalars())

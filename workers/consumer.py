@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Sequence
 from contextlib import suppress
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 REASON_HEADER = "x-ctwa-dead-letter-reason"
 _HISTORY_HEADER = "x-ctwa-dead-letter-history"
 _AT_HEADER = "x-ctwa-dead-lettered-at"
+_REDELIVERY_GRACE_S = 3.0
 
 
 class BrokerLost(Exception):
@@ -50,6 +52,8 @@ class Consumer:
         self._consumer_tag: str | None = None
         self._consuming = True
         self._connected = asyncio.Event()
+        self._reconnects = 0
+        self._connected_at = 0.0
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -80,9 +84,15 @@ class Consumer:
         self._consumer_tag = None
 
     async def queue_is_empty(self) -> bool:
-        """Whether the main queue has no message ready (each worker's unacknowledged ones are not counted)."""
+        """Whether the main queue has no message ready (each worker's unacknowledged ones are not counted).
+
+        Shortly after a reconnect it answers no: what the lost channel held goes back to the queue only once the
+        broker has noticed the loss, and until then it is neither ready nor ours.
+        """
         channel = self._channel
         if channel is None:
+            return False
+        if self._reconnects and time.monotonic() - self._connected_at < _REDELIVERY_GRACE_S:
             return False
         try:
             queue = await channel.declare_queue(self._topology.queue, passive=True, timeout=5)
@@ -165,12 +175,15 @@ class Consumer:
                 if self._consuming:
                     self._consumer_tag = await queue.consume(self._on_message)
                 self._connected.set()
+                self._connected_at = time.monotonic()
                 delays = backoff(initial=0.1, cap=5.0)
                 log.info("consuming", extra={"queue": self._topology.queue, "prefetch": self._prefetch})
                 await channel.closed()
                 log.warning("broker channel closed, reconnecting")
+                self._reconnects += 1
             except (*CONNECTION_EXCEPTIONS, TimeoutError) as error:
                 log.warning("broker setup failed, reconnecting", extra={"error": repr(error)})
+                self._reconnects += 1
             finally:
                 self._connected.clear()
                 self._channel = self._queue = self._dead_letter_exchange = None

@@ -6,18 +6,37 @@ from __future__ import annotations
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    CheckConstraint,
     Column,
     DateTime,
     Identity,
     Index,
+    LargeBinary,
     MetaData,
+    PrimaryKeyConstraint,
+    SmallInteger,
     Table,
     Text,
+    UniqueConstraint,
     func,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
-__all__ = ["callbacks", "metadata"]
+__all__ = [
+    "ad_clicks",
+    "callbacks",
+    "channel_identities",
+    "contact_merges",
+    "contacts",
+    "conversations",
+    "delivery_reports",
+    "erased_identities",
+    "erasure_key",
+    "messages",
+    "metadata",
+]
+
+Time = DateTime(timezone=True)
 
 metadata = MetaData(
     naming_convention={
@@ -43,7 +62,159 @@ callbacks = Table(
     Column("received_at", DateTime(timezone=True), nullable=False, comment="when the receiver got it"),
     Column("archived_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("signature_verified", Boolean, nullable=False),
-    Column("payload", JSONB, nullable=False, comment="the callback as received"),
+    Column("payload", JSONB, nullable=False, comment="the callback as received (personal data redacted on erasure)"),
+    Column("contact_ids", ARRAY(Text), comment="the contact ids it names: how erasure finds it"),
+    Column("identity", Text, comment="its channel identity: how erasure finds it"),
     Index(None, "received_at"),
     Index(None, "trigger", "received_at"),
+    Index(None, "contact_ids", postgresql_using="gin"),
+    Index(None, "identity"),
+)
+
+# Projections: what users query. Each is a function of the set of archived callbacks, whatever their order.
+# Columns ending in _at/_key next to a value record which callback set it, so "the latest" is decided by
+# (time, business key) and never by arrival.
+
+contacts = Table(
+    "contacts",
+    metadata,
+    Column("contact_id", Text, primary_key=True),
+    Column("display_name", Text),
+    Column("first_seen_at", Time),
+    Column("last_seen_at", Time),
+    Column("merged_into_contact_id", Text, comment="set once merged away: the contact that holds its data now"),
+    Column("merged_at", Time),
+    Column("deleted_at", Time, comment="CONTACT_DELETE: personal data erased, ad clicks kept"),
+    Column("display_name_at", Time),
+    Column("display_name_key", Text),
+    Index(None, "merged_into_contact_id"),
+)
+
+channel_identities = Table(
+    "channel_identities",
+    metadata,
+    Column("id", BigInteger, Identity(always=True), primary_key=True),
+    Column("channel", Text, nullable=False),
+    Column("identity", Text, nullable=False, comment="phone number or app-scoped id; erased:<contact> once erased"),
+    Column("app_id", Text, comment="the channel's app, for app-scoped channels (Messenger, Instagram)"),
+    Column("contact_id", Text, comment="NULL when known only in DISPATCH mode"),
+    Column("first_seen_at", Time, nullable=False),
+    Column("last_seen_at", Time, nullable=False),
+    Column("contact_at", Time),
+    Column("contact_key", Text),
+    UniqueConstraint("channel", "identity", "app_id", postgresql_nulls_not_distinct=True),
+    Index(None, "contact_id"),
+    Index(None, "identity"),
+)
+
+conversations = Table(
+    "conversations",
+    metadata,
+    Column("conversation_id", Text, primary_key=True),
+    Column("contact_id", Text),
+    Column("app_id", Text),
+    Column("active_channel", Text),
+    Column("started_at", Time),
+    Column("last_activity_at", Time),
+    Column("stopped_at", Time),
+    Column("deleted_at", Time),
+    Column("active_channel_at", Time),
+    Column("active_channel_key", Text),
+    Index(None, "contact_id"),
+    Index(None, "started_at"),
+)
+
+messages = Table(
+    "messages",
+    metadata,
+    Column("message_id", Text, primary_key=True),
+    Column("app_id", Text),
+    Column("contact_id", Text),
+    Column("conversation_id", Text),
+    Column("channel", Text),
+    Column("identity", Text),
+    Column("kind", Text, nullable=False, comment="text, media, media_card, location, choice_response, fallback, …"),
+    Column("text", Text),
+    Column("media_url", Text),
+    Column("sent_at", Time, nullable=False),
+    Column("has_referral", Boolean, nullable=False, comment="it came from an ad: ad_clicks has its row"),
+    Column("processing_mode", Text),
+    Index(None, "contact_id"),
+    Index(None, "channel", "identity"),
+    Index(None, "conversation_id"),
+    Index(None, "sent_at"),
+)
+
+ad_clicks = Table(
+    "ad_clicks",
+    metadata,
+    Column("message_id", Text, primary_key=True),
+    Column("ctwa_clid", Text),
+    Column("source_id", Text),
+    Column("source_type", Text),
+    Column("source_url", Text),
+    Column("headline", Text),
+    Column("body", Text),
+    Column("media_type", Text),
+    Column("image_url", Text),
+    Column("video_url", Text),
+    Column("thumbnail_url", Text),
+    Column("welcome_text", Text),
+    Column("app_id", Text),
+    Column("channel", Text),
+    Column("identity", Text),
+    Column("contact_id", Text),
+    Column("conversation_id", Text),
+    Column("clicked_at", Time, nullable=False),
+    Column("referral", JSONB, nullable=False),
+    Index(None, "source_id", "clicked_at"),
+    Index(None, "clicked_at"),
+    Index(None, "contact_id"),
+    Index(None, "channel", "identity"),
+    Index(None, "ctwa_clid"),
+)
+
+delivery_reports = Table(
+    "delivery_reports",
+    metadata,
+    Column("message_id", Text, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("app_id", Text),
+    Column("channel", Text),
+    Column("identity", Text),
+    Column("contact_id", Text),
+    Column("conversation_id", Text),
+    Column("reason_code", Text),
+    Column("reported_at", Time, nullable=False),
+    Column("processing_mode", Text),
+    PrimaryKeyConstraint("message_id", "status"),
+    Index(None, "contact_id"),
+    Index(None, "channel", "identity"),
+    Index(None, "reported_at"),
+)
+
+contact_merges = Table(
+    "contact_merges",
+    metadata,
+    Column("deleted_contact_id", Text, primary_key=True),
+    Column("preserved_contact_id", Text, nullable=False),
+    Column("merged_at", Time, nullable=False),
+    Column("merge_key", Text, nullable=False),
+    Index(None, "preserved_contact_id"),
+)
+
+# Keyed fingerprints of erased identities: a late callback carrying one is erased on arrival.
+erased_identities = Table(
+    "erased_identities",
+    metadata,
+    Column("fingerprint", LargeBinary, primary_key=True),
+    Column("opaque_identity", Text, nullable=False),
+)
+
+erasure_key = Table(
+    "erasure_key",
+    metadata,
+    Column("id", SmallInteger, primary_key=True),
+    Column("key", LargeBinary, nullable=False),
+    CheckConstraint("id = 1", name="single_row"),
 )

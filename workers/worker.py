@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from aio_pika.abc import AbstractIncomingMessage
 from aiohttp import web
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ingest.backoff import backoff
 from ingest.callback import InvalidCallback
@@ -32,6 +31,7 @@ from workers.archive import Incoming
 from workers.consumer import BrokerLost, Consumer
 from workers.database import create_engine, is_data_error, sqlstate
 from workers.metrics import WorkerMetrics
+from workers.store import Store
 
 __all__ = ["Worker", "run"]
 
@@ -43,6 +43,11 @@ class _Poison:
     message: AbstractIncomingMessage
     code: str  # short, for the metric label
     reason: str  # for the dead-letter header: what an operator needs to decide on a redrive
+
+
+def _poison(item: Incoming, code: str, reason: str) -> _Poison:
+    assert item.message is not None  # the worker only stores what it took from the queue
+    return _Poison(item.message, code, reason)
 
 
 class Worker:
@@ -59,7 +64,7 @@ class Worker:
             prefetch=settings.prefetch,
             connection_name=name,
         )
-        self._engine: AsyncEngine | None = None
+        self._store: Store | None = None
         self._stopping = asyncio.Event()
 
     def stop(self) -> None:
@@ -76,8 +81,9 @@ class Worker:
         say) the work is abandoned unacknowledged, and the broker hands those messages to another worker.
         """
         async with AsyncExitStack() as stack:
-            self._engine = create_engine(self._settings.database_url, application_name=self._name)
-            stack.push_async_callback(self._engine.dispose)
+            engine = create_engine(self._settings.database_url, application_name=self._name)
+            stack.push_async_callback(engine.dispose)
+            self._store = Store(engine)
             await self._consumer.start()
             stack.push_async_callback(self._consumer.close)
             if self._settings.worker_metrics_port:
@@ -173,7 +179,7 @@ class Worker:
                 repeated.append(incoming)
         if unique:
             # Sorted keys: concurrent workers lock rows in one order, which keeps them out of deadlocks.
-            poison += await self._store(sorted(unique.values(), key=lambda item: item.callback.key))
+            poison += await self._commit(sorted(unique.values(), key=lambda item: item.callback.key))
         for copy in repeated:
             self.metrics.duplicates.labels(str(copy.callback.trigger)).inc()
         for dead in poison:
@@ -183,28 +189,27 @@ class Worker:
         await self._consumer.ack(batch)
         self.metrics.batch_size.observe(len(batch))
 
-    async def _store(self, items: Sequence[Incoming]) -> list[_Poison]:
+    async def _commit(self, items: Sequence[Incoming]) -> list[_Poison]:
         """Commit ``items`` in one transaction; a data error is narrowed down by halving to the items that cause it."""
-        assert self._engine is not None
+        assert self._store is not None
         started = time.perf_counter()
         try:
-            async with self._engine.begin() as connection:
-                new = await archive.insert(connection, items)
+            new = await self._store.write(items)
         except (SQLAlchemyError, OSError, TimeoutError) as error:
             if not is_data_error(error):
                 raise
             if len(items) == 1:
                 code = sqlstate(error) or "unknown"
                 detail = str(getattr(error, "orig", error)).splitlines()[0][:300]
-                return [_Poison(items[0].message, f"database_{code}", f"the database refused it ({code}): {detail}")]
+                return [_poison(items[0], f"database_{code}", f"the database refused it ({code}): {detail}")]
             return await self._halves(items)
         except Exception as error:
             # A failure in our own code on some data: those messages can't be stored by this version. They are
             # isolated and dead-lettered (to be redriven after a fix) instead of crashing the worker in a loop.
             if len(items) == 1:
-                log.exception("storing a callback failed", extra={"message_id": items[0].message.message_id})
+                log.exception("storing a callback failed", extra={"key": items[0].callback.key})
                 reason = f"storing it failed: {type(error).__name__}: {str(error)[:200]}"
-                return [_Poison(items[0].message, "store_failed", reason)]
+                return [_poison(items[0], "store_failed", reason)]
             return await self._halves(items)
         self.metrics.commit_seconds.observe(time.perf_counter() - started)
         self.metrics.last_commit.set_to_current_time()
@@ -218,7 +223,7 @@ class Worker:
 
     async def _halves(self, items: Sequence[Incoming]) -> list[_Poison]:
         middle = len(items) // 2
-        return await self._store(items[:middle]) + await self._store(items[middle:])
+        return await self._commit(items[:middle]) + await self._commit(items[middle:])
 
     async def _serve_metrics(self, stack: AsyncExitStack) -> None:
         app = web.Application()

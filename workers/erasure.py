@@ -1,0 +1,263 @@
+"""Erasure after CONTACT_DELETE: no personal data of the contact survives, the archive included.
+
+A contact is erased when it, or any contact merged into it, was deleted. Its phone numbers and other identities
+become ``erased:<contact id>`` everywhere — an opaque person key, so its ad clicks still count, once per person —
+message texts and media URLs are dropped, its display name too, and the archived payloads are redacted the same
+way, so replaying the archive rebuilds the erased state. A keyed fingerprint of each erased identity is kept, so a
+late callback carrying one is erased as it arrives, in whichever order callbacks come.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import orjson
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from ingest.callback import Trigger
+from workers.facts import BODY_KEYS
+from workers.precedence import newer
+
+__all__ = ["Eraser", "opaque_identity", "redact"]
+
+_ERASED = "erased:"
+_CONTACT_OBJECTS = ("contact", "preserved_contact", "deleted_contact")
+_CONTACT_PERSONAL = ("display_name", "email", "external_id", "metadata")
+
+
+def opaque_identity(root: str) -> str:
+    """What an erased contact's identities become: an opaque key that still tells people apart."""
+    return f"{_ERASED}{root}"
+
+
+class Eraser:
+    """Erases contacts; holds the database's erasure key, which makes identity fingerprints unguessable."""
+
+    def __init__(self, key: bytes) -> None:
+        self._key = key
+
+    @classmethod
+    async def load(cls, connection: AsyncConnection) -> Eraser:
+        key = await connection.scalar(text("SELECT key FROM erasure_key WHERE id = 1"))
+        if not isinstance(key, bytes):
+            raise RuntimeError("no erasure key: run `ctwa migrate`")
+        return cls(key)
+
+    def fingerprint(self, channel: str, identity: str) -> bytes:
+        return hmac.digest(self._key, f"{channel}\x1f{identity}".encode(), "sha256")
+
+    async def match(
+        self, connection: AsyncConnection, identities: Iterable[tuple[str, str]]
+    ) -> dict[tuple[str, str], str]:
+        """Which of ``(channel, identity)`` were erased before, with the opaque identity each became."""
+        wanted = {self.fingerprint(channel, identity): (channel, identity) for channel, identity in identities}
+        if not wanted:
+            return {}
+        rows = await connection.execute(
+            text("SELECT fingerprint, opaque_identity FROM erased_identities WHERE fingerprint = ANY(:fingerprints)"),
+            {"fingerprints": list(wanted)},
+        )
+        return {wanted[bytes(fingerprint)]: opaque for fingerprint, opaque in rows}
+
+    async def erase(
+        self, connection: AsyncConnection, roots: set[str], identities: Mapping[tuple[str, str], str]
+    ) -> None:
+        """Erase the contacts ``roots`` (with everything merged into them) and the ``identities`` given."""
+        members = await _members(connection, roots)
+        found = await connection.execute(_IDENTITIES_OF, {"roots": list(roots)})
+        erased = dict(identities)
+        for channel, identity, contact_id in found:
+            erased.setdefault((channel, identity), opaque_identity(contact_id))
+        if erased:
+            await connection.execute(
+                text(
+                    "INSERT INTO erased_identities (fingerprint, opaque_identity) "
+                    "SELECT * FROM unnest(CAST(:fingerprints AS bytea[]), CAST(:opaques AS text[])) "
+                    "ON CONFLICT (fingerprint) DO NOTHING"
+                ),
+                {
+                    "fingerprints": [self.fingerprint(channel, identity) for channel, identity in erased],
+                    "opaques": list(erased.values()),
+                },
+            )
+        mapping = {
+            "roots": list(roots),
+            "channels": [channel for channel, _ in erased],
+            "identities": [identity for _, identity in erased],
+            "opaques": list(erased.values()),
+        }
+        for statement in _ERASE_ROWS:
+            await connection.execute(statement, mapping)
+        await connection.execute(
+            text("UPDATE contacts SET display_name = NULL WHERE contact_id = ANY(:members)"),
+            {"members": list(members)},
+        )
+        await _redact_archive(connection, members, erased)
+
+
+async def _members(connection: AsyncConnection, roots: set[str]) -> dict[str, str]:
+    """Every contact id merged (directly or through a chain) into one of ``roots``, and the roots: id -> root."""
+    rows = await connection.execute(
+        text(
+            """
+            WITH RECURSIVE members(root, member, depth) AS (
+                SELECT root, root, 0 FROM unnest(CAST(:roots AS text[])) AS root
+                UNION
+                SELECT members.root, merges.deleted_contact_id, members.depth + 1
+                FROM members JOIN contact_merges AS merges ON merges.preserved_contact_id = members.member
+                WHERE members.depth < 64
+            )
+            SELECT DISTINCT member, root FROM members
+            """
+        ),
+        {"roots": sorted(roots)},
+    )
+    return {start: root for start, root in rows}
+
+
+# The identities erased contacts were seen with, in any table.
+_IDENTITIES_OF = text(
+    """
+    SELECT DISTINCT channel, identity, contact_id FROM (
+        SELECT channel, identity, contact_id FROM channel_identities WHERE contact_id = ANY(:roots)
+        UNION ALL SELECT channel, identity, contact_id FROM messages WHERE contact_id = ANY(:roots)
+        UNION ALL SELECT channel, identity, contact_id FROM ad_clicks WHERE contact_id = ANY(:roots)
+        UNION ALL SELECT channel, identity, contact_id FROM delivery_reports WHERE contact_id = ANY(:roots)
+    ) AS seen
+    WHERE channel IS NOT NULL AND identity IS NOT NULL AND identity NOT LIKE 'erased:%'
+    ORDER BY channel, identity, contact_id
+    """
+)
+
+_MAPPING = "unnest(CAST(:channels AS text[]), CAST(:identities AS text[]), CAST(:opaques AS text[]))"
+
+_ERASE_ROWS = [
+    text(
+        f"""
+        UPDATE messages SET identity = erased.opaque, text = NULL, media_url = NULL
+        FROM {_MAPPING} AS erased(channel, identity, opaque)
+        WHERE messages.channel = erased.channel AND messages.identity = erased.identity
+        """
+    ),
+    text("UPDATE messages SET text = NULL, media_url = NULL WHERE contact_id = ANY(:roots)"),
+    *(
+        text(
+            f"""
+            UPDATE {table} SET identity = erased.opaque
+            FROM {_MAPPING} AS erased(channel, identity, opaque)
+            WHERE {table}.channel = erased.channel AND {table}.identity = erased.identity
+            """
+        )
+        for table in ("ad_clicks", "delivery_reports")
+    ),
+    # An identity row becomes the opaque one; several numbers of one contact on a channel become one row.
+    text(
+        f"""
+        WITH erased AS (
+            DELETE FROM channel_identities AS row
+            USING {_MAPPING} AS erased(channel, identity, opaque)
+            WHERE row.channel = erased.channel AND row.identity = erased.identity
+            RETURNING row.*, erased.opaque
+        )
+        INSERT INTO channel_identities
+            (channel, identity, app_id, contact_id, first_seen_at, last_seen_at, contact_at, contact_key)
+        SELECT DISTINCT ON (channel, opaque, app_id)
+            channel, opaque, app_id, contact_id,
+            min(first_seen_at) OVER same, max(last_seen_at) OVER same, contact_at, contact_key
+        FROM erased
+        WINDOW same AS (PARTITION BY channel, opaque, app_id)
+        ORDER BY channel, opaque, app_id, contact_at DESC NULLS LAST, contact_key DESC NULLS LAST
+        ON CONFLICT (channel, identity, app_id) DO UPDATE SET
+            first_seen_at = LEAST(channel_identities.first_seen_at, EXCLUDED.first_seen_at),
+            last_seen_at = GREATEST(channel_identities.last_seen_at, EXCLUDED.last_seen_at),
+            contact_id = CASE WHEN {newer("channel_identities", "contact")}
+                THEN EXCLUDED.contact_id ELSE channel_identities.contact_id END,
+            contact_at = GREATEST(channel_identities.contact_at, EXCLUDED.contact_at),
+            contact_key = CASE WHEN {newer("channel_identities", "contact")}
+                THEN EXCLUDED.contact_key ELSE channel_identities.contact_key END
+        """
+    ),
+]
+
+
+async def _redact_archive(
+    connection: AsyncConnection, members: Mapping[str, str], erased: Mapping[tuple[str, str], str]
+) -> None:
+    by_identity = {identity: opaque for (_, identity), opaque in erased.items()}
+    rows = await connection.execute(
+        text(
+            "SELECT key, trigger, payload, contact_ids FROM callbacks "
+            "WHERE contact_ids && CAST(:members AS text[]) OR identity = ANY(:identities)"
+        ),
+        {"members": list(members), "identities": list(by_identity)},
+    )
+    keys, payloads, identities = [], [], []
+    for key, trigger, payload, contact_ids in rows:
+        root = next((members[c] for c in contact_ids or () if c in members), None)
+        redacted, identity = redact(_trigger(trigger), payload, root, by_identity)
+        keys.append(key)
+        payloads.append(orjson.dumps(redacted).decode())
+        identities.append(identity)
+    if keys:
+        await connection.execute(
+            text(
+                "UPDATE callbacks SET payload = CAST(redacted.payload AS jsonb), identity = redacted.identity "
+                "FROM unnest(CAST(:keys AS text[]), CAST(:payloads AS text[]), CAST(:identities AS text[])) "
+                "AS redacted(key, payload, identity) WHERE callbacks.key = redacted.key"
+            ),
+            {"keys": keys, "payloads": payloads, "identities": identities},
+        )
+
+
+def _trigger(value: str) -> Trigger:
+    try:
+        return Trigger(value)
+    except ValueError:
+        return Trigger.UNKNOWN
+
+
+def redact(
+    trigger: Trigger, payload: dict[str, Any], root: str | None, identities: Mapping[str, str]
+) -> tuple[dict[str, Any], str | None]:
+    """``payload`` without personal data; and its channel identity as it now reads.
+
+    Identities become their opaque key (``identities`` maps known ones; any other of a callback about contact
+    ``root`` becomes ``erased:<root>``); message contents keep their kind but lose their text, media and
+    coordinates; contact objects lose names, emails, external ids and metadata. Ad data stays.
+    """
+
+    def opaque(identity: object) -> object:
+        if isinstance(identity, str) and identity:
+            if identity in identities:
+                return identities[identity]
+            if root is not None and not identity.startswith(_ERASED):
+                return opaque_identity(root)
+        return identity
+
+    body = payload.get(BODY_KEYS.get(trigger, ""))
+    if not isinstance(body, dict):
+        return payload, None
+    channel_identity = body.get("channel_identity")
+    if isinstance(channel_identity, dict):
+        channel_identity["identity"] = opaque(channel_identity.get("identity"))
+    if "identity" in body:
+        body["identity"] = opaque(body["identity"])
+    content = body.get("contact_message")
+    if isinstance(content, dict):
+        body["contact_message"] = {name: ({} if name != "reply_to" else value) for name, value in content.items()}
+    for name in _CONTACT_OBJECTS:
+        contact = body.get(name)
+        if isinstance(contact, dict):
+            for field in _CONTACT_PERSONAL:
+                if field in contact:
+                    contact[field] = ""
+            for item in contact.get("channel_identities") or ():
+                if isinstance(item, dict):
+                    item["identity"] = opaque(item.get("identity"))
+    if trigger is Trigger.UNSUPPORTED and "payload" in body:
+        body["payload"] = ""
+    identity = channel_identity.get("identity") if isinstance(channel_identity, dict) else body.get("identity")
+    return payload, identity if isinstance(identity, str) and identity else None

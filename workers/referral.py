@@ -1,0 +1,74 @@
+"""The Click-to-WhatsApp referral: escaped JSON inside ``message.metadata``, read defensively."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+__all__ = ["Referral", "parse_referral"]
+
+_FIELDS = (
+    "source_id",
+    "source_type",
+    "source_url",
+    "ctwa_clid",
+    "headline",
+    "body",
+    "media_type",
+    "image_url",
+    "video_url",
+    "thumbnail_url",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Referral:
+    """An ad click: the referral of an inbound message that names an ad (``source_id``) or a click (``ctwa_clid``)."""
+
+    source_id: str | None
+    source_type: str | None
+    source_url: str | None
+    ctwa_clid: str | None
+    headline: str | None
+    body: str | None
+    media_type: str | None
+    image_url: str | None
+    video_url: str | None
+    thumbnail_url: str | None
+    welcome_text: str | None
+    raw: dict[str, Any]
+
+
+def parse_referral(metadata: object) -> Referral | None:
+    """The ad click in ``message.metadata``, or ``None``.
+
+    ``metadata`` may be anything: ``""``, plain text, a JSON array, JSON without a referral, a referral that is not
+    an object, or one missing any key. None of that is an error; it is just not an ad click. A referral with
+    neither ``source_id`` nor ``ctwa_clid`` is not one either (Status ads have no ``ctwa_clid``, but a source).
+    """
+    if not isinstance(metadata, str) or not metadata.lstrip().startswith("{"):
+        return None
+    try:
+        decoded = orjson.loads(metadata)
+    except orjson.JSONDecodeError:
+        return None
+    referral = decoded.get("referral") if isinstance(decoded, dict) else None
+    if not isinstance(referral, dict):
+        return None
+    values = {name: _text(referral.get(name)) for name in _FIELDS}
+    if values["source_id"] is None and values["ctwa_clid"] is None:
+        return None
+    welcome = referral.get("welcome_message")
+    welcome_text = _text(welcome.get("text")) if isinstance(welcome, dict) else None
+    return Referral(**values, welcome_text=welcome_text, raw=referral)
+
+
+def _text(value: object) -> str | None:
+    """A string field; an ad id sent as a JSON number still counts, anything else does not."""
+    if isinstance(value, str):
+        return value or None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return None
