@@ -1,7 +1,8 @@
 """The naive consumer the worker is measured against: one callback, one transaction, one acknowledgement.
 
-It archives into the same ``callbacks`` table with the same de-duplication, message by message, as a
-straightforward consumer would. Usage: python bench/naive_worker.py AMQP_URL PREFIX DATABASE_URL COUNT
+It stores each callback exactly as the worker does — archive and projections, same code, same de-duplication —
+but message by message, as a straightforward consumer would.
+Usage: python bench/naive_worker.py AMQP_URL PREFIX DATABASE_URL COUNT
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from ingest.eventloop import new_event_loop
 from ingest.topology import Topology
 from workers import archive
+from workers.store import Store
 
 
 async def main(amqp_url: str, prefix: str, database_url: str, count: int) -> None:
     engine = create_async_engine(database_url)
+    store = Store(engine)
     async with await aio_pika.connect(amqp_url) as connection:
         channel = await connection.channel()
         await channel.set_qos(prefetch_count=10)
@@ -25,9 +28,7 @@ async def main(amqp_url: str, prefix: str, database_url: str, count: int) -> Non
         done = 0
         async with queue.iterator() as messages:
             async for message in messages:
-                incoming = archive.decode(message)
-                async with engine.begin() as db:
-                    await archive.insert(db, [incoming])
+                await store.write([archive.decode(message)])
                 await message.ack()
                 done += 1
                 if done == count:
