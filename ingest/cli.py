@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from datetime import date
 
 from ingest import __version__
 from ingest.logs import setup_logging
@@ -37,6 +38,35 @@ def _migrate(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(settings: Settings, args: argparse.Namespace) -> int:
+    import asyncio
+
+    from workers import report
+
+    since, until = report.default_range()
+    since, until = args.since or since, args.until or until
+    if since > until:
+        print("ctwa report: --since is after --until", file=sys.stderr)
+        return 2
+    if args.what == "people":
+        rows = asyncio.run(report.people(settings.database_url, since, until, args.limit))
+        report.render(rows, report.PEOPLE_COLUMNS, args.format)
+    elif args.daily:
+        rows = asyncio.run(report.daily(settings.database_url, since, until))
+        report.render(rows[: args.limit] if args.limit else rows, report.DAILY_COLUMNS, args.format)
+    else:
+        rows = asyncio.run(report.ads(settings.database_url, since, until))
+        report.render(rows[: args.limit] if args.limit else rows, report.AD_COLUMNS, args.format)
+    return 0
+
+
+def _day(value: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {value!r}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ctwa",
@@ -56,6 +86,20 @@ def build_parser() -> argparse.ArgumentParser:
     migrate = commands.add_parser("migrate", help="create the database if missing and migrate it to the latest schema")
     migrate.add_argument("--down", metavar="REVISION", help="migrate down to REVISION instead ('base': no tables)")
     migrate.set_defaults(run=_migrate)
+
+    report = commands.add_parser(
+        "report",
+        help="which ads brought which people: ad performance, or (report people) each person's first and last ad",
+        description="Ad performance over a range of UTC days (default: the last 30), or with 'people' each "
+        "person's first- and last-touch ad. A table at a terminal, CSV when piped; --format to choose.",
+    )
+    report.add_argument("what", nargs="?", choices=("ads", "people"), default="ads")
+    report.add_argument("--since", type=_day, metavar="YYYY-MM-DD", help="first UTC day (default: 29 days ago)")
+    report.add_argument("--until", type=_day, metavar="YYYY-MM-DD", help="last UTC day, included (default: today)")
+    report.add_argument("--daily", action="store_true", help="one row per ad per day")
+    report.add_argument("--format", choices=("auto", "table", "csv", "json"), default="auto")
+    report.add_argument("--limit", type=int, metavar="N", help="at most N rows")
+    report.set_defaults(run=_report)
     return parser
 
 

@@ -21,12 +21,12 @@ from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import make_url, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from support import empty
 
 from ingest.receiver import PUBLISHER, create_app
 from ingest.settings import Settings
 from ingest.topology import Topology
 from workers.migrate import upgrade
-from workers.schema import metadata
 
 # A developer's own CTWA_* settings must not leak into the tests; CTWA_TEST_* point the tests at services.
 for _name in [name for name in os.environ if name.startswith("CTWA_") and not name.startswith("CTWA_TEST_")]:
@@ -96,9 +96,7 @@ async def drop_database(url: str) -> None:
 async def db(database_url: str) -> AsyncIterator[AsyncEngine]:
     """The test database, emptied before the test (its erasure key stays: it is set once, by the migration)."""
     engine = create_async_engine(database_url)
-    async with engine.begin() as connection:
-        tables = ", ".join(table.name for table in metadata.sorted_tables if table.name != "erasure_key")
-        await connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY"))
+    await empty(engine)
     yield engine
     await engine.dispose()
 

@@ -21,6 +21,7 @@ from ingest.metrics import ReceiverMetrics
 from ingest.publisher import Publisher
 from ingest.topology import Topology
 from workers.archive import Incoming
+from workers.schema import metadata
 from workers.store import Store
 
 FIXTURES = Path(__file__).parent / "fixtures" / "sinch"
@@ -190,6 +191,12 @@ _SNAPSHOT = {
     "message_status": "*",
     "contact_merges": "*",
     "erased_identities": "*",
+    "person_touches": "*",
+    "ad_daily": "*",
+    "ad_daily_people": "*",
+    "ad_daily_conversations": "*",
+    "ad_performance_daily": "*",
+    "person_attribution": "*",
 }
 
 
@@ -201,3 +208,10 @@ async def snapshot(engine: AsyncEngine) -> dict[str, list[dict[str, Any]]]:
             rows = await connection.execute(text(f"SELECT {columns} FROM {table}"))
             state[table] = sorted((dict(row._mapping) for row in rows), key=repr)
     return state
+
+
+async def empty(engine: AsyncEngine) -> None:
+    """Delete every row the services write (the erasure key stays: the migration sets it once)."""
+    tables = ", ".join(table.name for table in metadata.sorted_tables if table.name != "erasure_key")
+    async with engine.begin() as connection:
+        await connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY"))

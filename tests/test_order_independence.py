@@ -13,9 +13,8 @@ import random
 from callbacks import contact_event, conversation_event, delivery, inbound, merge, referral
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
-from support import snapshot, store
+from support import empty, snapshot, store
 
 ADS = [("120001", True), ("120002", True), ("120003", True), ("120004", False), ("120005", True)]  # False: Status ad
 
@@ -117,16 +116,6 @@ def generate(seed: int, people: int = 55) -> list[tuple[float, bytes]]:
     return stream
 
 
-async def _reset(db: AsyncEngine) -> None:
-    async with db.begin() as connection:
-        await connection.execute(
-            text(
-                "TRUNCATE callbacks, contacts, channel_identities, conversations, messages, ad_clicks, "
-                "delivery_reports, contact_merges, erased_identities"
-            )
-        )
-
-
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     seed=st.integers(0, 2**32 - 1),
@@ -139,7 +128,7 @@ async def test_any_order_with_duplicates_gives_the_same_tables(
 ) -> None:
     stream = generate(seed)
     in_time_order = [body for _, body in sorted(stream, key=lambda item: item[0])]
-    await _reset(db)
+    await empty(db)
     await store(db, in_time_order, batch_size=50)
     reference = await snapshot(db)
     assert len(reference["contacts"]) >= 30  # the generator really made people, merges and a deletion
@@ -148,7 +137,7 @@ async def test_any_order_with_duplicates_gives_the_same_tables(
 
     shuffled = in_time_order + shuffler.sample(in_time_order, int(len(in_time_order) * repeats))
     shuffler.shuffle(shuffled)
-    await _reset(db)
+    await empty(db)
     start = 0
     for size in batch_sizes * (len(shuffled) // sum(batch_sizes) + 1):
         if start >= len(shuffled):

@@ -12,7 +12,7 @@ import pytest
 from callbacks import delivery, inbound, merge, referral
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
-from support import fixture_bytes, fixture_names, snapshot, store
+from support import empty, fixture_bytes, fixture_names, snapshot, store
 
 LUCIA = "01K94FXJQ8PPG2X7R5JQC42EJ5"
 MERGED_AWAY = "01K94FXPM8AV4RRXG07HN7JVAX"
@@ -158,9 +158,7 @@ async def test_message_status_never_moves_backwards_in_any_order(
 ) -> None:
     reports = [delivery("OUT1", status, minute, identity="1") for minute, status in enumerate(statuses)]
     for order in itertools.permutations(reports):
-        await db.dispose()
-        async with db.begin() as connection:
-            await connection.execute(text("TRUNCATE callbacks, delivery_reports"))
+        await empty(db)
         await store(db, list(order), batch_size=1)
         assert [row["status"] for row in await rows(db, "SELECT status FROM message_status")] == [current]
 
@@ -194,10 +192,7 @@ async def test_merge_chains_resolve_whatever_order_they_arrive_in(db: AsyncEngin
     ]
     states = []
     for order in itertools.permutations(stream):
-        async with db.begin() as connection:
-            await connection.execute(
-                text("TRUNCATE callbacks, contacts, channel_identities, conversations, messages, contact_merges")
-            )
+        await empty(db)
         await store(db, list(order), batch_size=1)
         assert {row["contact_id"] for row in await rows(db, "SELECT contact_id FROM messages")} == {"C"}
         merged = await rows(db, "SELECT contact_id, merged_into_contact_id FROM contacts ORDER BY contact_id")
@@ -261,8 +256,6 @@ async def test_erasure_holds_for_callbacks_that_arrive_after_the_delete(db: Asyn
     await _assert_erased(db)
     in_order = await snapshot(db)
 
-    async with db.begin() as connection:
-        tables = "callbacks, contacts, channel_identities, conversations, messages, ad_clicks, delivery_reports"
-        await connection.execute(text(f"TRUNCATE {tables}, contact_merges, erased_identities"))
+    await empty(db)
     await store(db, stream, batch_size=1)
     assert await snapshot(db) == in_order

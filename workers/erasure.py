@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from ingest.callback import Trigger
 from workers.facts import BODY_KEYS
 from workers.precedence import newer
+from workers.rollups import person_key, refresh
 
 __all__ = ["Eraser", "opaque_identity", "redact"]
 
@@ -96,6 +97,10 @@ class Eraser:
             {"members": list(members)},
         )
         await _redact_archive(connection, members, erased)
+        concerned = [person_key(root, None, None) for root in roots]
+        for (channel, identity), opaque in erased.items():
+            concerned += [person_key(None, channel, identity), person_key(None, channel, opaque)]
+        await refresh(connection, (key for key in concerned if key))
 
 
 async def _members(connection: AsyncConnection, roots: set[str]) -> dict[str, str]:

@@ -19,6 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ingest.callback import Trigger
+from workers import rollups
 from workers.archive import Incoming
 from workers.erasure import Eraser
 from workers.facts import Facts, collect
@@ -202,6 +203,7 @@ async def _rekey(connection: AsyncConnection, roots: set[str]) -> None:
         )
     await connection.execute(_FOLD_CONTACTS, mapping)
     await connection.execute(_MARK_MERGED, mapping)
+    await rollups.refresh(connection, (f"contact:{contact}" for pair in pairs for contact in pair))
 
 
 async def _erased(connection: AsyncConnection, roots: set[str]) -> set[str]:
@@ -400,6 +402,7 @@ _CLICK_ROWS = _unnest(
 )
 _AD_CLICKS = text(
     f"""
+    WITH inserted AS (
     INSERT INTO ad_clicks (
         message_id, ctwa_clid, source_id, source_type, source_url, headline, body, media_type, image_url,
         video_url, thumbnail_url, welcome_text, app_id, channel, identity, contact_id, conversation_id, clicked_at,
@@ -412,6 +415,9 @@ _AD_CLICKS = text(
         channels, identities, contacts, conversations, ats, referrals
     )
     ON CONFLICT (message_id) DO NOTHING
+    RETURNING *
+    )
+    {rollups.ON_NEW_CLICKS}
     """
 )
 

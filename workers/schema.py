@@ -8,11 +8,15 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     Column,
+    Computed,
+    Date,
     DateTime,
     Identity,
     Index,
+    Integer,
     LargeBinary,
     MetaData,
+    Numeric,
     PrimaryKeyConstraint,
     SmallInteger,
     Table,
@@ -23,20 +27,38 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 __all__ = [
+    "PERSON_KEY",
     "ad_clicks",
+    "ad_daily",
+    "ad_daily_conversations",
+    "ad_daily_people",
     "callbacks",
     "channel_identities",
     "contact_merges",
     "contacts",
     "conversations",
+    "conversions",
     "delivery_reports",
     "erased_identities",
     "erasure_key",
     "messages",
     "metadata",
+    "person_touches",
 ]
 
 Time = DateTime(timezone=True)
+
+# Who a row is about, for attribution: the (resolved) contact when the callback named one, else the channel
+# identity. Python builds the same keys as workers.rollups.person_key().
+PERSON_KEY = (
+    "CASE WHEN contact_id IS NOT NULL THEN 'contact:' || contact_id "
+    "WHEN identity IS NOT NULL THEN 'identity:' || coalesce(channel, '') || ':' || identity END"
+)
+
+
+def _person_key() -> Column[str]:
+    return Column("person_key", Text, Computed(PERSON_KEY, persisted=True), comment="who: see docs/analytics.md")
+
 
 metadata = MetaData(
     naming_convention={
@@ -88,6 +110,7 @@ contacts = Table(
     Column("display_name_at", Time),
     Column("display_name_key", Text),
     Index(None, "merged_into_contact_id"),
+    Index("ix_contacts_deleted", "contact_id", postgresql_where="deleted_at IS NOT NULL"),
 )
 
 channel_identities = Table(
@@ -139,10 +162,12 @@ messages = Table(
     Column("sent_at", Time, nullable=False),
     Column("has_referral", Boolean, nullable=False, comment="it came from an ad: ad_clicks has its row"),
     Column("processing_mode", Text),
+    _person_key(),
     Index(None, "contact_id"),
     Index(None, "channel", "identity"),
     Index(None, "conversation_id"),
     Index(None, "sent_at"),
+    Index(None, "person_key", "sent_at"),
 )
 
 ad_clicks = Table(
@@ -167,7 +192,9 @@ ad_clicks = Table(
     Column("conversation_id", Text),
     Column("clicked_at", Time, nullable=False),
     Column("referral", JSONB, nullable=False),
+    _person_key(),
     Index(None, "source_id", "clicked_at"),
+    Index(None, "person_key", "clicked_at", "message_id"),
     Index(None, "clicked_at"),
     Index(None, "contact_id"),
     Index(None, "channel", "identity"),
@@ -187,10 +214,12 @@ delivery_reports = Table(
     Column("reason_code", Text),
     Column("reported_at", Time, nullable=False),
     Column("processing_mode", Text),
+    _person_key(),
     PrimaryKeyConstraint("message_id", "status"),
     Index(None, "contact_id"),
     Index(None, "channel", "identity"),
     Index(None, "reported_at"),
+    Index(None, "person_key", "reported_at"),
 )
 
 contact_merges = Table(
@@ -217,4 +246,79 @@ erasure_key = Table(
     Column("id", SmallInteger, primary_key=True),
     Column("key", LargeBinary, nullable=False),
     CheckConstraint("id = 1", name="single_row"),
+)
+
+
+# Rollups for attribution, kept by the workers in the same transactions as ad_clicks; see workers/rollups.py.
+
+# Each person's first and last ad click, and how many.
+person_touches = Table(
+    "person_touches",
+    metadata,
+    Column("person_key", Text, primary_key=True),
+    Column("contact_id", Text),
+    Column("channel", Text),
+    Column("identity", Text, comment="of the person's latest click"),
+    Column("clicks", Integer, nullable=False),
+    Column("first_message_id", Text, nullable=False),
+    Column("first_source_id", Text),
+    Column("first_headline", Text),
+    Column("first_clicked_at", Time, nullable=False),
+    Column("first_day", Date, nullable=False, comment="UTC day of the first click"),
+    Column("last_message_id", Text, nullable=False),
+    Column("last_source_id", Text),
+    Column("last_headline", Text),
+    Column("last_clicked_at", Time, nullable=False),
+    Index(None, "first_day", "first_source_id"),
+    Index(None, "last_clicked_at"),
+)
+
+# Clicks per ad per UTC day, with the ad's creative as its latest click that day showed it.
+ad_daily = Table(
+    "ad_daily",
+    metadata,
+    Column("day", Date, nullable=False),
+    Column("source_id", Text, comment="NULL for clicks whose referral names only a ctwa_clid"),
+    Column("clicks", Integer, nullable=False),
+    Column("click_ids", Integer, nullable=False, comment="clicks carrying a ctwa_clid"),
+    Column("headline", Text),
+    Column("source_type", Text),
+    Column("media_type", Text),
+    Column("creative_at", Time),
+    Column("creative_key", Text),
+    UniqueConstraint("day", "source_id", postgresql_nulls_not_distinct=True),
+)
+
+ad_daily_people = Table(
+    "ad_daily_people",
+    metadata,
+    Column("day", Date, nullable=False),
+    Column("source_id", Text),
+    Column("person_key", Text, nullable=False),
+    UniqueConstraint("day", "source_id", "person_key", postgresql_nulls_not_distinct=True),
+    Index(None, "person_key"),
+)
+
+ad_daily_conversations = Table(
+    "ad_daily_conversations",
+    metadata,
+    Column("day", Date, nullable=False),
+    Column("source_id", Text),
+    Column("conversation_id", Text, nullable=False),
+    UniqueConstraint("day", "source_id", "conversation_id", postgresql_nulls_not_distinct=True),
+)
+
+# Conversions reported to Meta's Conversions API for a click (written by whatever sends them).
+conversions = Table(
+    "conversions",
+    metadata,
+    Column("id", BigInteger, Identity(always=True), primary_key=True),
+    Column("ctwa_clid", Text, nullable=False),
+    Column("event_name", Text, nullable=False, comment="LeadSubmitted, Purchase, AddToCart, …"),
+    Column("event_time", Time, nullable=False),
+    Column("event_id", Text, unique=True, comment="Meta's deduplication id, when given"),
+    Column("value", Numeric),
+    Column("currency", Text),
+    Column("reported_at", Time, nullable=False, server_default=func.now()),
+    Index(None, "ctwa_clid"),
 )

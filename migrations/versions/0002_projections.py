@@ -166,6 +166,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("contact_id", name=op.f("pk_contacts")),
     )
     op.create_index(op.f("ix_contacts_merged_into_contact_id"), "contacts", ["merged_into_contact_id"], unique=False)
+    op.create_index("ix_contacts_deleted", "contacts", ["contact_id"], postgresql_where="deleted_at IS NOT NULL")
     op.create_table(
         "conversations",
         sa.Column("conversation_id", sa.Text(), nullable=False),
@@ -298,6 +299,7 @@ def downgrade() -> None:
     op.drop_index(op.f("ix_conversations_started_at"), table_name="conversations")
     op.drop_index(op.f("ix_conversations_contact_id"), table_name="conversations")
     op.drop_table("conversations")
+    op.drop_index("ix_contacts_deleted", table_name="contacts")
     op.drop_index(op.f("ix_contacts_merged_into_contact_id"), table_name="contacts")
     op.drop_table("contacts")
     op.drop_index(op.f("ix_contact_merges_preserved_contact_id"), table_name="contact_merges")

@@ -1,0 +1,276 @@
+"""Analytics benchmark: 1,000,000 ad clicks and 5,000,000 messages loaded with COPY, then the attribution views
+queried for a 30-day range — and, in the same run, the same answers computed straight from ``ad_clicks``
+without the rollups the workers keep.
+
+    python bench/analytics.py [--clicks 1000000] [--messages 5000000] [--repeat 5]
+
+The data: 90 days, 400 ads (one in ten a post, one in five without a click id), about 500,000 people with a
+skewed number of clicks each, two thirds of them contacts and the rest known by phone number only (DISPATCH).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import random
+import statistics
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+
+import asyncpg
+from sqlalchemy import make_url, text
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from workers import rollups
+from workers.migrate import upgrade
+from workers.report import ADS_REPORT
+
+SERVER_URL = os.environ.get("CTWA_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres")
+START = datetime(2025, 8, 1, tzinfo=UTC)
+DAYS = 90
+SINCE = date(2025, 9, 1)
+UNTIL = SINCE + timedelta(days=29)
+
+QUERIES = {
+    "ctwa report (per ad over the 30 days)": str(ADS_REPORT),
+    "ad_performance_daily, 30 days": (
+        "SELECT * FROM ad_performance_daily WHERE day BETWEEN :since AND :until ORDER BY day, clicks DESC"
+    ),
+    "person_attribution, 30 days": (
+        "SELECT * FROM person_attribution WHERE last_clicked_at >= :start AND last_clicked_at < :end "
+        "ORDER BY last_clicked_at DESC"
+    ),
+}
+
+# The same questions without rollups: what the views would cost if they read ad_clicks directly.
+WITHOUT_ROLLUPS = {
+    "ad_performance_daily, 30 days": """
+        WITH firsts AS (
+            SELECT DISTINCT ON (person_key) person_key, message_id FROM ad_clicks
+            WHERE person_key IS NOT NULL ORDER BY person_key, clicked_at, message_id
+        ), clicks AS (
+            SELECT (clicked_at AT TIME ZONE 'UTC')::date AS day, * FROM ad_clicks
+            WHERE clicked_at >= :start AND clicked_at < :end
+        )
+        SELECT day, source_id, max(headline), count(*) AS clicks, count(DISTINCT clicks.person_key) AS people,
+               count(firsts.message_id) AS new_people, count(DISTINCT conversation_id) AS conversations
+        FROM clicks LEFT JOIN firsts USING (message_id) GROUP BY day, source_id
+    """,
+    "person_attribution, 30 days": """
+        SELECT * FROM (
+            SELECT DISTINCT ON (person_key) person_key, contact_id, source_id AS first_source_id,
+                   clicked_at AS first_clicked_at,
+                   last_value(source_id) OVER person AS last_source_id,
+                   last_value(clicked_at) OVER person AS last_clicked_at, count(*) OVER person AS clicks
+            FROM ad_clicks WHERE person_key IS NOT NULL
+            WINDOW person AS (PARTITION BY person_key ORDER BY clicked_at, message_id
+                              ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)
+            ORDER BY person_key, clicked_at, message_id
+        ) AS touches
+        WHERE last_clicked_at >= :start AND last_clicked_at < :end
+    """,
+}
+
+
+def _clicks(rng: random.Random, count: int, people: int) -> Iterator[tuple[object, ...]]:
+    ads = [
+        (f"1202{n:06d}", f"Creative {n}", "post" if n % 10 == 0 else "ad", rng.choice(["image", "video"]))
+        for n in range(400)
+    ]
+    for n in range(count):
+        person = int(rng.random() ** 2 * people)
+        contact = f"C{person:08d}" if person % 3 else None
+        source_id, headline, source_type, media_type = ads[int(rng.random() ** 1.5 * len(ads))]
+        clid = f"ARclid{n:010d}" if source_type == "ad" and n % 5 else None
+        at = START + timedelta(seconds=rng.uniform(0, DAYS * 86400))
+        yield (
+            f"MC{n:010d}",
+            clid,
+            source_id,
+            source_type,
+            "https://fb.me/ad",
+            headline,
+            "Chat with us",
+            media_type,
+            None,
+            None,
+            None,
+            "Hi!",
+            "APP",
+            "WHATSAPP",
+            f"34{person:09d}",
+            contact,
+            f"V{person:08d}" if contact else None,
+            at,
+            f'{{"source_id": "{source_id}"}}',
+        )
+
+
+def _messages(rng: random.Random, count: int, people: int) -> Iterator[tuple[object, ...]]:
+    for n in range(count):
+        person = int(rng.random() ** 2 * people)
+        contact = f"C{person:08d}" if person % 3 else None
+        at = START + timedelta(seconds=rng.uniform(0, DAYS * 86400))
+        yield (
+            f"MM{n:010d}",
+            "APP",
+            contact,
+            f"V{person:08d}" if contact else None,
+            "WHATSAPP",
+            f"34{person:09d}",
+            "text",
+            "hello",
+            None,
+            at,
+            False,
+            "CONVERSATION" if contact else "DISPATCH",
+        )
+
+
+async def load(url: str, clicks: int, messages: int) -> None:
+    rng = random.Random(7)
+    people = 500_000
+    connection = await asyncpg.connect(make_url(url).set(drivername="postgresql").render_as_string(False))
+    try:
+        started = time.perf_counter()
+        await connection.copy_records_to_table(
+            "ad_clicks",
+            records=_clicks(rng, clicks, people),
+            columns=[
+                "message_id",
+                "ctwa_clid",
+                "source_id",
+                "source_type",
+                "source_url",
+                "headline",
+                "body",
+                "media_type",
+                "image_url",
+                "video_url",
+                "thumbnail_url",
+                "welcome_text",
+                "app_id",
+                "channel",
+                "identity",
+                "contact_id",
+                "conversation_id",
+                "clicked_at",
+                "referral",
+            ],
+        )
+        print(f"COPY {clicks:,} ad clicks: {time.perf_counter() - started:.0f} s", file=sys.stderr)
+        started = time.perf_counter()
+        await connection.copy_records_to_table(
+            "messages",
+            records=_messages(rng, messages, people),
+            columns=[
+                "message_id",
+                "app_id",
+                "contact_id",
+                "conversation_id",
+                "channel",
+                "identity",
+                "kind",
+                "text",
+                "media_url",
+                "sent_at",
+                "has_referral",
+                "processing_mode",
+            ],
+        )
+        print(f"COPY {messages:,} messages: {time.perf_counter() - started:.0f} s", file=sys.stderr)
+        # Contacts, one in a thousand deleted, so person_attribution has erasures to leave out.
+        await connection.copy_records_to_table(
+            "contacts",
+            records=(
+                (f"C{person:08d}", START, START + timedelta(days=DAYS), START if person % 1000 == 1 else None)
+                for person in range(people)
+                if person % 3
+            ),
+            columns=["contact_id", "first_seen_at", "last_seen_at", "deleted_at"],
+        )
+    finally:
+        await connection.close()
+
+
+async def prepare(url: str) -> None:
+    engine = create_async_engine(url)
+    started = time.perf_counter()
+    async with engine.begin() as connection:
+        await rollups.rebuild(connection)
+    print(f"rollups built from ad_clicks: {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    async with engine.connect() as connection:
+        await connection.execution_options(isolation_level="AUTOCOMMIT")
+        await connection.execute(text("VACUUM ANALYZE"))
+    await engine.dispose()
+
+
+async def measure(url: str, sql: str, repeat: int) -> tuple[float, float, int]:
+    """Run ``sql`` ``repeat`` times, fetching every row (as a client program does); median and slowest seconds."""
+    params = {
+        "since": SINCE,
+        "until": UNTIL,
+        "start": datetime.combine(SINCE, datetime.min.time(), UTC),
+        "end": datetime.combine(UNTIL + timedelta(days=1), datetime.min.time(), UTC),
+    }
+    statement = text(sql).bindparams(**{name: value for name, value in params.items() if f":{name}" in sql})
+    compiled = statement.compile(dialect=postgresql.asyncpg.dialect())
+    positional = [compiled.params[name] for name in compiled.positiontup or ()]
+    connection = await asyncpg.connect(make_url(url).set(drivername="postgresql").render_as_string(False))
+    times, rows = [], 0
+    try:
+        for _ in range(repeat):
+            started = time.perf_counter()
+            rows = len(await connection.fetch(str(compiled), *positional))
+            times.append(time.perf_counter() - started)
+    finally:
+        await connection.close()
+    return statistics.median(times), max(times), rows
+
+
+async def drop(url: str) -> None:
+    admin = create_async_engine(make_url(url).set(database="postgres"), isolation_level="AUTOCOMMIT")
+    async with admin.connect() as connection:
+        await connection.execute(text(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)'))
+    await admin.dispose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clicks", type=int, default=1_000_000)
+    parser.add_argument("--messages", type=int, default=5_000_000)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--keep", action="store_true", help="keep the database (ctwa_bench_analytics)")
+    parser.add_argument("--reuse", action="store_true", help="query the database a --keep run left")
+    args = parser.parse_args()
+    url = make_url(SERVER_URL).set(database="ctwa_bench_analytics").render_as_string(hide_password=False)
+    if not args.reuse:
+        asyncio.run(drop(url))
+        upgrade(url)
+        asyncio.run(load(url, args.clicks, args.messages))
+        asyncio.run(prepare(url))
+
+    print(
+        f"\n{platform.node()}: {os.cpu_count()} cores, {args.clicks:,} clicks, {args.messages:,} messages, "
+        f"range {SINCE} .. {UNTIL}, {args.repeat} runs each\n"
+    )
+    print("| query | rows | median | slowest | without rollups (median) |")
+    print("|---|---:|---:|---:|---:|")
+    for name, sql in QUERIES.items():
+        median, slowest, rows = asyncio.run(measure(url, sql, args.repeat))
+        naive = ""
+        if name in WITHOUT_ROLLUPS:
+            seconds, _, _ = asyncio.run(measure(url, WITHOUT_ROLLUPS[name], max(1, args.repeat // 2)))
+            naive = f"{seconds * 1000:,.0f} ms"
+        print(f"| {name} | {rows:,} | {median * 1000:,.0f} ms | {slowest * 1000:,.0f} ms | {naive} |")
+    if not args.keep:
+        asyncio.run(drop(url))
+
+
+if __name__ == "__main__":
+    main()

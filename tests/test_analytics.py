@@ -1,0 +1,303 @@
+"""The analytics views, pinned on a hand-built stream whose answers are worked out here, by hand.
+
+People (minutes after 2025-11-03 09:00 UTC; the attribution window is 7 days = 10,080 minutes):
+
+- P1, contact C1: clicks ad A at 0 (M1), writes again at 30; clicks post B on day 2 at 2,880 (M1c).
+  The business's reply OUT1 is DELIVERED at 10 and READ at 20.
+- P2, contact C2: clicks A at 60 (M2) — delivered twice by Sinch. Reply OUT2 FAILED at 70.
+- P3, DISPATCH, identity 333 only: clicks B at 100 (M3), writes again at 200. Reply OUT3 DELIVERED at 150.
+- P4, contact C4, and C5 merged into C4 at 500: C5 clicks A at 300 (M5); C4 clicks ad C on day 1 at 1,440 (M4).
+- P6, contact C6: clicks C at 400 (M6); deleted at 3,000.
+- P7, contact C7: clicks A at 0 (M7), writes again on day 9 (12,960): outside the window.
+- P8, contact C8: writes at 50, never clicked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import os
+import sys
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from callbacks import T0, contact_event, delivery, inbound, merge, referral
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+from support import store
+
+A, B, C = "120000A", "120000B", "120000C"
+DAY0, DAY1, DAY2 = date(2025, 11, 3), date(2025, 11, 4), date(2025, 11, 5)
+
+
+def minute(value: float) -> datetime:
+    return T0 + timedelta(minutes=value)
+
+
+def _click(source: str, clid: str | None, source_type: str = "ad") -> str:
+    return referral(source, clid, source_type=source_type, headline=f"Headline {source}", media_type="image")
+
+
+STREAM = [
+    inbound("M1", 0, identity="111", contact="C1", conversation="V1", metadata=_click(A, "CL1")),
+    inbound("M1b", 30, identity="111", contact="C1", conversation="V1"),
+    delivery("OUT1", "DELIVERED", 10, identity="111", contact="C1", conversation="V1"),
+    delivery("OUT1", "READ", 20, identity="111", contact="C1", conversation="V1"),
+    inbound("M1c", 2880, identity="111", contact="C1", conversation="V1", metadata=_click(B, None, "post")),
+    inbound("M2", 60, identity="222", contact="C2", conversation="V2", metadata=_click(A, "CL2")),
+    inbound("M2", 60, identity="222", contact="C2", conversation="V2", metadata=_click(A, "CL2")),
+    delivery("OUT2", "FAILED", 70, identity="222", contact="C2", conversation="V2"),
+    inbound("M3", 100, identity="333", metadata=_click(B, None, "post")),
+    inbound("M3b", 200, identity="333"),
+    delivery("OUT3", "DELIVERED", 150, identity="333"),
+    inbound("M5", 300, identity="555", contact="C5", conversation="V5", metadata=_click(A, "CL5")),
+    inbound("M4", 1440, identity="444", contact="C4", conversation="V4", metadata=_click(C, "CL4")),
+    merge("C4", "C5", 500, name="Four", identities=["444", "555"]),
+    inbound("M6", 400, identity="666", contact="C6", conversation="V6", metadata=_click(C, "CL6")),
+    contact_event("delete", "C6", 3000, name="Six", identities=["666"]),
+    inbound("M7", 0, identity="777", contact="C7", conversation="V7", metadata=_click(A, "CL7")),
+    inbound("M7b", 12960, identity="777", contact="C7", conversation="V7"),
+    inbound("M8", 50, identity="888", contact="C8", conversation="V8"),
+]
+
+
+@pytest.fixture
+async def stream(db: AsyncEngine) -> AsyncEngine:
+    # Scrambled, in small batches: the answers must not depend on it.
+    scrambled = STREAM[::3] + STREAM[1::3] + STREAM[2::3]
+    await store(db, scrambled, batch_size=3)
+    return db
+
+
+async def query(db: AsyncEngine, sql: str, **params: Any) -> list[dict[str, Any]]:
+    async with db.connect() as connection:
+        return [dict(row._mapping) for row in await connection.execute(text(sql), params)]
+
+
+async def test_ad_performance_daily(stream: AsyncEngine) -> None:
+    rows = await query(
+        stream,
+        "SELECT day, source_id, headline, source_type, clicks, click_ids, people, new_people, conversations "
+        "FROM ad_performance_daily ORDER BY day, source_id",
+    )
+    assert rows == [
+        # A on day 0: M1 (P1), M2 (P2, once), M5 (C5, now P4), M7 (P7); all four first touches; V1, V2, V5, V7.
+        row(DAY0, A, "ad", clicks=4, click_ids=4, people=4, new_people=4, conversations=4),
+        # B on day 0: M3, P3 known by identity only (DISPATCH: no conversation).
+        row(DAY0, B, "post", clicks=1, click_ids=0, people=1, new_people=1, conversations=0),
+        # C on day 0: M6 — P6 was deleted, and the click still counts.
+        row(DAY0, C, "ad", clicks=1, click_ids=1, people=1, new_people=1, conversations=1),
+        # C on day 1: M4 — P4's first touch was A on day 0, so not a new person.
+        row(DAY1, C, "ad", clicks=1, click_ids=1, people=1, new_people=0, conversations=1),
+        # B on day 2: M1c — P1 again.
+        row(DAY2, B, "post", clicks=1, click_ids=0, people=1, new_people=0, conversations=1),
+    ]
+
+
+def row(day: date, source: str, source_type: str, **counts: int) -> dict[str, Any]:
+    return {"day": day, "source_id": source, "headline": f"Headline {source}", "source_type": source_type} | counts
+
+
+async def test_person_attribution(stream: AsyncEngine) -> None:
+    rows = await query(
+        stream,
+        "SELECT contact_id, channel, identity, first_source_id, first_clicked_at, last_source_id, last_clicked_at, "
+        "clicks FROM person_attribution ORDER BY contact_id NULLS LAST",
+    )
+    assert rows == [
+        person("C1", "111", (A, 0), (B, 2880), clicks=2),
+        person("C2", "222", (A, 60), (A, 60), clicks=1),  # the duplicate counted once
+        person("C4", "444", (A, 300), (C, 1440), clicks=2),  # C5's click is C4's: no row for C5
+        person("C7", "777", (A, 0), (A, 0), clicks=1),
+        person(None, "333", (B, 100), (B, 100), clicks=1),  # DISPATCH: the identity is the person
+        # No row for C6: deleted.
+    ]
+
+
+def person(
+    contact: str | None, identity: str, first: tuple[str, float], last: tuple[str, float], clicks: int
+) -> dict[str, Any]:
+    return {
+        "contact_id": contact,
+        "channel": "WHATSAPP",
+        "identity": identity,
+        "first_source_id": first[0],
+        "first_clicked_at": minute(first[1]),
+        "last_source_id": last[0],
+        "last_clicked_at": minute(last[1]),
+        "clicks": clicks,
+    }
+
+
+async def test_messages_and_conversations_attributed_within_the_window(stream: AsyncEngine) -> None:
+    rows = await query(
+        stream,
+        "SELECT message_id, first_touch_message_id, last_touch_message_id, last_touch_source_id "
+        "FROM message_attribution ORDER BY message_id",
+    )
+    touches = {r["message_id"]: (r["first_touch_message_id"], r["last_touch_message_id"]) for r in rows}
+    assert touches == {
+        "M1": ("M1", "M1"),  # a click's own message is attributed to it
+        "M1b": ("M1", "M1"),
+        "M1c": ("M1", "M1c"),  # first touch A two days earlier, last touch B
+        "M2": ("M2", "M2"),
+        "M3": ("M3", "M3"),
+        "M3b": ("M3", "M3"),
+        "M4": ("M5", "M4"),  # C4 and the merged C5 are one person
+        "M5": ("M5", "M5"),
+        "M6": ("M6", "M6"),
+        "M7": ("M7", "M7"),
+        "M7b": (None, None),  # nine days after the click: outside the window
+        "M8": (None, None),  # never clicked
+    }
+    conversations = await query(
+        stream,
+        "SELECT conversation_id, first_touch_source_id, last_touch_source_id FROM conversation_attribution "
+        "ORDER BY conversation_id",
+    )
+    assert [(r["conversation_id"], r["first_touch_source_id"]) for r in conversations] == [
+        ("V1", A),
+        ("V2", A),
+        ("V4", A),  # started by M4 at 1,440; C4's click M5 (A, at 300) came first, M4 (C) last
+        ("V5", A),
+        ("V6", C),
+        ("V7", A),
+        ("V8", None),
+    ]
+    assert {r["conversation_id"]: r["last_touch_source_id"] for r in conversations}["V4"] == C
+
+
+async def test_engagement_after_a_click(stream: AsyncEngine) -> None:
+    rows = {r["source_id"]: r for r in await query(stream, "SELECT * FROM ad_engagement")}
+    # A: P1 wrote again at 30, P4 at 1,440 (M4, after C5's click at 300); P2 never; P7 only after the window.
+    assert (rows[A]["clicks"], rows[A]["people"], rows[A]["people_wrote_again"]) == (4, 4, 2)
+    # First replies: M1 -> OUT1 at 10 (600 s), M2 -> OUT2 at 70 (600 s); M5 and M7 had none.
+    assert rows[A]["median_seconds_to_first_reply"] == 600
+    # Replies attributed to A: OUT1 (READ) and OUT2 (FAILED).
+    assert (rows[A]["replies"], rows[A]["replies_delivered"], rows[A]["replies_read"]) == (2, 1, 1)
+    assert (rows[A]["delivered_rate"], rows[A]["read_rate"]) == (Decimal("0.5"), Decimal("0.5"))
+    # B: P3 wrote again at 200; P1 wrote nothing after M1c. M3 -> OUT3 after 50 minutes.
+    assert (rows[B]["clicks"], rows[B]["people"], rows[B]["people_wrote_again"]) == (2, 2, 1)
+    assert rows[B]["median_seconds_to_first_reply"] == 3000
+    assert (rows[B]["replies"], rows[B]["replies_delivered"], rows[B]["replies_read"]) == (1, 1, 0)
+    assert (rows[C]["clicks"], rows[C]["people_wrote_again"], rows[C]["replies"]) == (2, 0, 0)
+    assert rows[C]["delivered_rate"] is None
+
+
+async def test_performance_by_source_type_and_creative(stream: AsyncEngine) -> None:
+    rows = await query(
+        stream,
+        "SELECT source_type, headline, clicks, people, ads FROM creative_performance ORDER BY source_type, headline",
+    )
+    assert rows == [
+        {"source_type": "ad", "headline": f"Headline {A}", "clicks": 4, "people": 4, "ads": 1},
+        {"source_type": "ad", "headline": f"Headline {C}", "clicks": 2, "people": 2, "ads": 1},
+        {"source_type": "post", "headline": f"Headline {B}", "clicks": 2, "people": 2, "ads": 1},
+    ]
+
+
+async def test_click_ids_and_reported_conversions(stream: AsyncEngine) -> None:
+    async with stream.begin() as connection:
+        await connection.execute(
+            text(
+                "INSERT INTO conversions (ctwa_clid, event_name, event_time) "
+                "VALUES ('CL1', 'LeadSubmitted', :at), ('CL1', 'Purchase', :at)"
+            ),
+            {"at": minute(100)},
+        )
+    rows = await query(
+        stream, "SELECT ctwa_clid, conversion_reported, conversions, report_until FROM click_conversions"
+    )
+    assert {r["ctwa_clid"]: (r["conversion_reported"], r["conversions"]) for r in rows} == {
+        "CL1": (True, 2),
+        "CL2": (False, 0),
+        "CL4": (False, 0),
+        "CL5": (False, 0),
+        "CL6": (False, 0),
+        "CL7": (False, 0),
+    }
+    assert {r["ctwa_clid"]: r["report_until"] for r in rows}["CL1"] == minute(0) + timedelta(days=7)
+
+
+async def test_the_window_is_set_in_one_place(stream: AsyncEngine) -> None:
+    async with stream.begin() as connection:
+        await connection.execute(
+            text(
+                "CREATE OR REPLACE FUNCTION attribution_window() RETURNS interval "
+                "LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT interval '10 days' $$"
+            )
+        )
+    try:
+        [m7b] = await query(stream, "SELECT last_touch_message_id FROM message_attribution WHERE message_id = 'M7b'")
+        assert m7b["last_touch_message_id"] == "M7"
+    finally:
+        async with stream.begin() as connection:
+            await connection.execute(
+                text(
+                    "CREATE OR REPLACE FUNCTION attribution_window() RETURNS interval "
+                    "LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT interval '7 days' $$"
+                )
+            )
+
+
+async def _report(database_url: str, *args: str) -> str:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "ingest",
+        "report",
+        *args,
+        env={**os.environ, "CTWA_DATABASE_URL": database_url},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, err.decode()
+    return out.decode()
+
+
+async def test_ctwa_report_prints_ad_performance(stream: AsyncEngine, database_url: str) -> None:
+    data = json.loads(await _report(database_url, "--since", "2025-11-03", "--until", "2025-11-05", "--format", "json"))
+    by_ad = {r["source_id"]: r for r in data}
+    # Over the three days: A as on day 0; B twice, by two people (P3, P1), one new; C twice, by P6 and P4.
+    assert (by_ad[A]["clicks"], by_ad[A]["people"], by_ad[A]["new_people"], by_ad[A]["conversations"]) == (4, 4, 4, 4)
+    assert (by_ad[B]["clicks"], by_ad[B]["people"], by_ad[B]["new_people"], by_ad[B]["conversations"]) == (2, 2, 1, 1)
+    assert (by_ad[C]["clicks"], by_ad[C]["people"], by_ad[C]["new_people"], by_ad[C]["conversations"]) == (2, 2, 1, 2)
+    assert by_ad[A]["headline"] == f"Headline {A}"
+
+    day_one = list(
+        csv.DictReader(
+            io.StringIO(
+                await _report(database_url, "--since", "2025-11-04", "--until", "2025-11-04", "--format", "csv")
+            )
+        )
+    )
+    assert [(r["source_id"], r["clicks"], r["people"], r["new_people"]) for r in day_one] == [(C, "1", "1", "0")]
+
+    daily = json.loads(
+        await _report(database_url, "--since", "2025-11-03", "--until", "2025-11-05", "--daily", "--format", "json")
+    )
+    assert [(r["day"], r["source_id"], r["clicks"]) for r in daily][:1] == [("2025-11-03", A, 4)]
+
+    table = await _report(database_url, "--since", "2025-11-03", "--until", "2025-11-05", "--format", "table")
+    lines = table.splitlines()
+    assert lines[0].split()[:3] == ["source_id", "headline", "source_type"]
+    assert any(line.startswith(A) and " 4 " in line for line in lines)
+
+
+async def test_ctwa_report_people(stream: AsyncEngine, database_url: str) -> None:
+    data = json.loads(
+        await _report(database_url, "people", "--since", "2025-11-03", "--until", "2025-11-05", "--format", "json")
+    )
+    assert [(r["contact_id"], r["identity"], r["clicks"]) for r in data] == [
+        ("C1", "111", 2),  # latest click first: P1 clicked B on day 2
+        ("C4", "444", 2),
+        (None, "333", 1),
+        ("C2", "222", 1),
+        ("C7", "777", 1),
+    ]
+    assert data[0]["first_clicked_at"] == minute(0).astimezone(UTC).isoformat()
