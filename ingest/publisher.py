@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from contextlib import suppress
 
-import aio_pika
 import aiormq.abc
+from aio_pika.abc import AbstractChannel
 from aio_pika.exceptions import CONNECTION_EXCEPTIONS, DeliveryError, PublishError
 from pamqp.commands import Basic
 
-from ingest.backoff import backoff
+from ingest.broker import BrokerLink
 from ingest.callback import Callback
 from ingest.metrics import ReceiverMetrics
 from ingest.topology import Topology
@@ -51,16 +49,13 @@ class Publisher:
         confirm_timeout: float,
         connection_name: str = "ctwa-receiver",
     ) -> None:
-        self._url = url
         self._topology = topology
         self._metrics = metrics
         self._confirm_timeout = confirm_timeout
-        self._connection_name = connection_name
         # aio-pika opens and declares; publishes go straight to its underlying aiormq channel, which skips
         # building an aio_pika.Message per callback (a fifth of the receiver's CPU under load).
         self._channel: aiormq.abc.AbstractChannel | None = None
-        self._ready = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._link = BrokerLink(url, connection_name, self._on_channel, self._on_channel_lost)
 
     @property
     def ready(self) -> bool:
@@ -68,19 +63,13 @@ class Publisher:
 
     async def wait_ready(self, within: float) -> bool:
         """Whether a channel is open, waiting up to ``within`` seconds for one."""
-        with suppress(TimeoutError):
-            await asyncio.wait_for(self._ready.wait(), within)
-        return self.ready
+        return await self._link.wait_connected(within)
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._stay_connected(), name="ctwa-publisher")
+        await self._link.start()
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._link.close()
 
     async def publish(self, callback: Callback) -> None:
         """Return once the broker has confirmed ``callback`` into a durable queue; else raise `BrokerUnavailable`."""
@@ -117,37 +106,11 @@ class Publisher:
             raise BrokerUnavailable("publish_failed") from None
         self._metrics.confirm_seconds.observe(time.perf_counter() - started)
 
-    async def _stay_connected(self) -> None:
-        delays = backoff(initial=0.1, cap=5.0)
-        while True:
-            try:
-                connection = await aio_pika.connect(
-                    self._url,
-                    timeout=self._confirm_timeout,
-                    client_properties={"connection_name": self._connection_name},
-                )
-            except (*CONNECTION_EXCEPTIONS, TimeoutError) as error:
-                delay = next(delays)
-                log.warning("broker unreachable, retrying", extra={"error": repr(error), "retry_in_s": delay})
-                await asyncio.sleep(delay)
-                continue
-            try:
-                channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-                await self._topology.declare(channel)
-                self._channel = await channel.get_underlay_channel()
-                self._ready.set()
-                self._metrics.broker_ready.set(1)
-                delays = backoff(initial=0.1, cap=5.0)
-                log.info("broker ready", extra={"exchange": self._topology.exchange})
-                # Set when the channel closes for any reason, the connection's loss included.
-                await channel.closed()
-                log.warning("broker channel closed, reconnecting")
-            except (*CONNECTION_EXCEPTIONS, TimeoutError) as error:
-                log.warning("broker setup failed, reconnecting", extra={"error": repr(error)})
-            finally:
-                self._channel = None
-                self._ready.clear()
-                self._metrics.broker_ready.set(0)
-                with suppress(*CONNECTION_EXCEPTIONS, TimeoutError):
-                    await connection.close()
-            await asyncio.sleep(next(delays))
+    async def _on_channel(self, channel: AbstractChannel) -> None:
+        await self._topology.declare(channel)
+        self._channel = await channel.get_underlay_channel()
+        self._metrics.broker_ready.set(1)
+
+    def _on_channel_lost(self) -> None:
+        self._channel = None
+        self._metrics.broker_ready.set(0)

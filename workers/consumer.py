@@ -19,7 +19,7 @@ import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage, AbstractQueue
 from aio_pika.exceptions import CONNECTION_EXCEPTIONS, ChannelInvalidStateError
 
-from ingest.backoff import backoff
+from ingest.broker import BrokerLink
 from ingest.topology import Topology
 
 __all__ = ["REASON_HEADER", "BrokerLost", "Consumer"]
@@ -40,10 +40,8 @@ class Consumer:
     """Consumes the main queue, reconnecting by itself; messages wait in `buffer` until the worker takes them."""
 
     def __init__(self, url: str, topology: Topology, *, prefetch: int, connection_name: str = "ctwa-worker") -> None:
-        self._url = url
         self._topology = topology
         self._prefetch = prefetch
-        self._connection_name = connection_name
         self.buffer: deque[AbstractIncomingMessage] = deque()
         self.arrived = asyncio.Event()
         self._channel: AbstractChannel | None = None
@@ -51,28 +49,18 @@ class Consumer:
         self._dead_letter_exchange: AbstractExchange | None = None
         self._consumer_tag: str | None = None
         self._consuming = True
-        self._connected = asyncio.Event()
-        self._reconnects = 0
-        self._connected_at = 0.0
-        self._task: asyncio.Task[None] | None = None
+        self._link = BrokerLink(url, connection_name, self._on_channel, self._on_channel_lost)
 
     @property
     def connected(self) -> bool:
-        return self._connected.is_set()
-
-    async def wait_connected(self) -> None:
-        await self._connected.wait()
+        return self._link.connected
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._stay_connected(), name="ctwa-consumer")
+        await self._link.start()
 
     async def close(self) -> None:
         """Close the connection; unacknowledged messages go back to the queue."""
-        if self._task is not None:
-            self._task.cancel()
-            with suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._link.close()
 
     async def stop_consuming(self) -> None:
         """Ask for no more messages; those already delivered stay in `buffer` to be stored."""
@@ -92,7 +80,7 @@ class Consumer:
         channel = self._channel
         if channel is None:
             return False
-        if self._reconnects and time.monotonic() - self._connected_at < _REDELIVERY_GRACE_S:
+        if self._link.reconnects and time.monotonic() - self._link.connected_at < _REDELIVERY_GRACE_S:
             return False
         try:
             queue = await channel.declare_queue(self._topology.queue, passive=True, timeout=5)
@@ -152,44 +140,17 @@ class Consumer:
         self.buffer.append(message)
         self.arrived.set()
 
-    async def _stay_connected(self) -> None:
-        delays = backoff(initial=0.1, cap=5.0)
-        while True:
-            try:
-                connection = await aio_pika.connect(
-                    self._url, timeout=10, client_properties={"connection_name": self._connection_name}
-                )
-            except (*CONNECTION_EXCEPTIONS, TimeoutError) as error:
-                delay = next(delays)
-                log.warning("broker unreachable, retrying", extra={"error": repr(error), "retry_in_s": delay})
-                await asyncio.sleep(delay)
-                continue
-            try:
-                channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-                await channel.set_qos(prefetch_count=self._prefetch)
-                _, queue = await self._topology.declare(channel)
-                self._dead_letter_exchange = await channel.get_exchange(
-                    self._topology.dead_letter_exchange, ensure=False
-                )
-                self._channel, self._queue = channel, queue
-                if self._consuming:
-                    self._consumer_tag = await queue.consume(self._on_message)
-                self._connected.set()
-                self._connected_at = time.monotonic()
-                delays = backoff(initial=0.1, cap=5.0)
-                log.info("consuming", extra={"queue": self._topology.queue, "prefetch": self._prefetch})
-                await channel.closed()
-                log.warning("broker channel closed, reconnecting")
-                self._reconnects += 1
-            except (*CONNECTION_EXCEPTIONS, TimeoutError) as error:
-                log.warning("broker setup failed, reconnecting", extra={"error": repr(error)})
-                self._reconnects += 1
-            finally:
-                self._connected.clear()
-                self._channel = self._queue = self._dead_letter_exchange = None
-                self._consumer_tag = None
-                # Unacknowledged deliveries of a lost channel are redelivered; holding on to them is pointless.
-                self.buffer.clear()
-                with suppress(*CONNECTION_EXCEPTIONS, TimeoutError):
-                    await connection.close()
-            await asyncio.sleep(next(delays))
+    async def _on_channel(self, channel: AbstractChannel) -> None:
+        await channel.set_qos(prefetch_count=self._prefetch)
+        _, queue = await self._topology.declare(channel)
+        self._dead_letter_exchange = await channel.get_exchange(self._topology.dead_letter_exchange, ensure=False)
+        self._channel, self._queue = channel, queue
+        if self._consuming:
+            self._consumer_tag = await queue.consume(self._on_message)
+        log.info("consuming", extra={"queue": self._topology.queue, "prefetch": self._prefetch})
+
+    def _on_channel_lost(self) -> None:
+        self._channel = self._queue = self._dead_letter_exchange = None
+        self._consumer_tag = None
+        # Unacknowledged deliveries of a lost channel are redelivered; holding on to them is pointless.
+        self.buffer.clear()

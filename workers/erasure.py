@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ingest.callback import Trigger
 from workers.facts import BODY_KEYS
-from workers.precedence import newer
+from workers.precedence import take_newer
 from workers.rollups import person_key, refresh
 
 __all__ = ["Eraser", "opaque_identity", "redact"]
@@ -178,11 +178,7 @@ _ERASE_ROWS = [
         ON CONFLICT (channel, identity, app_id) DO UPDATE SET
             first_seen_at = LEAST(channel_identities.first_seen_at, EXCLUDED.first_seen_at),
             last_seen_at = GREATEST(channel_identities.last_seen_at, EXCLUDED.last_seen_at),
-            contact_id = CASE WHEN {newer("channel_identities", "contact")}
-                THEN EXCLUDED.contact_id ELSE channel_identities.contact_id END,
-            contact_at = GREATEST(channel_identities.contact_at, EXCLUDED.contact_at),
-            contact_key = CASE WHEN {newer("channel_identities", "contact")}
-                THEN EXCLUDED.contact_key ELSE channel_identities.contact_key END
+            {take_newer("channel_identities", "contact", ["contact_id"])}
         """
     ),
 ]

@@ -23,7 +23,7 @@ from workers import rollups
 from workers.archive import Incoming
 from workers.erasure import Eraser
 from workers.facts import Facts, collect
-from workers.precedence import newer
+from workers.precedence import take_newer
 
 __all__ = ["NeedsExclusive", "lock", "needs_exclusive", "project"]
 
@@ -303,12 +303,7 @@ _CONTACTS = text(
     ON CONFLICT (contact_id) DO UPDATE SET
         first_seen_at = LEAST(contacts.first_seen_at, EXCLUDED.first_seen_at),
         last_seen_at = GREATEST(contacts.last_seen_at, EXCLUDED.last_seen_at),
-        display_name = CASE WHEN {newer("contacts", "display_name")}
-            THEN EXCLUDED.display_name ELSE contacts.display_name END,
-        display_name_at = CASE WHEN {newer("contacts", "display_name")}
-            THEN EXCLUDED.display_name_at ELSE contacts.display_name_at END,
-        display_name_key = CASE WHEN {newer("contacts", "display_name")}
-            THEN EXCLUDED.display_name_key ELSE contacts.display_name_key END
+        {take_newer("contacts", "display_name", ["display_name"])}
     """
 )
 
@@ -333,12 +328,7 @@ _IDENTITIES = text(
     ON CONFLICT (channel, identity, app_id) DO UPDATE SET
         first_seen_at = LEAST(channel_identities.first_seen_at, EXCLUDED.first_seen_at),
         last_seen_at = GREATEST(channel_identities.last_seen_at, EXCLUDED.last_seen_at),
-        contact_id = CASE WHEN {newer("channel_identities", "contact")}
-            THEN EXCLUDED.contact_id ELSE channel_identities.contact_id END,
-        contact_at = CASE WHEN {newer("channel_identities", "contact")}
-            THEN EXCLUDED.contact_at ELSE channel_identities.contact_at END,
-        contact_key = CASE WHEN {newer("channel_identities", "contact")}
-            THEN EXCLUDED.contact_key ELSE channel_identities.contact_key END
+        {take_newer("channel_identities", "contact", ["contact_id"])}
     """
 )
 
@@ -372,12 +362,7 @@ _CONVERSATIONS = text(
         last_activity_at = GREATEST(conversations.last_activity_at, EXCLUDED.last_activity_at),
         stopped_at = GREATEST(conversations.stopped_at, EXCLUDED.stopped_at),
         deleted_at = GREATEST(conversations.deleted_at, EXCLUDED.deleted_at),
-        active_channel = CASE WHEN {newer("conversations", "active_channel")}
-            THEN EXCLUDED.active_channel ELSE conversations.active_channel END,
-        active_channel_at = CASE WHEN {newer("conversations", "active_channel")}
-            THEN EXCLUDED.active_channel_at ELSE conversations.active_channel_at END,
-        active_channel_key = CASE WHEN {newer("conversations", "active_channel")}
-            THEN EXCLUDED.active_channel_key ELSE conversations.active_channel_key END
+        {take_newer("conversations", "active_channel", ["active_channel"])}
     """
 )
 
@@ -454,12 +439,7 @@ _FOLD_CONTACTS = text(
     ON CONFLICT (contact_id) DO UPDATE SET
         first_seen_at = LEAST(contacts.first_seen_at, EXCLUDED.first_seen_at),
         last_seen_at = GREATEST(contacts.last_seen_at, EXCLUDED.last_seen_at),
-        display_name = CASE WHEN {newer("contacts", "display_name")}
-            THEN EXCLUDED.display_name ELSE contacts.display_name END,
-        display_name_at = CASE WHEN {newer("contacts", "display_name")}
-            THEN EXCLUDED.display_name_at ELSE contacts.display_name_at END,
-        display_name_key = CASE WHEN {newer("contacts", "display_name")}
-            THEN EXCLUDED.display_name_key ELSE contacts.display_name_key END
+        {take_newer("contacts", "display_name", ["display_name"])}
     """
 )
 

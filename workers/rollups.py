@@ -13,6 +13,8 @@ from collections.abc import Iterable
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from workers.precedence import take_when
+
 __all__ = ["ON_NEW_CLICKS", "person_key", "rebuild", "refresh"]
 
 
@@ -42,10 +44,7 @@ _NEW_CLICKS_DAILY = f"""
         ON CONFLICT (day, source_id) DO UPDATE SET
             clicks = daily.clicks + EXCLUDED.clicks,
             click_ids = daily.click_ids + EXCLUDED.click_ids,
-            headline = CASE WHEN {_NEWER_CREATIVE} THEN EXCLUDED.headline ELSE daily.headline END,
-            source_type = CASE WHEN {_NEWER_CREATIVE} THEN EXCLUDED.source_type ELSE daily.source_type END,
-            media_type = CASE WHEN {_NEWER_CREATIVE} THEN EXCLUDED.media_type ELSE daily.media_type END,
-            creative_key = CASE WHEN {_NEWER_CREATIVE} THEN EXCLUDED.creative_key ELSE daily.creative_key END,
+            {take_when(_NEWER_CREATIVE, "daily", ["headline", "source_type", "media_type", "creative_key"])},
             creative_at = GREATEST(daily.creative_at, EXCLUDED.creative_at)
     ), daily_people AS (
         INSERT INTO ad_daily_people (day, source_id, person_key)
@@ -58,37 +57,21 @@ _NEW_CLICKS_DAILY = f"""
     )
 """
 
-_NEW_CLICKS_TOUCHES = """
+_EARLIER_FIRST = (
+    "(EXCLUDED.first_clicked_at, EXCLUDED.first_message_id) < (touches.first_clicked_at, touches.first_message_id)"
+)
+_LATER_LAST = (
+    "(EXCLUDED.last_clicked_at, EXCLUDED.last_message_id) > (touches.last_clicked_at, touches.last_message_id)"
+)
+_FIRST = ["first_message_id", "first_source_id", "first_headline", "first_day"]
+_LAST = ["last_message_id", "last_source_id", "last_headline", "channel", "identity"]
+
+_NEW_CLICKS_TOUCHES = f"""
     ON CONFLICT (person_key) DO UPDATE SET
         clicks = touches.clicks + EXCLUDED.clicks,
-        first_message_id = CASE WHEN (EXCLUDED.first_clicked_at, EXCLUDED.first_message_id)
-                < (touches.first_clicked_at, touches.first_message_id)
-            THEN EXCLUDED.first_message_id ELSE touches.first_message_id END,
-        first_source_id = CASE WHEN (EXCLUDED.first_clicked_at, EXCLUDED.first_message_id)
-                < (touches.first_clicked_at, touches.first_message_id)
-            THEN EXCLUDED.first_source_id ELSE touches.first_source_id END,
-        first_headline = CASE WHEN (EXCLUDED.first_clicked_at, EXCLUDED.first_message_id)
-                < (touches.first_clicked_at, touches.first_message_id)
-            THEN EXCLUDED.first_headline ELSE touches.first_headline END,
-        first_day = CASE WHEN (EXCLUDED.first_clicked_at, EXCLUDED.first_message_id)
-                < (touches.first_clicked_at, touches.first_message_id)
-            THEN EXCLUDED.first_day ELSE touches.first_day END,
+        {take_when(_EARLIER_FIRST, "touches", _FIRST)},
         first_clicked_at = LEAST(touches.first_clicked_at, EXCLUDED.first_clicked_at),
-        last_message_id = CASE WHEN (EXCLUDED.last_clicked_at, EXCLUDED.last_message_id)
-                > (touches.last_clicked_at, touches.last_message_id)
-            THEN EXCLUDED.last_message_id ELSE touches.last_message_id END,
-        last_source_id = CASE WHEN (EXCLUDED.last_clicked_at, EXCLUDED.last_message_id)
-                > (touches.last_clicked_at, touches.last_message_id)
-            THEN EXCLUDED.last_source_id ELSE touches.last_source_id END,
-        last_headline = CASE WHEN (EXCLUDED.last_clicked_at, EXCLUDED.last_message_id)
-                > (touches.last_clicked_at, touches.last_message_id)
-            THEN EXCLUDED.last_headline ELSE touches.last_headline END,
-        channel = CASE WHEN (EXCLUDED.last_clicked_at, EXCLUDED.last_message_id)
-                > (touches.last_clicked_at, touches.last_message_id)
-            THEN EXCLUDED.channel ELSE touches.channel END,
-        identity = CASE WHEN (EXCLUDED.last_clicked_at, EXCLUDED.last_message_id)
-                > (touches.last_clicked_at, touches.last_message_id)
-            THEN EXCLUDED.identity ELSE touches.identity END,
+        {take_when(_LATER_LAST, "touches", _LAST)},
         last_clicked_at = GREATEST(touches.last_clicked_at, EXCLUDED.last_clicked_at)
 """
 
