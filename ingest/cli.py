@@ -60,6 +60,45 @@ def _report(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _simulate(settings: Settings, args: argparse.Namespace) -> int:
+    import asyncio
+    import json
+
+    from ingest import simulator
+
+    people = args.people
+    if args.count is not None:
+        people = max(people, args.count // 5 + 1)
+    elif args.duration is not None and args.rate > 0:
+        people = max(people, int(args.rate * args.duration) // 5 + 1)
+    story = simulator.scenario(seed=args.seed, people=people, ads=args.ads)
+    callbacks = story.callbacks[: args.count] if args.count is not None else story.callbacks
+    secret = args.secret if args.secret is not None else next(iter(settings.webhook_secrets), None)
+    url = args.url or f"http://127.0.0.1:{settings.http_port}/webhooks/sinch"
+    print(
+        f"ctwa simulate: {len(callbacks)} callbacks of {people} people on {args.ads} ads to {url} "
+        f"({'signed' if secret else 'unsigned'}, {f'{args.rate:g}/s' if args.rate > 0 else 'as fast as possible'})",
+        file=sys.stderr,
+    )
+    summary = asyncio.run(
+        simulator.send(
+            url,
+            callbacks,
+            secret=secret or None,
+            rate=args.rate,
+            concurrency=args.concurrency,
+            duration=args.duration,
+            duplicates=args.duplicates,
+            seed=args.seed,
+            progress=sys.stderr,
+        )
+    )
+    simulator.print_summary(summary)
+    if args.json:
+        print(json.dumps(summary.as_dict(), indent=2))
+    return 0 if not any(400 <= status < 500 for status in summary.statuses) else 1
+
+
 def _day(value: str) -> date:
     try:
         return date.fromisoformat(value)
@@ -100,6 +139,26 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--format", choices=("auto", "table", "csv", "json"), default="auto")
     report.add_argument("--limit", type=int, metavar="N", help="at most N rows")
     report.set_defaults(run=_report)
+
+    simulate = commands.add_parser(
+        "simulate",
+        help="send realistic, signed Sinch traffic to a receiver (the demo and the load generator)",
+        description="People click ads, write, get replies and delivery reports; contacts merge; CONVERSATION and "
+        "DISPATCH apps. Sent as Sinch sends: signed, some twice, some re-serialised, out of order, retried on 5xx.",
+    )
+    simulate.add_argument("--url", help="the receiver's webhook URL (default: this machine, CTWA_HTTP_PORT)")
+    simulate.add_argument("--rate", type=float, default=50.0, help="callbacks per second; 0: as fast as possible")
+    amount = simulate.add_mutually_exclusive_group()
+    amount.add_argument("--count", type=int, help="send this many callbacks")
+    amount.add_argument("--duration", type=float, help="send for this many seconds")
+    simulate.add_argument("--people", type=int, default=100, help="people in the scenario (at least)")
+    simulate.add_argument("--ads", type=int, default=5, help="ads in the scenario")
+    simulate.add_argument("--seed", type=int, default=1, help="the same seed sends the same traffic")
+    simulate.add_argument("--duplicates", type=float, default=0.1, help="share of callbacks Sinch sends twice")
+    simulate.add_argument("--concurrency", type=int, default=16)
+    simulate.add_argument("--secret", help="signing secret (default: the first of CTWA_WEBHOOK_SECRETS)")
+    simulate.add_argument("--json", action="store_true", help="print a JSON summary, with the expected numbers")
+    simulate.set_defaults(run=_simulate)
     return parser
 
 

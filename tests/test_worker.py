@@ -9,7 +9,7 @@ import aio_pika
 import pytest
 from aio_pika.abc import AbstractConnection
 from conftest import AMQP_URL, ReceiverFactory
-from sqlalchemy import func, select, text
+from sqlalchemy import func, make_url, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from support import TcpRelay, enqueue, fixture_bytes, fixture_names, inbound_bodies, key_of, take_all
 from yarl import URL
@@ -207,11 +207,10 @@ async def test_database_unreachable_the_worker_holds_then_recovers(
     worker_settings: Settings, db: AsyncEngine, topology: Topology
 ) -> None:
     keys = await enqueue(AMQP_URL, topology, inbound_bodies(300))
-    database = URL(worker_settings.database_url.replace("postgresql+asyncpg", "postgresql"))
-    relay = TcpRelay(database)
-    settings = worker_settings.model_copy(
-        update={"database_url": worker_settings.database_url.replace(f":{database.port}/", f":{relay.port}/")}
-    )
+    database = make_url(worker_settings.database_url)
+    relay = TcpRelay(URL.build(scheme="postgresql", host=database.host or "127.0.0.1", port=database.port or 5432))
+    relayed = database.set(host="127.0.0.1", port=relay.port).render_as_string(hide_password=False)
+    settings = worker_settings.model_copy(update={"database_url": relayed})
     worker = Worker(settings, drain=True)
     running = asyncio.create_task(worker.run())  # the relay is not listening: Postgres is "down"
     while counter(worker, "ctwa_worker_retries_total", cause="database") < 3:

@@ -1,0 +1,455 @@
+"""``ctwa simulate``: realistic, signed Sinch traffic for a receiver — the demo and the load generator.
+
+People click Click-to-WhatsApp ads (some Status ads without a ``ctwa_clid``, some posts), write, write again, get
+replies whose delivery reports follow; apps in CONVERSATION mode have contacts, conversations and a few contact
+merges, apps in DISPATCH mode only phone numbers. Sent as Sinch sends: signed, sometimes twice, sometimes retried
+re-serialised with another ``accepted_time``, somewhat out of order, and retried on ``5xx``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import sys
+import time
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, TextIO
+
+import aiohttp
+
+from ingest.signature import signed_headers
+
+__all__ = ["Ad", "Callback", "Scenario", "Summary", "print_summary", "scenario", "send"]
+
+CONVERSATION_APP = "01KSIMCONVERSATIONAPP00001"
+DISPATCH_APP = "01KSIMDISPATCHAPP000000001"
+PROJECT = "7d1f5a2e-0c3b-4e8a-9b6f-5a4c3b2a1d0e"
+_ULID = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_TEXTS = [
+    "Hi! Is this still available?",
+    "How much is shipping?",
+    "Do you have it in blue?",
+    "Great, send me the link please",
+    "Thanks!",
+    "Can I pay on delivery?",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Ad:
+    source_id: str
+    headline: str
+    source_type: str  # "ad" or "post"
+    media_type: str
+    status_ad: bool  # shown in WhatsApp Status: no ctwa_clid
+
+
+@dataclass(frozen=True, slots=True)
+class Callback:
+    """One callback to send: its body, the minute of its event in the scenario, and the ad click it is, if any."""
+
+    body: bytes
+    minute: float
+    key: str
+    click: tuple[str, str] | None = None  # (source_id, person key)
+
+
+@dataclass(slots=True)
+class Scenario:
+    callbacks: list[Callback]
+    ads: list[Ad]
+
+
+def _ulid(rng: random.Random) -> str:
+    return "".join(rng.choice(_ULID) for _ in range(26))
+
+
+def _ads(rng: random.Random, count: int) -> list[Ad]:
+    ads = []
+    for n in range(count):
+        source_type = "post" if n % 5 == 4 else "ad"
+        ads.append(
+            Ad(
+                source_id=f"1202{rng.randrange(10**14):014d}",
+                headline=rng.choice(["Summer bundle -20%", "New arrivals", "Free shipping", "Last units", "VIP"])
+                + f" #{n + 1}",
+                source_type=source_type,
+                media_type=rng.choice(["image", "video"]),
+                status_ad=source_type == "ad" and n % 4 == 3,
+            )
+        )
+    return ads
+
+
+@dataclass(frozen=True, slots=True)
+class _Person:
+    index: int
+    app: str
+    identity: str
+    contact: str  # "" in DISPATCH mode, as Sinch sends it
+    conversation: str
+
+    @property
+    def mode(self) -> str:
+        return "CONVERSATION" if self.contact else "DISPATCH"
+
+    @property
+    def key(self) -> str:
+        return f"contact:{self.contact}" if self.contact else f"identity:WHATSAPP:{self.identity}"
+
+    @property
+    def channel_identity(self) -> dict[str, str]:
+        return {"channel": "WHATSAPP", "identity": self.identity, "app_id": ""}
+
+    def contact_object(self, contact: str, name: str) -> dict[str, Any]:
+        return {
+            "id": contact,
+            "channel_identities": [self.channel_identity] if contact == self.contact else [],
+            "channel_priority": ["WHATSAPP"],
+            "display_name": name,
+            "email": "",
+            "external_id": "",
+            "metadata": "",
+            "language": "ES",
+        }
+
+
+class _Writer:
+    """Writes the callbacks of a scenario, in Sinch's wire format, on a timeline of minutes."""
+
+    def __init__(self, rng: random.Random, origin: datetime) -> None:
+        self.rng = rng
+        self.origin = origin
+        self.callbacks: list[Callback] = []
+
+    def at(self, minute: float) -> str:
+        return (self.origin + timedelta(minutes=minute)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+    def emit(self, payload: dict[str, Any], minute: float, key: str, click: tuple[str, str] | None = None) -> None:
+        body = json.dumps(payload, ensure_ascii=False).encode()
+        self.callbacks.append(Callback(body, minute, key, click))
+
+    def envelope(self, person: _Person, minute: float, event: bool) -> dict[str, Any]:
+        envelope = {"app_id": person.app, "accepted_time": self.at(minute + 0.01), "project_id": PROJECT}
+        if event:
+            envelope["event_time"] = self.at(minute)
+        return envelope
+
+    def inbound(
+        self, person: _Person, minute: float, *, metadata: str = "", contact: str | None = None, ad: str | None = None
+    ) -> None:
+        message_id = _ulid(self.rng)
+        message = {
+            "id": message_id,
+            "direction": "TO_APP",
+            "contact_message": {"text_message": {"text": self.rng.choice(_TEXTS)}},
+            "channel_identity": person.channel_identity,
+            "conversation_id": person.conversation,
+            "contact_id": person.contact if contact is None else contact,
+            "metadata": metadata,
+            "accept_time": self.at(minute + 0.005),
+            "sender_id": "34910000000",
+            "processing_mode": person.mode,
+            "injected": False,
+        }
+        payload = self.envelope(person, minute, event=True) | {
+            "message": message,
+            "message_metadata": "",
+            "correlation_id": "",
+        }
+        self.emit(payload, minute, f"MESSAGE_INBOUND:{message_id}", (ad, person.key) if ad else None)
+
+    def delivery(self, person: _Person, message_id: str, status: str, minute: float) -> None:
+        report: dict[str, Any] = {
+            "message_id": message_id,
+            "conversation_id": person.conversation,
+            "status": status,
+            "channel_identity": person.channel_identity,
+            "contact_id": person.contact,
+            "metadata": "",
+            "processing_mode": person.mode,
+        }
+        if status == "FAILED":
+            report["reason"] = {
+                "code": "RECIPIENT_NOT_REACHABLE",
+                "description": "The underlying channel reported: recipient not reachable",
+                "sub_code": "UNSPECIFIED_SUB_CODE",
+            }
+        payload = self.envelope(person, minute, event=True) | {"message_delivery_report": report}
+        self.emit(payload | {"message_metadata": ""}, minute, f"MESSAGE_DELIVERY:{message_id}:{status}")
+
+    def contact_created(self, person: _Person, minute: float) -> None:
+        contact = person.contact_object(person.contact, f"Customer {person.index + 1}")
+        payload = self.envelope(person, minute, event=False) | {"contact_create_notification": {"contact": contact}}
+        self.emit(payload | {"message_metadata": ""}, minute, f"CONTACT_CREATE:{person.contact}")
+
+    def conversation_started(self, person: _Person, minute: float) -> None:
+        conversation = {
+            "id": person.conversation,
+            "app_id": person.app,
+            "contact_id": person.contact,
+            "active": True,
+            "active_channel": "WHATSAPP",
+            "last_received": self.at(minute),
+            "metadata": "",
+            "metadata_json": {},
+            "correlation_id": "",
+        }
+        payload = self.envelope(person, minute, event=False) | {
+            "conversation_start_notification": {"conversation": conversation},
+            "message_metadata": "",
+        }
+        self.emit(payload, minute, f"CONVERSATION_START:{person.conversation}")
+
+    def merged(self, person: _Person, duplicate: str, minute: float) -> None:
+        notification = {
+            "preserved_contact": person.contact_object(person.contact, f"Customer {person.index + 1}"),
+            "deleted_contact": person.contact_object(duplicate, "Unknown"),
+        }
+        payload = self.envelope(person, minute, event=False) | {
+            "contact_merge_notification": notification,
+            "message_metadata": "",
+        }
+        self.emit(payload, minute, f"CONTACT_MERGE:{person.contact}:{duplicate}")
+
+
+def _referral(rng: random.Random, ad: Ad) -> str:
+    referral: dict[str, Any] = {
+        "source_url": f"https://fb.me/{ad.source_id[-8:]}",
+        "source_id": ad.source_id,
+        "source_type": ad.source_type,
+        "headline": ad.headline,
+        "body": "Chat with us to get your discount code",
+        "media_type": ad.media_type,
+        f"{ad.media_type}_url": f"https://scontent.example.net/v/{ad.source_id}.jpg",
+        "welcome_message": {"text": "Hi there! How can we help?"},
+    }
+    if not ad.status_ad:
+        referral["ctwa_clid"] = "AR" + "".join(rng.choice(_ULID) for _ in range(48))
+    return json.dumps({"referral": referral}, separators=(",", ":"))
+
+
+_REPORTS = [
+    ["QUEUED_ON_CHANNEL", "DELIVERED", "READ"],
+    ["QUEUED_ON_CHANNEL", "DELIVERED"],
+    ["QUEUED_ON_CHANNEL", "READ"],
+]
+
+
+def scenario(seed: int = 1, people: int = 100, ads: int = 5, start: datetime | None = None) -> Scenario:
+    """The callbacks of ``people`` people and ``ads`` ads over the hour before ``start`` (default now)."""
+    rng = random.Random(seed)
+    writer = _Writer(rng, (start or datetime.now(UTC)) - timedelta(hours=1))
+    ad_list = _ads(rng, ads)
+    for index in range(people):
+        conversation_mode = rng.random() < 0.7
+        person = _Person(
+            index=index,
+            app=CONVERSATION_APP if conversation_mode else DISPATCH_APP,
+            identity=f"34{rng.randrange(6 * 10**8, 7 * 10**8)}",
+            contact=_ulid(rng) if conversation_mode else "",
+            conversation=_ulid(rng) if conversation_mode else "",
+        )
+        first = rng.uniform(0, 50)
+        if conversation_mode:
+            writer.contact_created(person, first - 0.5)
+            writer.conversation_started(person, first + 0.02)
+        if rng.random() < 0.8:
+            ad = rng.choice(ad_list)
+            writer.inbound(person, first, metadata=_referral(rng, ad), ad=ad.source_id)
+        else:
+            writer.inbound(person, first)
+        for _ in range(rng.choice((0, 0, 1, 1, 2, 3))):
+            writer.inbound(person, first + rng.uniform(1, 9))
+        if rng.random() < 0.15:  # comes back through another ad later
+            ad = rng.choice(ad_list)
+            writer.inbound(person, first + rng.uniform(10, 40), metadata=_referral(rng, ad), ad=ad.source_id)
+        for _ in range(rng.choice((1, 1, 2))):
+            reply, sent = _ulid(rng), first + rng.uniform(0.2, 8)
+            statuses = rng.choice(_REPORTS) if rng.random() < 0.95 else ["QUEUED_ON_CHANNEL", "FAILED"]
+            for step, status in enumerate(statuses):
+                writer.delivery(person, reply, status, sent + step * rng.uniform(0.05, 2))
+        # Now and then a contact gets a duplicate (written to from another number), later merged back.
+        if conversation_mode and rng.random() < 0.05:
+            duplicate = _ulid(rng)
+            writer.inbound(person, first + rng.uniform(1, 5), contact=duplicate)
+            writer.merged(person, duplicate, first + rng.uniform(6, 9))
+    writer.callbacks.sort(key=lambda callback: callback.minute)
+    return Scenario(writer.callbacks, ad_list)
+
+
+@dataclass(slots=True)
+class Summary:
+    sent: int = 0  # HTTP requests made
+    callbacks: int = 0  # distinct callbacks delivered
+    duplicates: int = 0  # exact copies sent again
+    reserialised: int = 0  # retries with another accepted_time and whitespace
+    retried: int = 0  # requests repeated after a 5xx or a connection error
+    statuses: Counter[int] = field(default_factory=Counter)
+    elapsed: float = 0.0
+    # What the pipeline should report for what was delivered: clicks and distinct people per ad.
+    clicks: Counter[str] = field(default_factory=Counter)
+    people: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "expected": {
+                source_id: {"clicks": clicks, "people": len(self.people[source_id])}
+                for source_id, clicks in sorted(self.clicks.items())
+            },
+            "sent": self.sent,
+            "callbacks": self.callbacks,
+            "duplicates": self.duplicates,
+            "reserialised": self.reserialised,
+            "retried": self.retried,
+            "statuses": {str(status): count for status, count in sorted(self.statuses.items())},
+            "elapsed_s": round(self.elapsed, 2),
+        }
+
+
+def _deliveries(
+    callbacks: list[Callback], rng: random.Random, duplicates: float, disorder: int, summary: Summary
+) -> Iterator[bytes]:
+    """The bodies in the order Sinch would deliver them: locally shuffled, some twice, some re-serialised."""
+    window: list[Callback] = []
+    for callback in callbacks:
+        window.append(callback)
+        if len(window) > disorder:
+            yield from _copies(window.pop(rng.randrange(len(window))), rng, duplicates, summary)
+    rng.shuffle(window)
+    for callback in window:
+        yield from _copies(callback, rng, duplicates, summary)
+
+
+def _copies(callback: Callback, rng: random.Random, duplicates: float, summary: Summary) -> Iterator[bytes]:
+    summary.callbacks += 1
+    if callback.click:
+        source_id, person = callback.click
+        summary.clicks[source_id] += 1
+        summary.people[source_id].add(person)
+    yield callback.body
+    roll = rng.random()
+    if roll < duplicates / 2:
+        summary.duplicates += 1
+        yield callback.body
+    elif roll < duplicates:
+        summary.reserialised += 1
+        payload = json.loads(callback.body)
+        accepted = datetime.fromisoformat(payload.get("accepted_time", "2025-01-01T00:00:00Z"))
+        payload["accepted_time"] = (accepted + timedelta(seconds=rng.uniform(5, 60))).isoformat()
+        yield json.dumps(payload, separators=(",", ":")).encode()
+
+
+async def send(
+    url: str,
+    callbacks: list[Callback],
+    *,
+    secret: str | None,
+    rate: float,
+    concurrency: int = 16,
+    duration: float | None = None,
+    duplicates: float = 0.1,
+    disorder: int = 20,
+    seed: int = 1,
+    progress: TextIO | None = None,
+) -> Summary:
+    """POST ``callbacks`` to ``url`` at about ``rate`` per second (0: as fast as possible), as Sinch would."""
+    rng = random.Random(seed)
+    summary = Summary()
+    bodies = _deliveries(callbacks, rng, duplicates, disorder, summary)
+    queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=concurrency * 2)
+    started = time.monotonic()
+    meter = _Progress(progress, total=len(callbacks))
+
+    async def produce() -> None:
+        for sent, body in enumerate(bodies):
+            if duration is not None and time.monotonic() - started >= duration:
+                break
+            if rate > 0:
+                await asyncio.sleep(max(0.0, started + sent / rate - time.monotonic()))
+            await queue.put(body)
+        for _ in range(concurrency):
+            await queue.put(None)
+
+    async def consume(session: aiohttp.ClientSession) -> None:
+        while (body := await queue.get()) is not None:
+            await _post(session, url, body, secret, summary)
+            meter.update(summary, time.monotonic() - started)
+
+    timeout = aiohttp.ClientTimeout(total=30)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        await asyncio.gather(produce(), *(consume(session) for _ in range(concurrency)))
+    summary.elapsed = time.monotonic() - started
+    meter.finish(summary, summary.elapsed)
+    return summary
+
+
+async def _post(session: aiohttp.ClientSession, url: str, body: bytes, secret: str | None, summary: Summary) -> None:
+    delay = 0.5
+    for attempt in range(8):
+        headers = {"Content-Type": "application/json"}
+        if secret:
+            headers |= signed_headers(body, secret, uuid.uuid4().hex.upper()[:26], int(time.time()))
+        summary.sent += 1
+        try:
+            async with session.post(url, data=body, headers=headers) as response:
+                summary.statuses[response.status] += 1
+                if response.status < 500:
+                    return
+        except (aiohttp.ClientError, TimeoutError):
+            summary.statuses[0] += 1
+        # Sinch retries 5xx and failed connections with backoff; so does the simulator.
+        summary.retried += 1
+        await asyncio.sleep(delay * (1 + attempt))
+
+
+class _Progress:
+    """A progress bar on a terminal, a line every few seconds otherwise."""
+
+    def __init__(self, out: TextIO | None, total: int) -> None:
+        self._out = out
+        self._total = total
+        self._tty = bool(out and out.isatty())
+        self._last = 0.0
+
+    def update(self, summary: Summary, elapsed: float) -> None:
+        if self._out is None or (elapsed - self._last < (0.2 if self._tty else 5.0)):
+            return
+        self._last = elapsed
+        self._write(summary, elapsed, end="\r" if self._tty else "\n")
+
+    def finish(self, summary: Summary, elapsed: float) -> None:
+        if self._out is not None:
+            self._write(summary, elapsed, end="\n")
+
+    def _write(self, summary: Summary, elapsed: float, end: str) -> None:
+        assert self._out is not None
+        done = min(summary.callbacks, self._total)
+        width = 30
+        filled = int(width * done / self._total) if self._total else width
+        ok = sum(count for status, count in summary.statuses.items() if 200 <= status < 300)
+        rate = summary.sent / elapsed if elapsed else 0.0
+        self._out.write(
+            f"[{'#' * filled}{'.' * (width - filled)}] {done}/{self._total} callbacks  "
+            f"{summary.sent} requests  {rate:,.0f}/s  2xx {ok}  retried {summary.retried}{end}"
+        )
+        self._out.flush()
+
+
+def print_summary(summary: Summary, out: TextIO = sys.stderr) -> None:
+    """The closing summary, for people."""
+    statuses = ", ".join(f"{status or 'error'}: {count}" for status, count in sorted(summary.statuses.items()))
+    out.write(
+        f"\nsent {summary.sent} requests for {summary.callbacks} callbacks in {summary.elapsed:.1f} s "
+        f"({summary.sent / summary.elapsed if summary.elapsed else 0:,.0f}/s)\n"
+        f"  duplicates {summary.duplicates}, re-serialised retries {summary.reserialised}, "
+        f"retried after 5xx or errors {summary.retried}\n"
+        f"  statuses: {statuses}\n"
+        f"  delivered: {sum(summary.clicks.values())} ad clicks by "
+        f"{len(set().union(*summary.people.values())) if summary.people else 0} people on {len(summary.clicks)} ads\n"
+    )

@@ -1,0 +1,137 @@
+"""docker-compose.yml and the Dockerfile kept honest without a Docker engine: every command compose runs is a real
+``ctwa`` subcommand the other tests run, every variable it sets is a real setting, the healthchecks work against
+the real services, and the dependencies wait for health."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conftest import ReceiverFactory
+from support import free_port
+
+from ingest.cli import build_parser
+from ingest.settings import Settings
+from workers.worker import Worker
+
+ROOT = Path(__file__).parent.parent
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+SERVICES: dict[str, Any] = COMPOSE["services"]
+OURS = {name: service for name, service in SERVICES.items() if service.get("image") == "ctwa-ingest:latest"}
+EXAMPLE = dict(
+    line.split("=", 1)
+    for line in (ROOT / ".env.example").read_text().splitlines()
+    if line.strip() and not line.startswith("#")
+)
+
+
+def _subcommands() -> set[str]:
+    parser = build_parser()
+    [commands] = [action for action in parser._actions if action.dest == "command"]
+    return set(commands.choices)  # type: ignore[arg-type]
+
+
+def test_the_roles_run_real_ctwa_subcommands() -> None:
+    assert set(OURS) == {"migrate", "receiver", "worker"}
+    for name, service in OURS.items():
+        assert service["command"][0] in _subcommands(), name
+        assert service["command"] == [name]
+
+
+def test_every_ctwa_variable_compose_sets_is_a_setting() -> None:
+    settings = {f"CTWA_{field.upper()}" for field in Settings.model_fields}
+    for name, service in SERVICES.items():
+        for variable in service.get("environment", {}):
+            if variable.startswith("CTWA_TEST_"):
+                assert name == "tests"
+            elif variable.startswith("CTWA_"):
+                assert variable in settings, f"{name}: {variable}"
+
+
+def test_defaults_are_those_of_env_example_and_no_guest_account() -> None:
+    defaults = dict(re.findall(r"\$\{(\w+):-([^}]*)\}", (ROOT / "docker-compose.yml").read_text()))
+    assert defaults.pop("CTWA_WEBHOOK_SECRETS") == ""  # signatures off unless .env sets a secret
+    assert defaults == {name: value for name, value in EXAMPLE.items() if name in defaults}
+    assert set(defaults) == set(EXAMPLE) - {"CTWA_WEBHOOK_SECRETS"}
+    assert "guest" not in (ROOT / "docker-compose.yml").read_text()
+    assert SERVICES["rabbitmq"]["environment"]["RABBITMQ_DEFAULT_USER"] == "${RABBITMQ_USER:-ctwa}"
+
+
+def test_services_are_healthchecked_and_started_in_order() -> None:
+    for name in ("postgres", "rabbitmq", "receiver", "worker"):
+        assert SERVICES[name]["healthcheck"]["test"], name
+    assert SERVICES["postgres"]["image"] == "postgres:16"
+    assert SERVICES["rabbitmq"]["image"].endswith("-management")
+    assert SERVICES["migrate"]["depends_on"] == {"postgres": {"condition": "service_healthy"}}
+    assert SERVICES["receiver"]["depends_on"] == {"rabbitmq": {"condition": "service_healthy"}}
+    assert SERVICES["worker"]["depends_on"] == {
+        "rabbitmq": {"condition": "service_healthy"},
+        "postgres": {"condition": "service_healthy"},
+        "migrate": {"condition": "service_completed_successfully"},
+    }
+    assert SERVICES["worker"]["deploy"]["replicas"] == 2
+    assert SERVICES["migrate"]["restart"] == "no"
+    assert SERVICES["receiver"]["ports"] == ["8080:8080"]
+    assert set(COMPOSE["volumes"]) == {"postgres-data", "rabbitmq-data"}
+    assert SERVICES["postgres"]["volumes"] == ["postgres-data:/var/lib/postgresql/data"]
+    assert SERVICES["rabbitmq"]["volumes"] == ["rabbitmq-data:/var/lib/rabbitmq"]
+
+
+def test_the_tests_service_runs_the_readme_test_command() -> None:
+    tests = SERVICES["tests"]
+    assert tests["profiles"] == ["tests"]
+    assert tests["build"]["target"] == "test"
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert 'CMD ["python", "-m", "pytest"]' in dockerfile
+    assert "python -m pytest" in (ROOT / "README.md").read_text()
+    assert set(tests["depends_on"]) == {"postgres", "rabbitmq"}
+
+
+def test_the_image_runs_as_a_user_with_dependencies_in_their_own_layer() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    runtime = dockerfile.split("FROM runtime AS test")[0]
+    assert "FROM python:3.12-slim AS runtime" in runtime
+    assert re.search(r"^USER ctwa$", runtime, re.MULTILINE)
+    assert 'ENTRYPOINT ["ctwa"]' in runtime
+    # pyproject.toml alone is copied and installed before the sources: code changes keep the dependency layer.
+    assert runtime.index("COPY pyproject.toml") < runtime.index("pip install .") < runtime.index("COPY ingest")
+
+
+async def _healthcheck(service: str, port: int) -> int:
+    """Run the service's own healthcheck command, aimed at ``port`` on this machine."""
+    command = SERVICES[service]["healthcheck"]["test"]
+    assert command[:2] == ["CMD", "python"]
+    script = command[-1].replace(":8080/", f":{port}/").replace(":9100/", f":{port}/")
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, *command[2:-1], script, stderr=asyncio.subprocess.DEVNULL
+    )
+    return await asyncio.wait_for(process.wait(), 30)
+
+
+async def test_the_receiver_healthcheck_passes_when_ready_and_fails_otherwise(start_receiver: ReceiverFactory) -> None:
+    ready = await start_receiver()
+    assert await _healthcheck("receiver", ready.port) == 0
+    unready = await start_receiver(amqp_url=f"amqp://guest:guest@127.0.0.1:{free_port()}/", wait_ready=False)
+    assert await _healthcheck("receiver", unready.port) != 0
+
+
+async def test_the_worker_healthcheck_passes_while_it_runs(worker_settings: Settings) -> None:
+    port = free_port()
+    worker = Worker(worker_settings.model_copy(update={"worker_metrics_port": port}))
+    running = asyncio.create_task(worker.run())
+    try:
+        for _ in range(100):
+            if await _healthcheck("worker", port) == 0:
+                break
+            await asyncio.sleep(0.1)
+        else:
+            pytest.fail("the worker's healthcheck never passed")
+    finally:
+        worker.stop()
+        await running
+    assert await _healthcheck("worker", port) != 0
