@@ -31,10 +31,11 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
 def _migrate(settings: Settings, args: argparse.Namespace) -> int:
     from workers.migrate import downgrade, upgrade
 
+    owner = settings.migrate_database_url or settings.database_url
     if args.down is not None:
-        downgrade(settings.database_url, args.down)
+        downgrade(owner, args.down)
     else:
-        upgrade(settings.database_url)
+        upgrade(owner, app_url=settings.database_url)
     return 0
 
 
@@ -89,6 +90,8 @@ def _simulate(settings: Settings, args: argparse.Namespace) -> int:
             concurrency=args.concurrency,
             duration=args.duration,
             duplicates=args.duplicates,
+            reserialised=args.reserialised,
+            disorder=args.disorder,
             seed=args.seed,
             progress=sys.stderr,
         )
@@ -154,7 +157,11 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--people", type=int, default=100, help="people in the scenario (at least)")
     simulate.add_argument("--ads", type=int, default=5, help="ads in the scenario")
     simulate.add_argument("--seed", type=int, default=1, help="the same seed sends the same traffic")
-    simulate.add_argument("--duplicates", type=float, default=0.1, help="share of callbacks Sinch sends twice")
+    simulate.add_argument("--duplicates", type=float, default=0.1, help="share of callbacks sent twice as is")
+    simulate.add_argument(
+        "--reserialised", type=float, default=0.05, help="share retried re-serialised, with another accepted_time"
+    )
+    simulate.add_argument("--disorder", type=int, default=20, help="how far a callback may overtake others")
     simulate.add_argument("--concurrency", type=int, default=16)
     simulate.add_argument("--secret", help="signing secret (default: the first of CTWA_WEBHOOK_SECRETS)")
     simulate.add_argument("--json", action="store_true", help="print a JSON summary, with the expected numbers")

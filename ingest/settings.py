@@ -10,7 +10,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["Settings", "SettingsError", "load_settings"]
 
-_UNECHOED = frozenset({"webhook_secrets", "amqp_url", "database_url"})
+_UNECHOED = frozenset({"webhook_secrets", "amqp_url", "database_url", "migrate_database_url"})
 _PREFIX_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,100}")
 
 
@@ -26,6 +26,7 @@ class Settings(BaseSettings):
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
     amqp_prefix: str = "ctwa"
     database_url: str = "postgresql+asyncpg://postgres@127.0.0.1:5432/ctwa"
+    migrate_database_url: str | None = None
     webhook_secrets: Annotated[tuple[str, ...], NoDecode] = Field(default=(), repr=False)
     http_host: str = "0.0.0.0"
     http_port: int = Field(default=8080, ge=1, le=65535)
@@ -65,9 +66,11 @@ class Settings(BaseSettings):
             raise ValueError("letters, digits, '.', '_' and '-' only, starting with a letter or digit")
         return value
 
-    @field_validator("database_url")
+    @field_validator("database_url", "migrate_database_url")
     @classmethod
-    def _use_asyncpg(cls, value: str) -> str:
+    def _use_asyncpg(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         for scheme in ("postgres://", "postgresql://"):
             if value.startswith(scheme):
                 return "postgresql+asyncpg://" + value.removeprefix(scheme)

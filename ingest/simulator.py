@@ -295,6 +295,20 @@ class Summary:
     # What the pipeline should report for what was delivered: clicks and distinct people per ad.
     clicks: Counter[str] = field(default_factory=Counter)
     people: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    # The first copy of each callback the receiver accepted (the one the archive keeps).
+    accepted: dict[str, bytes] = field(default_factory=dict)
+
+    def count(self, callback: Callback, bodies: list[bytes]) -> None:
+        self.callbacks += 1
+        if len(bodies) > 1:
+            if bodies[1] == bodies[0]:
+                self.duplicates += 1
+            else:
+                self.reserialised += 1
+        if callback.click:
+            source_id, person = callback.click
+            self.clicks[source_id] += 1
+            self.people[source_id].add(person)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -313,36 +327,32 @@ class Summary:
 
 
 def _deliveries(
-    callbacks: list[Callback], rng: random.Random, duplicates: float, disorder: int, summary: Summary
-) -> Iterator[bytes]:
-    """The bodies in the order Sinch would deliver them: locally shuffled, some twice, some re-serialised."""
+    callbacks: list[Callback], rng: random.Random, duplicates: float, reserialised: float, disorder: int
+) -> Iterator[tuple[Callback, list[bytes]]]:
+    """Each callback with the copies Sinch sends of it, in about the order Sinch would: each one leaves a window
+    of ``disorder`` callbacks at random. A share ``duplicates`` is sent twice as is, a share ``reserialised`` is
+    retried re-serialised with another ``accepted_time``."""
     window: list[Callback] = []
+
+    def copies(callback: Callback) -> tuple[Callback, list[bytes]]:
+        bodies = [callback.body]
+        roll = rng.random()
+        if roll < duplicates:
+            bodies.append(callback.body)
+        elif roll < duplicates + reserialised:
+            payload = json.loads(callback.body)
+            accepted = datetime.fromisoformat(payload.get("accepted_time", "2025-01-01T00:00:00Z"))
+            payload["accepted_time"] = (accepted + timedelta(seconds=rng.uniform(5, 60))).isoformat()
+            bodies.append(json.dumps(payload, separators=(",", ":")).encode())
+        return callback, bodies
+
     for callback in callbacks:
         window.append(callback)
         if len(window) > disorder:
-            yield from _copies(window.pop(rng.randrange(len(window))), rng, duplicates, summary)
+            yield copies(window.pop(rng.randrange(len(window))))
     rng.shuffle(window)
     for callback in window:
-        yield from _copies(callback, rng, duplicates, summary)
-
-
-def _copies(callback: Callback, rng: random.Random, duplicates: float, summary: Summary) -> Iterator[bytes]:
-    summary.callbacks += 1
-    if callback.click:
-        source_id, person = callback.click
-        summary.clicks[source_id] += 1
-        summary.people[source_id].add(person)
-    yield callback.body
-    roll = rng.random()
-    if roll < duplicates / 2:
-        summary.duplicates += 1
-        yield callback.body
-    elif roll < duplicates:
-        summary.reserialised += 1
-        payload = json.loads(callback.body)
-        accepted = datetime.fromisoformat(payload.get("accepted_time", "2025-01-01T00:00:00Z"))
-        payload["accepted_time"] = (accepted + timedelta(seconds=rng.uniform(5, 60))).isoformat()
-        yield json.dumps(payload, separators=(",", ":")).encode()
+        yield copies(callback)
 
 
 async def send(
@@ -354,31 +364,40 @@ async def send(
     concurrency: int = 16,
     duration: float | None = None,
     duplicates: float = 0.1,
+    reserialised: float = 0.05,
     disorder: int = 20,
     seed: int = 1,
     progress: TextIO | None = None,
 ) -> Summary:
-    """POST ``callbacks`` to ``url`` at about ``rate`` per second (0: as fast as possible), as Sinch would."""
+    """POST ``callbacks`` to ``url`` at about ``rate`` requests per second (0: as fast as possible), as Sinch would.
+
+    The copies of one callback go one after the other, a retry only once the attempt before it was answered.
+    """
     rng = random.Random(seed)
     summary = Summary()
-    bodies = _deliveries(callbacks, rng, duplicates, disorder, summary)
-    queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=concurrency * 2)
+    queue: asyncio.Queue[tuple[Callback, list[bytes]] | None] = asyncio.Queue(maxsize=concurrency * 2)
     started = time.monotonic()
     meter = _Progress(progress, total=len(callbacks))
 
     async def produce() -> None:
-        for sent, body in enumerate(bodies):
+        requests = 0
+        for delivery in _deliveries(callbacks, rng, duplicates, reserialised, disorder):
             if duration is not None and time.monotonic() - started >= duration:
                 break
             if rate > 0:
-                await asyncio.sleep(max(0.0, started + sent / rate - time.monotonic()))
-            await queue.put(body)
+                await asyncio.sleep(max(0.0, started + requests / rate - time.monotonic()))
+            requests += len(delivery[1])
+            await queue.put(delivery)
         for _ in range(concurrency):
             await queue.put(None)
 
     async def consume(session: aiohttp.ClientSession) -> None:
-        while (body := await queue.get()) is not None:
-            await _post(session, url, body, secret, summary)
+        while (delivery := await queue.get()) is not None:
+            callback, bodies = delivery
+            summary.count(callback, bodies)
+            for body in bodies:
+                if await _post(session, url, body, secret, summary):
+                    summary.accepted.setdefault(callback.key, body)
             meter.update(summary, time.monotonic() - started)
 
     timeout = aiohttp.ClientTimeout(total=30)
@@ -389,7 +408,8 @@ async def send(
     return summary
 
 
-async def _post(session: aiohttp.ClientSession, url: str, body: bytes, secret: str | None, summary: Summary) -> None:
+async def _post(session: aiohttp.ClientSession, url: str, body: bytes, secret: str | None, summary: Summary) -> bool:
+    """POST one copy, retrying 5xx and failed connections as Sinch does; whether it was accepted (2xx)."""
     delay = 0.5
     for attempt in range(8):
         headers = {"Content-Type": "application/json"}
@@ -400,12 +420,12 @@ async def _post(session: aiohttp.ClientSession, url: str, body: bytes, secret: s
             async with session.post(url, data=body, headers=headers) as response:
                 summary.statuses[response.status] += 1
                 if response.status < 500:
-                    return
+                    return 200 <= response.status < 300
         except (aiohttp.ClientError, TimeoutError):
             summary.statuses[0] += 1
-        # Sinch retries 5xx and failed connections with backoff; so does the simulator.
         summary.retried += 1
         await asyncio.sleep(delay * (1 + attempt))
+    return False
 
 
 class _Progress:

@@ -21,7 +21,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import make_url, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from support import empty
+from support import empty, free_port
 
 from ingest.receiver import PUBLISHER, create_app
 from ingest.settings import Settings
@@ -149,3 +149,8 @@ async def start_receiver(settings: Settings) -> AsyncIterator[ReceiverFactory]:
 async def receiver(start_receiver: ReceiverFactory) -> TestClient[web.Request, web.Application]:
     """A receiver with signatures off, connected to the broker."""
     return await start_receiver()
+
+
+@pytest.fixture
+def free_http_port() -> int:
+    return free_port()

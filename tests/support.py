@@ -215,3 +215,25 @@ async def empty(engine: AsyncEngine) -> None:
     tables = ", ".join(table.name for table in metadata.sorted_tables if table.name != "erasure_key")
     async with engine.begin() as connection:
         await connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY"))
+
+
+async def raw_post(port: int, path: str, body: bytes, headers: Sequence[tuple[str, str]]) -> tuple[int, str, bytes]:
+    """POST exactly these headers — duplicates, odd bytes and all, which HTTP client libraries tidy up — on a
+    connection of its own; (status, content type, body) of the answer."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        head = [f"POST {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", f"Content-Length: {len(body)}", "Connection: close"]
+        head += [f"{name}: {value}" for name, value in headers]
+        writer.write("\r\n".join(head).encode("utf-8", "surrogateescape") + b"\r\n\r\n" + body)
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), 30)
+    finally:
+        writer.close()
+    status_line, _, rest = answer.partition(b"\r\n")
+    header_block, _, content = rest.partition(b"\r\n\r\n")
+    content_type = ""
+    for line in header_block.split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-type":
+            content_type = value.strip().decode("latin-1").split(";")[0]
+    return int(status_line.split()[1]), content_type, content

@@ -62,13 +62,26 @@ def test_defaults_are_those_of_env_example_and_no_guest_account() -> None:
     assert SERVICES["rabbitmq"]["environment"]["RABBITMQ_DEFAULT_USER"] == "${RABBITMQ_USER:-ctwa}"
 
 
+def test_the_services_use_a_role_that_cannot_change_the_schema() -> None:
+    owner = "${POSTGRES_USER:-ctwa}:${POSTGRES_PASSWORD:-change-me-postgres}@"
+    app = "${APP_DB_USER:-ctwa_app}:${APP_DB_PASSWORD:-change-me-app}@"
+    for name in ("receiver", "worker"):
+        assert app in SERVICES[name]["environment"]["CTWA_DATABASE_URL"]
+        assert "CTWA_MIGRATE_DATABASE_URL" not in SERVICES[name]["environment"]
+    assert app in SERVICES["migrate"]["environment"]["CTWA_DATABASE_URL"]
+    assert owner in SERVICES["migrate"]["environment"]["CTWA_MIGRATE_DATABASE_URL"]
+
+
 def test_services_are_healthchecked_and_started_in_order() -> None:
     for name in ("postgres", "rabbitmq", "receiver", "worker"):
         assert SERVICES[name]["healthcheck"]["test"], name
     assert SERVICES["postgres"]["image"] == "postgres:16"
     assert SERVICES["rabbitmq"]["image"].endswith("-management")
     assert SERVICES["migrate"]["depends_on"] == {"postgres": {"condition": "service_healthy"}}
-    assert SERVICES["receiver"]["depends_on"] == {"rabbitmq": {"condition": "service_healthy"}}
+    assert SERVICES["receiver"]["depends_on"] == {
+        "rabbitmq": {"condition": "service_healthy"},
+        "migrate": {"condition": "service_completed_successfully"},
+    }
     assert SERVICES["worker"]["depends_on"] == {
         "rabbitmq": {"condition": "service_healthy"},
         "postgres": {"condition": "service_healthy"},

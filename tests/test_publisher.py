@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -64,6 +65,25 @@ async def test_broker_unreachable_gives_503_then_recovers_by_itself(
     status, key = await _post(client, 2)
     assert status == 200
     assert [m.message_id for m in await take_all(amqp, topology.queue)] == [key]
+
+
+async def test_with_the_broker_unreachable_every_answer_is_503_within_a_second(
+    start_receiver: ReceiverFactory, relay: TcpRelay, amqp: AbstractConnection, topology: Topology
+) -> None:
+    await relay.start()
+    client = await start_receiver(amqp_url=relay.url, publish_timeout_s=5.0)
+    assert (await _post(client, 0))[0] == 200
+    await relay.cut()
+    for n in range(1, 21):
+        started = time.monotonic()
+        status, _ = await _post(client, n)
+        assert status == 503
+        assert time.monotonic() - started < 1.0
+    assert (await client.get("/readyz")).status == 503
+    await relay.start()  # the broker is back: no restart needed
+    assert await client.app[PUBLISHER].wait_ready(15)
+    assert (await _post(client, 99))[0] == 200
+    assert [m.message_id for m in await take_all(amqp, topology.queue)] == [_callback(0)[1], _callback(99)[1]]
 
 
 async def test_connection_cut_mid_stream_loses_nothing_that_got_200(

@@ -8,10 +8,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 __all__ = ["create_engine", "is_data_error", "sqlstate"]
 
 # SQLSTATE classes that mean "this data can never be stored": 22 data exception (a NUL in a JSON string, a value
-# out of range), 23 integrity constraint violation. Everything else — connection loss (08), serialization failure
-# and deadlock (40), resources (53), operator intervention such as pg_terminate_backend (57), an undefined table
-# before the migrations ran (42) — is the database's state, not the message's: retried, never dead-lettered.
-_DATA_ERROR_CLASSES = ("22", "23")
+# out of range), 23 integrity constraint violation, 54 program limit exceeded (JSON nested too deep for Postgres).
+# Everything else — connection loss (08), serialization failure and deadlock (40), resources (53), operator
+# intervention such as pg_terminate_backend (57), an undefined table before the migrations ran (42) — is the
+# database's state, not the message's: retried, never dead-lettered.
+_DATA_ERROR_CLASSES = ("22", "23", "54")
 
 
 def create_engine(url: str, *, application_name: str = "ctwa-worker") -> AsyncEngine:

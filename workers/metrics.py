@@ -30,6 +30,11 @@ class WorkerMetrics:
             ["reason"],
             registry=self.registry,
         )
+        self.redelivered = Counter(
+            "ctwa_worker_redelivered",
+            "Messages the broker delivered again (after a worker or connection was lost).",
+            registry=self.registry,
+        )
         self.retries = Counter(
             "ctwa_worker_retries",
             "Batches retried after a transient failure, by what failed.",

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from workers.database import sqlstate
 
-__all__ = ["alembic_config", "downgrade", "ensure_database", "upgrade"]
+__all__ = ["alembic_config", "downgrade", "ensure_database", "grant_app_role", "upgrade"]
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +56,63 @@ async def ensure_database(database_url: str) -> bool:
         await engine.dispose()
 
 
-def upgrade(database_url: str, revision: str = "head") -> None:
-    """Create the database if needed and migrate it up to ``revision``. Not to be called inside an event loop."""
+def upgrade(database_url: str, revision: str = "head", *, app_url: str | None = None) -> None:
+    """Create the database if needed and migrate it up to ``revision`` as the role of ``database_url``, the schema's
+    owner; then let the role of ``app_url`` (the services') read and write the data, and nothing more.
+
+    Not to be called inside an event loop.
+    """
     asyncio.run(ensure_database(database_url))
     command.upgrade(alembic_config(database_url), revision)
     log.info("database migrated", extra={"revision": revision})
+    if app_url is not None and make_url(app_url).username != make_url(database_url).username:
+        asyncio.run(grant_app_role(database_url, app_url))
+
+
+async def grant_app_role(owner_url: str, app_url: str) -> None:
+    """Make sure the services' role exists and may use the data — read, write, delete — but not change the schema."""
+    app = make_url(app_url)
+    if not app.username:
+        raise ValueError("the database URL names no user")
+    engine = create_async_engine(owner_url, isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as connection:
+
+            async def execute(template: str, *values: str) -> None:
+                # Identifiers (%I) and literals (%L) are quoted by Postgres's own format().
+                names = {f"v{n}": value for n, value in enumerate(values)}
+                arguments = "".join(f", CAST(:{name} AS text)" for name in names)
+                statement = await connection.scalar(
+                    text(f"SELECT format(:template{arguments})"), names | {"template": template}
+                )
+                await connection.execute(text(statement))
+
+            role, database = app.username, make_url(owner_url).database or ""
+            if not await connection.scalar(text("SELECT 1 FROM pg_roles WHERE rolname = :role"), {"role": role}):
+                await execute("CREATE ROLE %I LOGIN PASSWORD %L", role, app.password or "")
+                log.info("database role created", extra={"role": role})
+            elif app.password:
+                await execute("ALTER ROLE %I PASSWORD %L", role, app.password)
+            await execute("GRANT CONNECT ON DATABASE %I TO %I", database, role)
+            for grant in _GRANTS:
+                await execute(grant, *([role] if "%I" in grant else []))
+        log.info("database role may use the data, not change the schema", extra={"role": role})
+    finally:
+        await engine.dispose()
+
+
+# What the services' role may do (besides connecting): everything to the rows, nothing to the schema. The
+# migrations' bookkeeping and the erasure key it may only read.
+_GRANTS = [
+    "REVOKE CREATE ON SCHEMA public FROM PUBLIC",
+    "GRANT USAGE ON SCHEMA public TO %I",
+    "GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON ALL TABLES IN SCHEMA public TO %I",
+    "REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON alembic_version, erasure_key FROM %I",
+    "GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO %I",
+    "GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA public TO %I",
+    "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON TABLES TO %I",
+    "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT USAGE, SELECT ON SEQUENCES TO %I",
+]
 
 
 def downgrade(database_url: str, revision: str) -> None:

@@ -145,6 +145,7 @@ class Worker:
 
     async def _settle(self, batch: list[AbstractIncomingMessage]) -> None:
         """Store, dead-letter and acknowledge ``batch``, retrying transient failures until it is done."""
+        self.metrics.redelivered.inc(sum(1 for message in batch if message.redelivered))
         delays = backoff(initial=0.2, cap=30.0)
         while True:
             try:
@@ -185,7 +186,8 @@ class Worker:
         for dead in poison:
             await self._consumer.dead_letter(dead.message, dead.reason)
             self.metrics.dead_lettered.labels(dead.code).inc()
-            log.warning("dead-lettered", extra={"reason": dead.reason, "message_id": dead.message.message_id})
+            # The reason goes with the message; the log says only its kind: reasons may quote the data.
+            log.warning("dead-lettered", extra={"reason": dead.code, "message_id": dead.message.message_id})
         await self._consumer.ack(batch)
         self.metrics.batch_size.observe(len(batch))
 
@@ -207,7 +209,10 @@ class Worker:
             # A failure in our own code on some data: those messages can't be stored by this version. They are
             # isolated and dead-lettered (to be redriven after a fix) instead of crashing the worker in a loop.
             if len(items) == 1:
-                log.exception("storing a callback failed", extra={"key": items[0].callback.key})
+                log.error(
+                    "storing a callback failed", extra={"key": items[0].callback.key, "error": type(error).__name__}
+                )
+                log.debug("storing a callback failed", exc_info=True)
                 reason = f"storing it failed: {type(error).__name__}: {str(error)[:200]}"
                 return [_poison(items[0], "store_failed", reason)]
             return await self._halves(items)

@@ -1,0 +1,233 @@
+"""The chaos run: over 10,000 callbacks through the receiver — 10 % exact duplicates, 5 % retries re-serialised
+with another ``accepted_time``, shuffled — while the harness SIGKILLs the worker twice, drops every broker
+connection, terminates the worker's Postgres backends and restarts the worker.
+
+Afterwards every callback that got a 200 is archived exactly once, as the copy first accepted; the tables equal
+those of a clean run of the same accepted stream; the dead-letter queue is empty; and a tally is printed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+from aio_pika.abc import AbstractConnection
+from conftest import AMQP_URL, RUN_ID, ReceiverFactory, drop_database
+from sqlalchemy import make_url, text
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from support import TcpRelay, free_port, snapshot, store, take_all
+from yarl import URL
+
+from ingest import simulator
+from ingest.settings import Settings
+from ingest.topology import Topology
+from workers.migrate import upgrade
+
+pytestmark = pytest.mark.chaos
+
+
+class WorkerProcess:
+    """``ctwa worker`` as a process the harness can kill and restart; its counters are read while it lives."""
+
+    def __init__(self, settings: Settings, amqp_url: str) -> None:
+        self.port = free_port()
+        self.environment = {
+            **os.environ,
+            "CTWA_AMQP_URL": amqp_url,
+            "CTWA_AMQP_PREFIX": settings.amqp_prefix,
+            "CTWA_DATABASE_URL": settings.database_url,
+            "CTWA_BATCH_SIZE": "200",
+            "CTWA_WORKER_METRICS_PORT": str(self.port),
+            "CTWA_HTTP_HOST": "127.0.0.1",
+        }
+        self.process: asyncio.subprocess.Process | None = None
+        self.lifetimes: list[dict[str, float]] = []
+        self.current: dict[str, float] = {}
+
+    async def start(self) -> None:
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "ingest",
+            "worker",
+            env=self.environment,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        self.current = {}
+
+    async def stop(self, signum: int) -> int:
+        assert self.process is not None
+        await self.scrape()
+        self.process.send_signal(signum)
+        code = await asyncio.wait_for(self.process.wait(), 60)
+        self.lifetimes.append(self.current)
+        return code
+
+    async def scrape(self) -> None:
+        try:
+            async with (
+                aiohttp.ClientSession() as session,
+                session.get(f"http://127.0.0.1:{self.port}/metrics", timeout=aiohttp.ClientTimeout(total=2)) as r,
+            ):
+                text_ = await r.text()
+        except (aiohttp.ClientError, TimeoutError):
+            return
+        for line in text_.splitlines():
+            if line.startswith("ctwa_worker_") and not line.startswith("#") and "_created" not in line:
+                name, value = line.rsplit(" ", 1)
+                self.current[name] = float(value)
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.returncode is None:
+            self.process.kill()
+
+    def total(self, prefix: str) -> float:
+        return sum(value for counters in self.lifetimes for name, value in counters.items() if name.startswith(prefix))
+
+
+@pytest.fixture
+async def clean_database(database_url: str) -> AsyncIterator[str]:
+    url = make_url(database_url).set(database=f"ctwa_test_{RUN_ID}_clean").render_as_string(hide_password=False)
+    await drop_database(url)
+    await asyncio.to_thread(upgrade, url)
+    yield url
+    await drop_database(url)
+
+
+async def _archived(db: AsyncEngine) -> int:
+    async with db.connect() as connection:
+        return int(await connection.scalar(text("SELECT count(*) FROM callbacks")) or 0)
+
+
+async def _terminate_worker_backends(db: AsyncEngine) -> int:
+    async with db.connect() as connection:
+        killed = await connection.scalar(
+            text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE application_name = 'ctwa-worker' AND datname = current_database()"
+            )
+        )
+        await connection.commit()
+    return int(killed or 0)
+
+
+def _projections(state: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
+    archive = sorted((row["key"], repr(row["payload"])) for row in state.pop("callbacks"))
+    return state | {"archive": [{"key": key, "payload": payload} for key, payload in archive]}
+
+
+async def test_nothing_lost_nothing_doubled_under_every_fault(
+    start_receiver: ReceiverFactory,
+    worker_settings: Settings,
+    db: AsyncEngine,
+    clean_database: str,
+    amqp: AbstractConnection,
+    topology: Topology,
+) -> None:
+    broker = TcpRelay(URL(AMQP_URL))  # every broker connection of the pipeline goes through it
+    await broker.start()
+    receiver = await start_receiver(amqp_url=broker.url, publish_timeout_s=3.0)
+    worker = WorkerProcess(worker_settings, broker.url)
+    try:
+        await worker.start()
+
+        story = simulator.scenario(seed=2026, people=1500, ads=6)
+        assert len(story.callbacks) >= 10_000
+        sending = asyncio.create_task(
+            simulator.send(
+                str(receiver.make_url("/webhooks/sinch")),
+                story.callbacks,
+                secret=None,
+                rate=0,
+                concurrency=32,
+                duplicates=0.10,
+                reserialised=0.05,
+                disorder=len(story.callbacks),  # shuffled
+                seed=7,
+            )
+        )
+        faults: dict[str, int] = {
+            "worker SIGKILLs": 0,
+            "broker connections dropped": 0,
+            "Postgres backends terminated": 0,
+        }
+        progress = iter([0.15, 0.35, 0.55, 0.75])
+
+        async def reached(share: float) -> None:
+            while not sending.done() and await _archived(db) < share * len(story.callbacks):
+                await asyncio.sleep(0.05)
+
+        await reached(next(progress))
+        await worker.stop(signal.SIGKILL)
+        faults["worker SIGKILLs"] += 1
+        await worker.start()
+
+        await reached(next(progress))
+        await broker.cut()  # every connection, receiver's and worker's, dropped at once
+        faults["broker connections dropped"] += 1
+        await asyncio.sleep(0.3)
+        await broker.start()
+
+        await reached(next(progress))
+        for _ in range(50):  # until one of the worker's backends is caught
+            if killed := await _terminate_worker_backends(db):
+                faults["Postgres backends terminated"] += killed
+                break
+            await asyncio.sleep(0.02)
+
+        await reached(next(progress))
+        await worker.stop(signal.SIGKILL)
+        faults["worker SIGKILLs"] += 1
+        await worker.start()
+
+        summary = await asyncio.wait_for(sending, 150)
+        accepted = summary.accepted
+        while await _archived(db) < len(accepted):
+            await asyncio.sleep(0.1)
+        assert await worker.stop(signal.SIGTERM) == 0
+        await broker.close()
+
+    finally:
+        worker.kill()
+
+    tally = {
+        "callbacks": summary.callbacks,
+        "requests sent": summary.sent,
+        "answered 200": summary.statuses[200],
+        "answered 503": summary.statuses[503],
+        "connection errors": summary.statuses[0],
+        "exact duplicates sent": summary.duplicates,
+        "re-serialised retries sent": summary.reserialised,
+        "retried after 503": summary.retried,
+        "redelivered by the broker": int(worker.total("ctwa_worker_redelivered_total")),
+        "duplicates the worker skipped": int(worker.total("ctwa_worker_duplicates_total")),
+        **faults,
+        "archived": await _archived(db),
+    }
+    print("\nchaos tally: " + ", ".join(f"{name} {value}" for name, value in tally.items()))
+
+    # Every callback that got a 200 is archived, once.
+    assert faults["Postgres backends terminated"] > 0
+    assert set(summary.statuses) <= {0, 200, 503}
+    assert len(accepted) == summary.callbacks  # Sinch-style retries got every callback accepted in the end
+    async with db.connect() as connection:
+        keys = list(await connection.scalars(text("SELECT key FROM callbacks")))
+    assert len(keys) == len(set(keys)) == len(accepted)
+    assert set(keys) == set(accepted)
+    assert await take_all(amqp, topology.dead_letter_queue) == []
+    assert await take_all(amqp, topology.queue) == []
+
+    # The same tables as a clean run of the accepted stream, archive included.
+    clean = create_async_engine(clean_database)
+    await store(clean, list(accepted.values()), batch_size=500)
+    try:
+        assert _projections(await snapshot(db)) == _projections(await snapshot(clean))
+    finally:
+        await clean.dispose()

@@ -1,0 +1,227 @@
+"""Security: no signature bypass, replays refused, SQL only through bound parameters, a services role that can't
+change the schema, and no phone number or message text in the logs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import pytest
+from callbacks import contact_event, delivery, inbound, merge, referral
+from conftest import RUN_ID, ReceiverFactory
+from sqlalchemy import make_url, text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from support import fixture_bytes, fixture_names, raw_post, store
+
+from ingest.settings import Settings
+from ingest.signature import signed_headers
+from workers.database import sqlstate
+from workers.migrate import grant_app_role
+from workers.worker import Worker
+
+NOW = 1_762_161_247
+
+
+@dataclass
+class Signed:
+    port: int
+    clock: dict[str, float]
+
+
+@pytest.fixture
+async def signed(start_receiver: ReceiverFactory) -> Signed:
+    clock = {"now": float(NOW)}
+    client = await start_receiver(clock=lambda: clock["now"], webhook_secrets=("the-secret",))
+    assert client.port is not None
+    return Signed(client.port, clock)
+
+
+async def test_no_signature_bypass(signed: Signed) -> None:
+    body = fixture_bytes("01_inbound_ctwa_referral.json")
+    good = list(signed_headers(body, "the-secret", "nonce-1", NOW).items())
+
+    async def status(headers: list[tuple[str, str]]) -> int:
+        return (await raw_post(signed.port, "/webhooks/sinch", body, headers))[0]
+
+    assert await status(good) == 200
+    assert await status([(name.upper(), value) for name, value in good]) == 200  # case-insensitive names
+    # A second signature header, right or wrong, is refused: which one would be checked is ambiguous.
+    assert await status([*good, ("X-Sinch-Webhook-Signature", good[0][1])]) == 401
+    assert await status([*good, ("x-sinch-webhook-signature", "AAAA")]) == 401
+    assert await status([("x-sinch-webhook-signature", "AAAA"), *good]) == 401
+    assert await status([*good, ("x-sinch-webhook-signature-timestamp", str(NOW))]) == 401
+    for missing in (
+        "x-sinch-webhook-signature",
+        "x-sinch-webhook-signature-timestamp",
+        "x-sinch-webhook-signature-nonce",
+    ):
+        assert await status([(name, value) for name, value in good if name != missing]) == 401
+    assert await status(list(signed_headers(body, "", "nonce-1", NOW).items())) == 401  # an empty secret
+    assert await status([(n, "" if n == "x-sinch-webhook-signature" else v) for n, v in good]) == 401
+    assert await status([(n, "none" if n.endswith("algorithm") else v) for n, v in good]) == 401
+
+
+async def test_a_replay_outside_the_window_is_refused(signed: Signed) -> None:
+    body = fixture_bytes("03_delivery_delivered.json")
+    headers = list(signed_headers(body, "the-secret", "nonce-2", NOW).items())
+    assert (await raw_post(signed.port, "/webhooks/sinch", body, headers))[0] == 200
+    signed.clock["now"] = NOW + 301.0  # the same request, captured and replayed five minutes later
+    status, _, answer = await raw_post(signed.port, "/webhooks/sinch", body, headers)
+    assert status == 401
+    assert json.loads(answer)["error"] == "stale_timestamp"
+
+
+INJECTIONS = [
+    "'; DROP TABLE callbacks; --",
+    "x') ON CONFLICT DO NOTHING; DELETE FROM contacts; --",
+    '"; TRUNCATE messages; --',
+    "$1::text); DROP TABLE ad_clicks; --",
+]
+
+
+async def test_sql_injection_strings_are_stored_as_data(db: AsyncEngine) -> None:
+    stream = []
+    for n, evil in enumerate(INJECTIONS):
+        stream += [
+            inbound(
+                f"M{n}{evil}",
+                n,
+                identity=evil,
+                contact=f"C{evil}",
+                conversation=evil,
+                text=evil,
+                metadata=referral(evil, evil),
+            ),
+            delivery(f"O{evil}", evil, n, identity=evil, contact=f"C{evil}"),
+            contact_event("create", f"C{evil}", n, name=evil, identities=[evil]),
+            merge(f"C{evil}", f"D{evil}", n + 1, name=evil, identities=[evil]),
+        ]
+    await store(db, stream, batch_size=7)
+    async with db.connect() as connection:
+        texts = set(await connection.scalars(text("SELECT text FROM messages")))
+        sources = set(await connection.scalars(text("SELECT source_id FROM ad_clicks")))
+        tables = set(await connection.scalars(text("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")))
+        statuses = set(await connection.scalars(text("SELECT status FROM delivery_reports")))
+    assert texts == set(INJECTIONS)
+    assert sources == set(INJECTIONS)
+    assert statuses == set(INJECTIONS)
+    assert {"callbacks", "contacts", "messages", "ad_clicks"} <= tables
+
+
+@pytest.fixture
+async def app_role(database_url: str) -> AsyncIterator[str]:
+    """A services role, as `ctwa migrate` sets it up when CTWA_DATABASE_URL names another user than the owner's."""
+    role = f"ctwa_test_app_{RUN_ID}"
+    url = make_url(database_url).set(username=role, password="app-password").render_as_string(hide_password=False)
+    await grant_app_role(database_url, url)
+    yield url
+    admin = create_async_engine(database_url, isolation_level="AUTOCOMMIT")
+    async with admin.connect() as connection:
+        await connection.execute(text(f'DROP OWNED BY "{role}"'))
+        await connection.execute(text(f'DROP ROLE "{role}"'))
+    await admin.dispose()
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "CREATE TABLE sneaky (id int)",
+        "ALTER TABLE callbacks ADD COLUMN sneaky int",
+        "DROP TABLE ad_clicks",
+        "CREATE INDEX sneaky ON messages (text)",
+        "CREATE OR REPLACE FUNCTION attribution_window() RETURNS interval "
+        "LANGUAGE sql AS $$ SELECT interval '1 year' $$",
+        "UPDATE alembic_version SET version_num = '0001'",
+        "DELETE FROM erasure_key",
+    ],
+)
+async def test_the_services_role_cannot_change_the_schema(app_role: str, db: AsyncEngine, statement: str) -> None:
+    engine = create_async_engine(app_role)
+    try:
+        with pytest.raises(DBAPIError) as raised:
+            async with engine.begin() as connection:
+                await connection.execute(text(statement))
+        assert sqlstate(raised.value) in {"42501", "42P01"}  # insufficient privilege (or not even visible)
+    finally:
+        await engine.dispose()
+
+
+async def test_the_services_role_can_do_all_the_workers_do(
+    app_role: str, worker_settings: Settings, db: AsyncEngine, start_receiver: ReceiverFactory
+) -> None:
+    receiver = await start_receiver()
+    stream = [fixture_bytes(name) for name in fixture_names()]
+    stream += [contact_event("delete", "01K94FXJQ8PPG2X7R5JQC42EJ5", 9999, name="x", identities=["34611223344"])]
+    for body in stream:
+        assert (await receiver.post("/webhooks/sinch", data=body)).status == 200
+    worker = Worker(worker_settings.model_copy(update={"database_url": app_role}), drain=True)
+    await asyncio.wait_for(worker.run(), 60)
+    async with db.connect() as connection:
+        assert await connection.scalar(text("SELECT count(*) FROM callbacks")) == len(stream)
+        assert await connection.scalar(text("SELECT count(*) FROM person_touches")) > 0
+        erased = await connection.scalar(text("SELECT count(*) FROM erased_identities"))
+    assert erased > 0  # merges, erasure and the rollups all ran under the services role
+
+
+PERSONAL = [
+    "34611223344",
+    "447700900123",
+    "4915112345678",
+    "48123456789",
+    "Hi! Is the summer bundle still available?",
+    "Great, please send the payment link",
+    "Lucía",
+    "New Test Contact",
+    "new.contact@email.com",
+]
+
+
+async def test_no_phone_number_or_message_text_in_the_logs(worker_settings: Settings, free_http_port: int) -> None:
+    environment = {
+        **os.environ,
+        "CTWA_AMQP_URL": worker_settings.amqp_url,
+        "CTWA_AMQP_PREFIX": worker_settings.amqp_prefix,
+        "CTWA_DATABASE_URL": worker_settings.database_url,
+        "CTWA_HTTP_HOST": "127.0.0.1",
+        "CTWA_HTTP_PORT": str(free_http_port),
+        "CTWA_WORKER_METRICS_PORT": "0",
+        "CTWA_LOG_LEVEL": "INFO",
+    }
+    receiver = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "ingest", "receiver", env=environment, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        import aiohttp
+
+        async with aiohttp.ClientSession() as session:
+            base = f"http://127.0.0.1:{free_http_port}"
+            for _ in range(100):
+                try:
+                    async with session.get(f"{base}/readyz") as response:
+                        if response.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.05)
+            bodies = [fixture_bytes(name) for name in fixture_names()]
+            bodies += [b"not json " + b"34611223344", json.dumps({"message": {"id": "N\u0000"}}).encode()]
+            for body in bodies:
+                async with session.post(f"{base}/webhooks/sinch", data=body) as response:
+                    assert response.status in (200, 400)
+    finally:
+        receiver.terminate()
+        receiver_log = (await receiver.communicate())[1].decode()
+    worker = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "ingest", "worker", "--drain", env=environment, stderr=asyncio.subprocess.PIPE
+    )
+    worker_log = (await asyncio.wait_for(worker.communicate(), 60))[1].decode()
+    assert "queue drained" in worker_log
+    assert "dead-lettered" in worker_log  # the NUL one, refused by Postgres: logged without its content
+    for secret in PERSONAL:
+        assert secret not in receiver_log
+        assert secret not in worker_log
