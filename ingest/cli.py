@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 
 from ingest import __version__
 from ingest.logs import setup_logging
@@ -42,7 +42,7 @@ def _migrate(settings: Settings, args: argparse.Namespace) -> int:
 def _report(settings: Settings, args: argparse.Namespace) -> int:
     import asyncio
 
-    from workers import report
+    from workers import output, report
 
     since, until = report.default_range()
     since, until = args.since or since, args.until or until
@@ -51,13 +51,13 @@ def _report(settings: Settings, args: argparse.Namespace) -> int:
         return 2
     if args.what == "people":
         rows = asyncio.run(report.people(settings.database_url, since, until, args.limit))
-        report.render(rows, report.PEOPLE_COLUMNS, args.format)
+        output.render(rows, report.PEOPLE_COLUMNS, args.format)
     elif args.daily:
         rows = asyncio.run(report.daily(settings.database_url, since, until))
-        report.render(rows[: args.limit] if args.limit else rows, report.DAILY_COLUMNS, args.format)
+        output.render(rows[: args.limit] if args.limit else rows, report.DAILY_COLUMNS, args.format)
     else:
         rows = asyncio.run(report.ads(settings.database_url, since, until))
-        report.render(rows[: args.limit] if args.limit else rows, report.AD_COLUMNS, args.format)
+        output.render(rows[: args.limit] if args.limit else rows, report.AD_COLUMNS, args.format)
     return 0
 
 
@@ -100,6 +100,87 @@ def _simulate(settings: Settings, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary.as_dict(), indent=2))
     return 0 if not any(400 <= status < 500 for status in summary.statuses) else 1
+
+
+def _dlq(settings: Settings, args: argparse.Namespace) -> int:
+    import asyncio
+
+    from ingest.topology import Topology
+    from workers import output
+    from workers.dead_letters import DeadLetters
+
+    dead_letters = DeadLetters(settings.amqp_url, Topology(settings.amqp_prefix, settings.delivery_limit))
+    if args.action == "list":
+        rows = asyncio.run(dead_letters.summary())
+        output.render(rows, ("count", "reason", "first_seen", "last_seen", "first_position"), args.format)
+        if sys.stderr.isatty() or args.format in ("table", "auto"):
+            print(f"{sum(row['count'] for row in rows)} dead letters", file=sys.stderr)
+    elif args.action == "show":
+        if not asyncio.run(dead_letters.show(args.position, sys.stdout)):
+            print(f"ctwa dlq: no dead letter {args.position}", file=sys.stderr)
+            return 1
+    elif args.action == "redrive":
+        sent = asyncio.run(dead_letters.redrive(args.reason, sys.stderr))
+        print(f"{sent} dead letters sent back to the main queue", file=sys.stderr)
+    elif args.action == "purge":
+        if not args.yes:
+            print("ctwa dlq purge drops every dead letter for good; add --yes to do it", file=sys.stderr)
+            return 2
+        print(f"{asyncio.run(dead_letters.purge())} dead letters dropped", file=sys.stderr)
+    return 0
+
+
+def _replay(settings: Settings, args: argparse.Namespace) -> int:
+    import asyncio
+
+    from workers.replay import ReplayRefused, replay
+
+    if args.all == (args.since is not None or args.until is not None or bool(args.trigger)):
+        print("ctwa replay: say what to replay: --since (with --until, --trigger), or --all alone", file=sys.stderr)
+        return 2
+    try:
+        count = asyncio.run(
+            replay(
+                settings.database_url,
+                since=args.since,
+                until=args.until,
+                triggers=args.trigger or (),
+                everything=args.all,
+                progress=sys.stderr,
+            )
+        )
+    except ReplayRefused as refused:
+        print(f"ctwa replay: {refused}", file=sys.stderr)
+        return 1
+    print(f"{count} callbacks re-projected", file=sys.stderr)
+    return 0
+
+
+def _prune(settings: Settings, args: argparse.Namespace) -> int:
+    import asyncio
+
+    from workers.prune import prune
+
+    count = asyncio.run(prune(settings.database_url, args.archive_older_than, progress=sys.stderr))
+    print(f"{count} archived callbacks deleted; the tables built from them stay", file=sys.stderr)
+    return 0
+
+
+def _moment(value: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date or time (YYYY-MM-DD[THH:MM]): {value!r}") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _age(value: str) -> timedelta:
+    from workers.prune import parse_age
+
+    try:
+        return parse_age(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _day(value: str) -> date:
@@ -166,6 +247,34 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--secret", help="signing secret (default: the first of CTWA_WEBHOOK_SECRETS)")
     simulate.add_argument("--json", action="store_true", help="print a JSON summary, with the expected numbers")
     simulate.set_defaults(run=_simulate)
+
+    dlq = commands.add_parser("dlq", help="inspect, redrive or purge the dead letters")
+    dlq.set_defaults(run=_dlq)
+    actions = dlq.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = actions.add_parser("list", help="how many dead letters, by reason, first and last seen")
+    listing.add_argument("--format", choices=("auto", "table", "csv", "json"), default="auto")
+    show = actions.add_parser("show", help="one dead letter: its reasons, properties and body")
+    show.add_argument("position", type=int, help="its place in the queue, from 1 (see list)")
+    redrive = actions.add_parser("redrive", help="send dead letters back to the main queue, once the cause is fixed")
+    redrive.add_argument("--reason", help="only those whose reason contains this text")
+    purge = actions.add_parser("purge", help="drop every dead letter")
+    purge.add_argument("--yes", action="store_true", help="yes, drop them")
+
+    replay = commands.add_parser(
+        "replay",
+        help="run the projections again from the callbacks archive (after a fix), or rebuild them all",
+        description="Re-project the archived callbacks received in a range (UTC), or with --all empty every table "
+        "built from the archive and rebuild it. Idempotent; batched; safe while workers run.",
+    )
+    replay.add_argument("--since", type=_moment, metavar="WHEN", help="from this date or time (received)")
+    replay.add_argument("--until", type=_moment, metavar="WHEN", help="up to this date or time, excluded")
+    replay.add_argument("--trigger", action="append", help="only callbacks of this trigger (repeatable)")
+    replay.add_argument("--all", action="store_true", help="empty every projection and rebuild it from the archive")
+    replay.set_defaults(run=_replay)
+
+    prune = commands.add_parser("prune", help="delete old callbacks from the archive; the tables stay")
+    prune.add_argument("--archive-older-than", type=_age, required=True, metavar="AGE", help="e.g. 90d, 12h, 2w")
+    prune.set_defaults(run=_prune)
     return parser
 
 

@@ -22,6 +22,7 @@ from typing import Any, TextIO
 
 import aiohttp
 
+from ingest.progress import Progress
 from ingest.signature import signed_headers
 
 __all__ = ["Ad", "Callback", "Scenario", "Summary", "print_summary", "scenario", "send"]
@@ -298,6 +299,10 @@ class Summary:
     # The first copy of each callback the receiver accepted (the one the archive keeps).
     accepted: dict[str, bytes] = field(default_factory=dict)
 
+    def note(self) -> str:
+        accepted = sum(count for status, count in self.statuses.items() if 200 <= status < 300)
+        return f"{self.sent:,} requests, {accepted:,} accepted, {self.retried:,} retried"
+
     def count(self, callback: Callback, bodies: list[bytes]) -> None:
         self.callbacks += 1
         if len(bodies) > 1:
@@ -377,7 +382,7 @@ async def send(
     summary = Summary()
     queue: asyncio.Queue[tuple[Callback, list[bytes]] | None] = asyncio.Queue(maxsize=concurrency * 2)
     started = time.monotonic()
-    meter = _Progress(progress, total=len(callbacks))
+    meter = Progress(progress, total=len(callbacks), unit="callbacks")
 
     async def produce() -> None:
         requests = 0
@@ -398,13 +403,13 @@ async def send(
             for body in bodies:
                 if await _post(session, url, body, secret, summary):
                     summary.accepted.setdefault(callback.key, body)
-            meter.update(summary, time.monotonic() - started)
+            meter.update(summary.callbacks, summary.note())
 
     timeout = aiohttp.ClientTimeout(total=30)
     async with aiohttp.ClientSession(timeout=timeout) as session:
         await asyncio.gather(produce(), *(consume(session) for _ in range(concurrency)))
     summary.elapsed = time.monotonic() - started
-    meter.finish(summary, summary.elapsed)
+    meter.finish(summary.callbacks, summary.note())
     return summary
 
 
@@ -426,39 +431,6 @@ async def _post(session: aiohttp.ClientSession, url: str, body: bytes, secret: s
         summary.retried += 1
         await asyncio.sleep(delay * (1 + attempt))
     return False
-
-
-class _Progress:
-    """A progress bar on a terminal, a line every few seconds otherwise."""
-
-    def __init__(self, out: TextIO | None, total: int) -> None:
-        self._out = out
-        self._total = total
-        self._tty = bool(out and out.isatty())
-        self._last = 0.0
-
-    def update(self, summary: Summary, elapsed: float) -> None:
-        if self._out is None or (elapsed - self._last < (0.2 if self._tty else 5.0)):
-            return
-        self._last = elapsed
-        self._write(summary, elapsed, end="\r" if self._tty else "\n")
-
-    def finish(self, summary: Summary, elapsed: float) -> None:
-        if self._out is not None:
-            self._write(summary, elapsed, end="\n")
-
-    def _write(self, summary: Summary, elapsed: float, end: str) -> None:
-        assert self._out is not None
-        done = min(summary.callbacks, self._total)
-        width = 30
-        filled = int(width * done / self._total) if self._total else width
-        ok = sum(count for status, count in summary.statuses.items() if 200 <= status < 300)
-        rate = summary.sent / elapsed if elapsed else 0.0
-        self._out.write(
-            f"[{'#' * filled}{'.' * (width - filled)}] {done}/{self._total} callbacks  "
-            f"{summary.sent} requests  {rate:,.0f}/s  2xx {ok}  retried {summary.retried}{end}"
-        )
-        self._out.flush()
 
 
 def print_summary(summary: Summary, out: TextIO = sys.stderr) -> None:

@@ -22,13 +22,13 @@ from aio_pika.exceptions import CONNECTION_EXCEPTIONS, ChannelInvalidStateError
 from ingest.broker import BrokerLink
 from ingest.topology import Topology
 
-__all__ = ["REASON_HEADER", "BrokerLost", "Consumer"]
+__all__ = ["AT_HEADER", "HISTORY_HEADER", "REASON_HEADER", "BrokerLost", "Consumer"]
 
 log = logging.getLogger(__name__)
 
 REASON_HEADER = "x-ctwa-dead-letter-reason"
-_HISTORY_HEADER = "x-ctwa-dead-letter-history"
-_AT_HEADER = "x-ctwa-dead-lettered-at"
+HISTORY_HEADER = "x-ctwa-dead-letter-history"
+AT_HEADER = "x-ctwa-dead-lettered-at"
 _REDELIVERY_GRACE_S = 3.0
 
 
@@ -89,6 +89,19 @@ class Consumer:
         result = queue.declaration_result
         return result.message_count == 0
 
+    async def queue_stats(self) -> tuple[int, int, int] | None:
+        """Messages ready in the main queue, its consumers, and dead letters; ``None`` without a channel."""
+        channel = self._channel
+        if channel is None:
+            return None
+        try:
+            main = await channel.declare_queue(self._topology.queue, passive=True, timeout=5)
+            dead = await channel.declare_queue(self._topology.dead_letter_queue, passive=True, timeout=5)
+        except (*CONNECTION_EXCEPTIONS, TimeoutError):
+            return None
+        ready, consumers = main.declaration_result.message_count, main.declaration_result.consumer_count
+        return ready or 0, consumers or 0, dead.declaration_result.message_count or 0
+
     async def ack(self, messages: Sequence[AbstractIncomingMessage]) -> None:
         """Acknowledge ``messages`` (in delivery order) with one frame per channel; raise `BrokerLost` if it is gone.
 
@@ -116,11 +129,11 @@ class Consumer:
         if exchange is None:
             raise BrokerLost("no channel to dead-letter on")
         headers = dict(message.headers or {})
-        history = headers.get(_HISTORY_HEADER)
+        history = headers.get(HISTORY_HEADER)
         previous = [str(item) for item in history] if isinstance(history, list) else []
-        headers[_HISTORY_HEADER] = [*previous, reason]
+        headers[HISTORY_HEADER] = [*previous, reason]
         headers[REASON_HEADER] = reason
-        headers[_AT_HEADER] = datetime.now(UTC).isoformat()
+        headers[AT_HEADER] = datetime.now(UTC).isoformat()
         copy = aio_pika.Message(
             message.body,
             headers=headers,

@@ -58,6 +58,20 @@ class WorkerMetrics:
             "Unix time of the last committed batch.",
             registry=self.registry,
         )
+        self.queue_messages = Gauge(
+            "ctwa_queue_messages",
+            "Messages ready in a queue: the main one (the backlog) or the dead-letter one.",
+            ["queue"],
+            registry=self.registry,
+        )
+        self.queue_consumers = Gauge(
+            "ctwa_queue_consumers", "Consumers of the main queue, all workers together.", registry=self.registry
+        )
+        self.lag = Gauge(
+            "ctwa_worker_lag_seconds",
+            "Age of the oldest callback not yet stored: how long the batch in hand waited; 0 when all is stored.",
+            registry=self.registry,
+        )
         self.broker_connected = Gauge(
             "ctwa_worker_broker_connected",
             "1 while the worker holds a consuming channel.",

@@ -9,13 +9,14 @@ merge or an erasure changes whose a click is, the rollups of the persons concern
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import date
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from workers.precedence import take_when
 
-__all__ = ["ON_NEW_CLICKS", "person_key", "rebuild", "refresh"]
+__all__ = ["ON_NEW_CLICKS", "person_key", "rebuild", "recompute_days", "refresh"]
 
 
 def person_key(contact_id: str | None, channel: str | None, identity: str | None) -> str | None:
@@ -136,3 +137,32 @@ async def rebuild(connection: AsyncConnection) -> None:
     """Recompute every rollup from ``ad_clicks`` (after a bulk load, or to check them)."""
     for statement in _REBUILD:
         await connection.execute(text(statement))
+
+
+_DAYS = "unnest(CAST(:days AS date[]), CAST(:sources AS text[])) AS concerned(day, source_id)"
+_RECOMPUTE_DAYS = [
+    *(
+        f"DELETE FROM {table} USING {_DAYS} "
+        f"WHERE {table}.day = concerned.day AND {table}.source_id IS NOT DISTINCT FROM concerned.source_id"
+        for table in ("ad_daily", "ad_daily_people", "ad_daily_conversations")
+    ),
+    # Every click of those days and ads is "new" to their emptied rows; the person rollups are left alone.
+    f"""
+    WITH inserted AS (
+        SELECT click.* FROM ad_clicks AS click JOIN {_DAYS}
+        ON (click.clicked_at AT TIME ZONE 'UTC')::date = concerned.day
+           AND click.source_id IS NOT DISTINCT FROM concerned.source_id
+    ) {_NEW_CLICKS_DAILY}
+    SELECT count(*) FROM inserted
+    """,
+]
+
+
+async def recompute_days(connection: AsyncConnection, days: Iterable[tuple[date, str | None]]) -> None:
+    """Recompute the per-day rollups of these (UTC day, source_id) pairs from ``ad_clicks``."""
+    wanted = sorted(set(days), key=lambda pair: (pair[0], pair[1] or ""))
+    if not wanted:
+        return
+    params = {"days": [day for day, _ in wanted], "sources": [source for _, source in wanted]}
+    for statement in _RECOMPUTE_DAYS:
+        await connection.execute(text(statement), params)

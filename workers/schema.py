@@ -32,6 +32,7 @@ __all__ = [
     "ad_daily",
     "ad_daily_conversations",
     "ad_daily_people",
+    "archive_prunes",
     "callbacks",
     "channel_identities",
     "contact_merges",
@@ -321,4 +322,14 @@ conversions = Table(
     Column("currency", Text),
     Column("reported_at", Time, nullable=False, server_default=func.now()),
     Index(None, "ctwa_clid"),
+)
+
+# Every `ctwa prune` of the archive: after one, the archive no longer holds everything the tables were built from.
+archive_prunes = Table(
+    "archive_prunes",
+    metadata,
+    Column("id", BigInteger, Identity(always=True), primary_key=True),
+    Column("pruned_before", Time, nullable=False, comment="callbacks received before this were deleted"),
+    Column("pruned_at", Time, nullable=False, server_default=func.now()),
+    Column("callbacks", BigInteger, nullable=False, comment="how many"),
 )

@@ -15,6 +15,7 @@ import time
 from collections.abc import Sequence
 from contextlib import AsyncExitStack, suppress
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from aio_pika.abc import AbstractIncomingMessage
 from aiohttp import web
@@ -53,10 +54,13 @@ def _poison(item: Incoming, code: str, reason: str) -> _Poison:
 class Worker:
     """Consumes callbacks and stores them. ``drain`` stops once the queue is empty (tests and backfills)."""
 
-    def __init__(self, settings: Settings, *, drain: bool = False, name: str = "ctwa-worker") -> None:
+    def __init__(
+        self, settings: Settings, *, drain: bool = False, name: str = "ctwa-worker", watch_every: float = 15.0
+    ) -> None:
         self._settings = settings
         self._drain = drain
         self._name = name
+        self._watch_every = watch_every
         self.metrics = WorkerMetrics()
         self._consumer = Consumer(
             settings.amqp_url,
@@ -66,6 +70,7 @@ class Worker:
         )
         self._store: Store | None = None
         self._stopping = asyncio.Event()
+        self._oldest: datetime | None = None  # receive time of the oldest callback in the batch in hand
 
     def stop(self) -> None:
         """Stop taking messages; what was delivered is stored and acknowledged, then `run` returns."""
@@ -89,9 +94,11 @@ class Worker:
             if self._settings.worker_metrics_port:
                 await self._serve_metrics(stack)
             work = asyncio.create_task(self._work(), name="ctwa-work")
+            watch = asyncio.create_task(self._watch_queues(), name="ctwa-watch")
             stopping = asyncio.create_task(self._stopping.wait())
             await asyncio.wait((work, stopping), return_when=asyncio.FIRST_COMPLETED)
             stopping.cancel()
+            watch.cancel()
             try:
                 await asyncio.wait_for(work, timeout=self._settings.shutdown_grace_s)
             except TimeoutError:
@@ -111,6 +118,21 @@ class Worker:
             elif self._drain and await self._drained():
                 log.info("queue drained")
                 return
+
+    async def _watch_queues(self) -> None:
+        """Keep the queue gauges current; the lag drops to 0 once nothing waits."""
+        while True:
+            stats = await self._consumer.queue_stats()
+            if stats is not None:
+                ready, consumers, dead = stats
+                self.metrics.queue_messages.labels("callbacks").set(ready)
+                self.metrics.queue_messages.labels("dead-letter").set(dead)
+                self.metrics.queue_consumers.set(consumers)
+                if not ready and not self._consumer.buffer and self._oldest is None:
+                    self.metrics.lag.set(0)
+            self._show_lag()  # a batch held up (Postgres down, say) ages in the gauge
+            self.metrics.broker_connected.set(1 if self._consumer.connected else 0)
+            await asyncio.sleep(self._watch_every)
 
     async def _drained(self) -> bool:
         if self._consumer.buffer or not await self._consumer.queue_is_empty():
@@ -146,6 +168,21 @@ class Worker:
     async def _settle(self, batch: list[AbstractIncomingMessage]) -> None:
         """Store, dead-letter and acknowledge ``batch``, retrying transient failures until it is done."""
         self.metrics.redelivered.inc(sum(1 for message in batch if message.redelivered))
+        received = [message.timestamp for message in batch if message.timestamp is not None]
+        self._oldest = (
+            min(moment if moment.tzinfo else moment.replace(tzinfo=UTC) for moment in received) if received else None
+        )
+        self._show_lag()
+        try:
+            await self._retry(batch)
+        finally:
+            self._oldest = None
+
+    def _show_lag(self) -> None:
+        if self._oldest is not None:
+            self.metrics.lag.set(max(0.0, (datetime.now(UTC) - self._oldest).total_seconds()))
+
+    async def _retry(self, batch: list[AbstractIncomingMessage]) -> None:
         delays = backoff(initial=0.2, cap=30.0)
         while True:
             try:
@@ -241,9 +278,7 @@ class Worker:
         log.info("metrics served", extra={"port": self._settings.worker_metrics_port})
 
     async def _healthz(self, request: web.Request) -> web.Response:
-        connected = self._consumer.connected
-        self.metrics.broker_connected.set(1 if connected else 0)
-        return web.json_response({"status": "ok", "broker_connected": connected})
+        return web.json_response({"status": "ok", "broker_connected": self._consumer.connected})
 
 
 def run(settings: Settings, *, drain: bool = False) -> None:
