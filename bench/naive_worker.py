@@ -28,7 +28,8 @@ async def main(amqp_url: str, prefix: str, database_url: str, count: int) -> Non
         done = 0
         async with queue.iterator() as messages:
             async for message in messages:
-                await store.write([archive.decode(message)])
+                stored, _ = archive.decode(message)
+                await store.write(stored)
                 await message.ack()
                 done += 1
                 if done == count:

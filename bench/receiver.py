@@ -1,8 +1,9 @@
-"""Receiver benchmark: ``ctwa receiver`` against a bare publish-with-confirms aiohttp handler, in one run.
+"""Receiver benchmark: ``ctwa receiver`` with group commit (the default), without it (one message per callback,
+``CTWA_PUBLISH_LINGER_MS=0``), and a bare publish-with-confirms aiohttp handler, in one run.
 
-Both servers get the same signed, realistic callbacks with unique ids from wrk at the same concurrency,
-and publish into the local RabbitMQ. Rounds alternate between the two so drift on a shared machine
-hits both alike. Prints a Markdown table: accepted/s, p50/p99 latency, peak RSS.
+All get the same signed, realistic callbacks with unique ids from wrk at the same concurrency, and publish into
+the local RabbitMQ. Rounds rotate the order so drift on a shared machine hits all alike. Prints a Markdown
+table: accepted/s, p50/p99 latency, peak RSS.
 
     python bench/receiver.py [--duration 20] [--connections 64] [--rounds 2]
 
@@ -39,6 +40,9 @@ from ingest.topology import Topology
 BENCH = Path(__file__).parent
 AMQP_URL = os.environ.get("CTWA_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 SECRET = "bench-webhook-secret"
+GROUP_COMMIT = "ctwa receiver (group commit)"
+SINGLE = "ctwa receiver (one message per callback)"
+SERVERS = ("reference", SINGLE, GROUP_COMMIT)
 
 
 @dataclass
@@ -113,7 +117,7 @@ def run_one(server: str, args: argparse.Namespace, seed: int, workdir: Path) -> 
     port = 18_000 + seed
     prefix = f"ctwa-bench-{uuid.uuid4().hex[:8]}"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    if server == "ctwa receiver":
+    if server.startswith("ctwa receiver"):
         command = [sys.executable, "-m", "ingest", "receiver"]
         env |= {
             "CTWA_AMQP_URL": AMQP_URL,
@@ -122,6 +126,7 @@ def run_one(server: str, args: argparse.Namespace, seed: int, workdir: Path) -> 
             "CTWA_HTTP_PORT": str(port),
             "CTWA_WEBHOOK_SECRETS": SECRET,
             "CTWA_LOG_FORMAT": "json",
+            "CTWA_PUBLISH_LINGER_MS": "0" if server == SINGLE else "2",
         }
     else:
         command = [sys.executable, str(BENCH / "reference_receiver.py"), str(port), AMQP_URL, prefix]
@@ -175,13 +180,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as workdir:
         seed = 0
         for round_number in range(args.rounds):
-            # ABBA order: a drift in the machine's speed during the run weighs on both servers alike.
-            order = ("reference", "ctwa receiver") if round_number % 2 == 0 else ("ctwa receiver", "reference")
+            # The order rotates: a drift in the machine's speed during the run weighs on every server alike.
+            shift = round_number % len(SERVERS)
+            order = SERVERS[shift:] + SERVERS[:shift]
             for server in order:
                 seed += 1
                 result = run_one(server, args, seed, Path(workdir))
                 print(
-                    f"{server:>14}: {result.accepted_per_s:8.0f}/s  p50 {result.p50_ms:6.2f} ms  "
+                    f"{server:>42}: {result.accepted_per_s:8.0f}/s  p50 {result.p50_ms:6.2f} ms  "
                     f"p99 {result.p99_ms:6.2f} ms  errors {result.errors}  RSS {result.peak_rss_mb:.0f} MB",
                     file=sys.stderr,
                 )
@@ -197,7 +203,7 @@ def main() -> None:
     )
     print("| server | accepted/s | vs reference | p50 | p99 | errors | peak RSS |")
     print("|---|---:|---:|---:|---:|---:|---:|")
-    for server in ("reference", "ctwa receiver"):
+    for server in SERVERS:
         accepted = median(server, "accepted_per_s")
         errors = sum(r.errors for r in results if r.server == server)
         print(

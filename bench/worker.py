@@ -41,20 +41,28 @@ AMQP_URL = os.environ.get("CTWA_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 SERVER_URL = os.environ.get("CTWA_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres")
 
 
-async def enqueue(topology: Topology, bodies: list[bytes]) -> None:
+async def enqueue(topology: Topology, bodies: list[bytes], per_message: int) -> None:
+    """Publish ``bodies`` as the receiver does: ``per_message`` callbacks to a message (1: one each)."""
     from datetime import UTC, datetime
 
-    publisher = Publisher(AMQP_URL, topology, ReceiverMetrics(), confirm_timeout=60)
+    publisher = Publisher(
+        AMQP_URL,
+        topology,
+        ReceiverMetrics(),
+        confirm_timeout=60,
+        linger=0.05 if per_message > 1 else 0.0,
+        batch_max=per_message,
+    )
     await publisher.start()
     assert await publisher.wait_ready(10)
     now = datetime.now(UTC)
-    batch = []
+    callbacks = []
     for body in bodies:
         payload = parse_body(body)
         trigger = identify(payload)
-        batch.append(Callback(body, trigger, business_key(trigger, payload, body), now, True))
-    for start in range(0, len(batch), 1000):
-        await asyncio.gather(*(publisher.publish(c) for c in batch[start : start + 1000]))
+        callbacks.append(Callback(body, trigger, business_key(trigger, payload, body), now, True))
+    for start in range(0, len(callbacks), 1000):
+        await asyncio.gather(*(publisher.publish(c) for c in callbacks[start : start + 1000]))
     await publisher.close()
 
 
@@ -104,16 +112,16 @@ def measure(name: str, command: list[str], env: dict[str, str], count: int, data
     return rate, rss
 
 
-def run(name: str, count: int, bodies: list[bytes]) -> tuple[float, float]:
+def run(name: str, count: int, bodies: list[bytes], per_message: int = 1) -> tuple[float, float]:
     prefix = f"ctwa-bench-{uuid.uuid4().hex[:8]}"
     topology = Topology(prefix)
     database_url = make_url(SERVER_URL).set(database=prefix.replace("-", "_")).render_as_string(hide_password=False)
     asyncio.run(reset_database(database_url))
     upgrade(database_url)
-    asyncio.run(enqueue(topology, bodies[:count]))
+    asyncio.run(enqueue(topology, bodies[:count], per_message))
     env = {**os.environ, "CTWA_AMQP_URL": AMQP_URL, "CTWA_AMQP_PREFIX": prefix, "CTWA_DATABASE_URL": database_url}
     env |= {"CTWA_WORKER_METRICS_PORT": "0", "CTWA_LOG_FORMAT": "json"}
-    if name == "ctwa worker --drain":
+    if name.startswith("ctwa worker"):
         command = [sys.executable, "-m", "ingest", "worker", "--drain"]
     else:
         command = [sys.executable, str(BENCH / "naive_worker.py"), AMQP_URL, prefix, database_url, str(count)]
@@ -128,11 +136,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=50_000, help="backlog for the worker")
     parser.add_argument("--naive-count", type=int, default=5_000, help="backlog for the naive consumer")
+    parser.add_argument("--per-message", type=int, default=32, help="callbacks per message, group-committed")
     args = parser.parse_args()
     bodies = [json.dumps(c, separators=(",", ":")).encode() for c in callbacks(max(args.count, args.naive_count))]
 
     naive_rate, naive_rss = run("naive consumer", args.naive_count, bodies)
     rate, rss = run("ctwa worker --drain", args.count, bodies)
+    batched_rate, batched_rss = run("ctwa worker, batch messages", args.count, bodies, per_message=args.per_message)
 
     print(f"\n{platform.node()}: {os.cpu_count()} cores, Python {platform.python_version()}\n")
     print("| consumer | callbacks | callbacks/s | vs naive | peak RSS |")
@@ -140,6 +150,10 @@ def main() -> None:
     naive = f"{args.naive_count:,} | {naive_rate:,.0f} | 1x | {naive_rss:.0f} MB"
     print(f"| naive (one transaction per callback) | {naive} |")
     print(f"| `ctwa worker --drain` | {args.count:,} | {rate:,.0f} | {rate / naive_rate:.1f}x | {rss:.0f} MB |")
+    print(
+        f"| `ctwa worker --drain`, {args.per_message} callbacks per message (group commit) | {args.count:,} "
+        f"| {batched_rate:,.0f} | {batched_rate / naive_rate:.1f}x | {batched_rss:.0f} MB |"
+    )
 
 
 if __name__ == "__main__":

@@ -37,6 +37,12 @@ class ReceiverMetrics:
             buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
             registry=self.registry,
         )
+        self.message_callbacks = Histogram(
+            "ctwa_receiver_message_callbacks",
+            "Callbacks per message published (group commit gathers those arriving together).",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+            registry=self.registry,
+        )
         self.in_flight = 0
         Gauge(
             "ctwa_receiver_in_flight",

@@ -59,6 +59,8 @@ async def _broker(app: web.Application) -> AsyncIterator[None]:
         Topology(settings.amqp_prefix, settings.delivery_limit),
         app[_METRICS],
         confirm_timeout=settings.publish_timeout_s,
+        linger=settings.publish_linger_ms / 1000,
+        batch_max=settings.publish_batch_max,
     )
     await publisher.start()
     app[PUBLISHER] = publisher

@@ -33,6 +33,8 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     signature_tolerance_s: int = Field(default=300, ge=1)
     publish_timeout_s: float = Field(default=5.0, gt=0, le=60)
+    publish_linger_ms: float = Field(default=2.0, ge=0, le=1000)
+    publish_batch_max: int = Field(default=64, ge=1, le=10_000)
     delivery_limit: int = Field(default=20, ge=1)
     batch_size: int = Field(default=500, ge=1, le=10_000)
     batch_linger_ms: int = Field(default=50, ge=0, le=10_000)

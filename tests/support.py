@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from yarl import URL
 
 from ingest.callback import Callback, business_key, identify, parse_body
+from ingest.envelope import BATCH_CONTENT_TYPE, unpack
 from ingest.metrics import ReceiverMetrics
 from ingest.publisher import Publisher
 from ingest.topology import Topology
@@ -237,3 +238,14 @@ async def raw_post(port: int, path: str, body: bytes, headers: Sequence[tuple[st
         if name.strip().lower() == b"content-type":
             content_type = value.strip().decode("latin-1").split(";")[0]
     return int(status_line.split()[1]), content_type, content
+
+
+async def queued_keys(connection: AbstractConnection, queue: str) -> list[str]:
+    """The business keys of the callbacks in ``queue`` (removed from it), batches unpacked, in order."""
+    keys: list[str] = []
+    for message in await take_all(connection, queue):
+        if message.content_type == BATCH_CONTENT_TYPE:
+            keys += [callback.key for callback in unpack(message.body)]
+        else:
+            keys.append(message.message_id or "")
+    return keys

@@ -15,7 +15,7 @@ from aio_pika.abc import AbstractConnection
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from conftest import AMQP_URL, ReceiverFactory, connect_amqp
-from support import TcpRelay, fixture_bytes, take_all
+from support import TcpRelay, fixture_bytes, queued_keys
 from yarl import URL
 
 from ingest.callback import Trigger
@@ -64,7 +64,7 @@ async def test_broker_unreachable_gives_503_then_recovers_by_itself(
     assert (await client.get("/readyz")).status == 200
     status, key = await _post(client, 2)
     assert status == 200
-    assert [m.message_id for m in await take_all(amqp, topology.queue)] == [key]
+    assert await queued_keys(amqp, topology.queue) == [key]
 
 
 async def test_with_the_broker_unreachable_every_answer_is_503_within_a_second(
@@ -83,7 +83,7 @@ async def test_with_the_broker_unreachable_every_answer_is_503_within_a_second(
     await relay.start()  # the broker is back: no restart needed
     assert await client.app[PUBLISHER].wait_ready(15)
     assert (await _post(client, 99))[0] == 200
-    assert [m.message_id for m in await take_all(amqp, topology.queue)] == [_callback(0)[1], _callback(99)[1]]
+    assert await queued_keys(amqp, topology.queue) == [_callback(0)[1], _callback(99)[1]]
 
 
 async def test_connection_cut_mid_stream_loses_nothing_that_got_200(
@@ -117,7 +117,7 @@ async def test_connection_cut_mid_stream_loses_nothing_that_got_200(
     statuses = {status for status, _ in results}
     assert statuses == {200, 503}
     accepted = {key for status, key in results if status == 200}
-    queued = {m.message_id for m in await take_all(amqp, topology.queue)}
+    queued = set(await queued_keys(amqp, topology.queue))
     # Everything answered 200 is queued; a 503'd callback may be queued too (its confirm was lost), which is
     # harmless: Sinch retries it and the worker de-duplicates on the business key.
     assert accepted <= queued
@@ -139,6 +139,24 @@ async def test_a_broker_that_stops_confirming_gets_503_never_200(
     assert (await _post(client, 12))[0] == 200
 
 
+async def test_no_200_before_the_message_carrying_it_is_confirmed(
+    start_receiver: ReceiverFactory, relay: TcpRelay, amqp: AbstractConnection, topology: Topology
+) -> None:
+    await relay.start()
+    client = await start_receiver(amqp_url=relay.url, publish_timeout_s=0.5, publish_linger_ms=50)
+    relay.freeze()  # the broker takes the messages but never confirms them
+    statuses = await asyncio.gather(*(_post(client, n) for n in range(30)))
+    assert {status for status, _ in statuses} == {503}
+    relay.thaw()
+    statuses = await asyncio.gather(*(_post(client, n) for n in range(100, 130)))
+    assert {status for status, _ in statuses} == {200}
+    assert {key for _, key in statuses} <= set(await queued_keys(amqp, topology.queue))
+    text = await (await client.get("/metrics")).text()
+    batched = re.search(r"^ctwa_receiver_message_callbacks_count (\S+)$", text, re.MULTILINE)
+    assert batched is not None
+    assert float(batched.group(1)) < 30  # the 30 that got 200 went in fewer messages
+
+
 async def test_an_unroutable_callback_is_503_not_200(
     receiver: Client, amqp: AbstractConnection, topology: Topology
 ) -> None:
@@ -158,8 +176,8 @@ async def test_the_receiver_starts_and_queues_before_any_worker_exists(
     assert {status for status, _ in statuses} == {200}
     async with amqp.channel() as channel:
         queue = await channel.get_queue(topology.queue)
-        assert queue.declaration_result.message_count == 20
         assert queue.declaration_result.consumer_count == 0
+    assert sorted(await queued_keys(amqp, topology.queue)) == sorted(key for _, key in statuses)
 
 
 @pytest.mark.skipif(
@@ -190,5 +208,5 @@ async def test_rabbitmqctl_close_all_connections_mid_run(receiver: Client, topol
     accepted = {key for status, key in results + after if status == 200}
     assert {status for status, _ in results} <= {200, 503}
     async with await connect_amqp() as amqp:  # every earlier connection was closed
-        queued = {m.message_id for m in await take_all(amqp, topology.queue)}
+        queued = set(await queued_keys(amqp, topology.queue))
     assert accepted <= queued

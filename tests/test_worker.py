@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC, datetime
 
 import aio_pika
 import pytest
@@ -14,6 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from support import TcpRelay, enqueue, fixture_bytes, fixture_names, inbound_bodies, key_of, take_all
 from yarl import URL
 
+from ingest.callback import Callback, Trigger
+from ingest.envelope import BATCH_CONTENT_TYPE, pack
+from ingest.publisher import VERIFIED_APP_ID
 from ingest.settings import Settings
 from ingest.topology import Topology
 from workers.consumer import REASON_HEADER
@@ -130,6 +134,44 @@ async def test_poison_is_dead_lettered_with_its_reason_and_the_rest_of_its_batch
         assert message.message_id == "hand-published"
     for code in poison.values():
         assert counter(worker, "ctwa_worker_dead_lettered_total", reason=code) == 1
+    assert await take_all(amqp, topology.queue) == []
+
+
+async def test_a_poison_callback_in_a_batch_message_is_dead_lettered_alone(
+    worker_settings: Settings, db: AsyncEngine, amqp: AbstractConnection, topology: Topology
+) -> None:
+    await enqueue(AMQP_URL, topology, [])  # declares the topology
+    moment = datetime.now(UTC)
+    good = [Callback(body, Trigger.MESSAGE_INBOUND, key_of(body), moment, True) for body in inbound_bodies(4)]
+    nul = b'{"message": {"id": "01K94NUL", "contact_message": {"text_message": {"text": "a\\u0000b"}}}}'
+    batch = [
+        good[0],
+        Callback(nul, Trigger.MESSAGE_INBOUND, "MESSAGE_INBOUND:01K94NUL", moment, True),
+        good[1],
+        Callback(b"{not json", Trigger.UNKNOWN, "UNKNOWN:sha256:bad", moment, True),
+        *good[2:],
+    ]
+    async with amqp.channel() as channel:
+        exchange = await channel.get_exchange(topology.exchange)
+        await exchange.publish(aio_pika.Message(pack(batch), content_type=BATCH_CONTENT_TYPE), "batch")
+        await exchange.publish(
+            aio_pika.Message(pack(good)[:-3], content_type=BATCH_CONTENT_TYPE, message_id="cut"), "batch"
+        )
+    worker = await drain(worker_settings)
+
+    assert await archived_keys(db) == sorted(callback.key for callback in good)
+    dead = {message.message_id: message for message in await take_all(amqp, topology.dead_letter_queue)}
+    assert set(dead) == {"MESSAGE_INBOUND:01K94NUL", "UNKNOWN:sha256:bad", "cut"}
+    alone = dead["MESSAGE_INBOUND:01K94NUL"]
+    assert alone.body == nul  # published alone, as a one-callback message, bytes unchanged
+    assert alone.content_type == "application/json"
+    assert alone.routing_key == "message.inbound"
+    assert alone.app_id == VERIFIED_APP_ID
+    assert "22P05" in str(alone.headers[REASON_HEADER])
+    assert str(dead["UNKNOWN:sha256:bad"].headers[REASON_HEADER]).startswith("invalid_json")
+    assert dead["cut"].content_type == BATCH_CONTENT_TYPE  # a batch that can't be read goes whole
+    assert str(dead["cut"].headers[REASON_HEADER]).startswith("invalid_batch")
+    assert counter(worker, "ctwa_worker_processed_total", trigger="MESSAGE_INBOUND") == 4
     assert await take_all(amqp, topology.queue) == []
 
 

@@ -10,7 +10,7 @@ import sys
 from aio_pika.abc import AbstractConnection
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
-from support import enqueue, inbound_bodies, take_all
+from support import enqueue, inbound_bodies, queued_keys, take_all
 
 from ingest.settings import Settings
 from ingest.topology import Topology
@@ -75,7 +75,7 @@ async def test_sigterm_finishes_the_batch_in_hand_acknowledges_and_exits(
 
     async with db.connect() as connection:
         stored = set(await connection.scalars(select(callbacks.c.key)))
-    waiting = {message.message_id for message in await take_all(amqp, topology.queue)}
+    waiting = set(await queued_keys(amqp, topology.queue))
     # Every callback is either stored and acknowledged, or still waiting untouched: nothing is both, which would
     # mean a commit without its acknowledgement, and nothing is neither.
     assert stored.isdisjoint(waiting)

@@ -11,11 +11,12 @@ from aio_pika.abc import AbstractIncomingMessage
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from ingest.callback import Callback, business_key, identify, parse_body
+from ingest.callback import Callback, InvalidCallback, Trigger, business_key, identify, parse_body
+from ingest.envelope import BATCH_CONTENT_TYPE, InvalidEnvelope, unpack
 from ingest.publisher import VERIFIED_APP_ID
 from workers.facts import parse_time, subjects
 
-__all__ = ["Incoming", "decode", "insert"]
+__all__ = ["Incoming", "Rejected", "decode", "insert"]
 
 
 @dataclass(slots=True)
@@ -27,25 +28,48 @@ class Incoming:
     message: AbstractIncomingMessage | None = None
 
 
-def decode(message: AbstractIncomingMessage) -> Incoming:
-    """Decode a message; raise `InvalidCallback` for one that can never be stored.
+@dataclass(slots=True)
+class Rejected:
+    """A callback — or a whole message, when ``callback`` is None — that can never be stored, and why."""
 
-    The trigger and business key are derived from the body again with the receiver's own code, so a message
-    put on the queue by anything else (a redrive, a hand-published fix) is keyed exactly like the original.
+    message: AbstractIncomingMessage
+    callback: Callback | None
+    code: str  # short, for the metric label
+    reason: str  # for the dead-letter header: what an operator needs to decide on a redrive
+
+
+def decode(message: AbstractIncomingMessage) -> tuple[list[Incoming], list[Rejected]]:
+    """The callbacks a message carries — one, or a batch (ingest.envelope) — and those that can never be stored.
+
+    The trigger and business key are derived from each body again with the receiver's own code, so a message put
+    on the queue by anything else (a redrive, a hand-published fix) is keyed exactly like the original.
     """
-    payload = parse_body(message.body)
-    trigger = identify(payload)
-    received_at = message.timestamp or datetime.now(UTC)
-    if received_at.tzinfo is None:
-        received_at = received_at.replace(tzinfo=UTC)
-    callback = Callback(
-        body=message.body,
-        trigger=trigger,
-        key=business_key(trigger, payload, message.body),
-        received_at=received_at,
-        signature_verified=message.app_id == VERIFIED_APP_ID,
-    )
-    return Incoming(callback, payload, message)
+    if message.content_type == BATCH_CONTENT_TYPE:
+        try:
+            carried = list(unpack(message.body))
+        except InvalidEnvelope as error:
+            return [], [Rejected(message, None, "invalid_batch", f"invalid_batch: {error}")]
+    else:
+        received_at = message.timestamp or datetime.now(UTC)
+        verified = message.app_id == VERIFIED_APP_ID
+        carried = [Callback(message.body, Trigger.UNKNOWN, "", received_at, verified)]
+    items, rejected = [], []
+    for callback in carried:
+        try:
+            payload = parse_body(callback.body)
+        except InvalidCallback as error:
+            whole = None if message.content_type != BATCH_CONTENT_TYPE else callback
+            rejected.append(Rejected(message, whole, error.reason, f"{error.reason}: {error.detail}"))
+            continue
+        trigger = identify(payload)
+        received_at = callback.received_at
+        if received_at.tzinfo is None:
+            received_at = received_at.replace(tzinfo=UTC)
+        key = business_key(trigger, payload, callback.body)
+        items.append(
+            Incoming(Callback(callback.body, trigger, key, received_at, callback.signature_verified), payload, message)
+        )
+    return items, rejected
 
 
 def _text_or_none(value: object) -> str | None:

@@ -14,12 +14,15 @@ from collections import deque
 from collections.abc import Sequence
 from contextlib import suppress
 from datetime import UTC, datetime
+from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage, AbstractQueue
 from aio_pika.exceptions import CONNECTION_EXCEPTIONS, ChannelInvalidStateError
 
 from ingest.broker import BrokerLink
+from ingest.callback import Callback
+from ingest.publisher import UNVERIFIED_APP_ID, VERIFIED_APP_ID
 from ingest.topology import Topology
 
 __all__ = ["AT_HEADER", "HISTORY_HEADER", "REASON_HEADER", "BrokerLost", "Consumer"]
@@ -123,8 +126,11 @@ class Consumer:
         if lost:
             raise BrokerLost("acknowledgement lost with the channel")
 
-    async def dead_letter(self, message: AbstractIncomingMessage, reason: str) -> None:
-        """Publish ``message`` to the dead-letter exchange with ``reason``, confirmed; the caller then acks it."""
+    async def dead_letter(
+        self, message: AbstractIncomingMessage, reason: str, callback: Callback | None = None
+    ) -> None:
+        """Publish to the dead-letter exchange, confirmed, with ``reason`` — the message, or only ``callback`` of it
+        (a callback of a batch goes alone, as a one-callback message) — before the caller acknowledges it."""
         exchange = self._dead_letter_exchange
         if exchange is None:
             raise BrokerLost("no channel to dead-letter on")
@@ -134,18 +140,27 @@ class Consumer:
         headers[HISTORY_HEADER] = [*previous, reason]
         headers[REASON_HEADER] = reason
         headers[AT_HEADER] = datetime.now(UTC).isoformat()
-        copy = aio_pika.Message(
-            message.body,
-            headers=headers,
-            content_type=message.content_type,
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            message_id=message.message_id,
-            timestamp=message.timestamp,
-            type=message.type,
-            app_id=message.app_id,
-        )
+        if callback is None:
+            body, routing_key = message.body, message.routing_key or "unknown"
+            properties: dict[str, Any] = {
+                "content_type": message.content_type,
+                "message_id": message.message_id,
+                "timestamp": message.timestamp,
+                "type": message.type,
+                "app_id": message.app_id,
+            }
+        else:
+            body, routing_key = callback.body, callback.trigger.routing_key
+            properties = {
+                "content_type": "application/json",
+                "message_id": callback.key,
+                "timestamp": callback.received_at,
+                "type": str(callback.trigger),
+                "app_id": VERIFIED_APP_ID if callback.signature_verified else UNVERIFIED_APP_ID,
+            }
+        copy = aio_pika.Message(body, headers=headers, delivery_mode=aio_pika.DeliveryMode.PERSISTENT, **properties)
         try:
-            await exchange.publish(copy, message.routing_key or "unknown", mandatory=True, timeout=10)
+            await exchange.publish(copy, routing_key, mandatory=True, timeout=10)
         except (*CONNECTION_EXCEPTIONS, TimeoutError) as error:
             raise BrokerLost(f"dead-letter publish failed: {error!r}") from None
 

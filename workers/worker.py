@@ -14,7 +14,7 @@ import signal
 import time
 from collections.abc import Sequence
 from contextlib import AsyncExitStack, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from aio_pika.abc import AbstractIncomingMessage
@@ -22,13 +22,13 @@ from aiohttp import web
 from sqlalchemy.exc import SQLAlchemyError
 
 from ingest.backoff import backoff
-from ingest.callback import InvalidCallback
+from ingest.envelope import BATCH_CONTENT_TYPE
 from ingest.eventloop import new_event_loop
 from ingest.metrics import metrics_handler
 from ingest.settings import Settings
 from ingest.topology import Topology
 from workers import archive
-from workers.archive import Incoming
+from workers.archive import Incoming, Rejected
 from workers.consumer import BrokerLost, Consumer
 from workers.database import create_engine, is_data_error, sqlstate
 from workers.metrics import WorkerMetrics
@@ -40,15 +40,29 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
-class _Poison:
-    message: AbstractIncomingMessage
-    code: str  # short, for the metric label
-    reason: str  # for the dead-letter header: what an operator needs to decide on a redrive
+class _Batch:
+    """Messages taken together, and the callbacks they carry: those to store, and those that never can be."""
+
+    messages: list[AbstractIncomingMessage] = field(default_factory=list)
+    items: list[Incoming] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
+
+    @property
+    def callbacks(self) -> int:
+        return len(self.items) + len(self.rejected)
+
+    def take(self, message: AbstractIncomingMessage) -> None:
+        items, rejected = archive.decode(message)
+        self.messages.append(message)
+        self.items += items
+        self.rejected += rejected
 
 
-def _poison(item: Incoming, code: str, reason: str) -> _Poison:
+def _rejected(item: Incoming, code: str, reason: str) -> Rejected:
+    """``item`` set aside: alone if it came in a batch, else its message as it came."""
     assert item.message is not None  # the worker only stores what it took from the queue
-    return _Poison(item.message, code, reason)
+    batched = item.message.content_type == BATCH_CONTENT_TYPE
+    return Rejected(item.message, item.callback if batched else None, code, reason)
 
 
 class Worker:
@@ -111,7 +125,7 @@ class Worker:
                 await self._consumer.stop_consuming()
                 stopped_consuming = True
             batch = await self._next_batch()
-            if batch:
+            if batch.messages:
                 await self._settle(batch)
             elif self._stopping.is_set():
                 return
@@ -141,34 +155,34 @@ class Worker:
         await asyncio.sleep(0.05)
         return not self._consumer.buffer
 
-    async def _next_batch(self) -> list[AbstractIncomingMessage]:
-        """Up to ``batch_size`` messages: whatever is waiting, or what arrives within the linger of the first."""
+    async def _next_batch(self) -> _Batch:
+        """Up to ``batch_size`` callbacks: whatever is waiting, or what arrives within the linger of the first."""
         buffer, arrived = self._consumer.buffer, self._consumer.arrived
         size = self._settings.batch_size
+        batch = _Batch()
         if not buffer:
             arrived.clear()
             if self._stopping.is_set():
-                return []
+                return batch
             with suppress(TimeoutError):
                 await asyncio.wait_for(arrived.wait(), timeout=0.25)
             if not buffer:
-                return []
+                return batch
         deadline = time.monotonic() + self._settings.batch_linger_ms / 1000
-        batch: list[AbstractIncomingMessage] = []
         while True:
-            while buffer and len(batch) < size:
-                batch.append(buffer.popleft())
+            while buffer and batch.callbacks < size:
+                batch.take(buffer.popleft())
             remaining = deadline - time.monotonic()
-            if len(batch) >= size or remaining <= 0 or self._stopping.is_set():
+            if batch.callbacks >= size or remaining <= 0 or self._stopping.is_set():
                 return batch
             arrived.clear()
             with suppress(TimeoutError):
                 await asyncio.wait_for(arrived.wait(), timeout=remaining)
 
-    async def _settle(self, batch: list[AbstractIncomingMessage]) -> None:
+    async def _settle(self, batch: _Batch) -> None:
         """Store, dead-letter and acknowledge ``batch``, retrying transient failures until it is done."""
-        self.metrics.redelivered.inc(sum(1 for message in batch if message.redelivered))
-        received = [message.timestamp for message in batch if message.timestamp is not None]
+        self.metrics.redelivered.inc(sum(1 for message in batch.messages if message.redelivered))
+        received = [message.timestamp for message in batch.messages if message.timestamp is not None]
         self._oldest = (
             min(moment if moment.tzinfo else moment.replace(tzinfo=UTC) for moment in received) if received else None
         )
@@ -182,7 +196,7 @@ class Worker:
         if self._oldest is not None:
             self.metrics.lag.set(max(0.0, (datetime.now(UTC) - self._oldest).total_seconds()))
 
-    async def _retry(self, batch: list[AbstractIncomingMessage]) -> None:
+    async def _retry(self, batch: _Batch) -> None:
         delays = backoff(initial=0.2, cap=30.0)
         while True:
             try:
@@ -202,16 +216,11 @@ class Worker:
                 self.metrics.retries.labels("database").inc()
                 await asyncio.sleep(delay)
 
-    async def _store_and_ack(self, batch: list[AbstractIncomingMessage]) -> None:
-        poison: list[_Poison] = []
+    async def _store_and_ack(self, batch: _Batch) -> None:
+        poison = list(batch.rejected)
         unique: dict[str, Incoming] = {}
         repeated: list[Incoming] = []
-        for message in batch:
-            try:
-                incoming = archive.decode(message)
-            except InvalidCallback as error:
-                poison.append(_Poison(message, error.reason, f"{error.reason}: {error.detail}"))
-                continue
+        for incoming in batch.items:
             # The first copy is stored; later copies in the same batch are duplicates.
             if unique.setdefault(incoming.callback.key, incoming) is not incoming:
                 repeated.append(incoming)
@@ -221,14 +230,14 @@ class Worker:
         for copy in repeated:
             self.metrics.duplicates.labels(str(copy.callback.trigger)).inc()
         for dead in poison:
-            await self._consumer.dead_letter(dead.message, dead.reason)
+            await self._consumer.dead_letter(dead.message, dead.reason, dead.callback)
             self.metrics.dead_lettered.labels(dead.code).inc()
             # The reason goes with the message; the log says only its kind: reasons may quote the data.
             log.warning("dead-lettered", extra={"reason": dead.code, "message_id": dead.message.message_id})
-        await self._consumer.ack(batch)
-        self.metrics.batch_size.observe(len(batch))
+        await self._consumer.ack(batch.messages)
+        self.metrics.batch_size.observe(batch.callbacks)
 
-    async def _commit(self, items: Sequence[Incoming]) -> list[_Poison]:
+    async def _commit(self, items: Sequence[Incoming]) -> list[Rejected]:
         """Commit ``items`` in one transaction; a data error is narrowed down by halving to the items that cause it."""
         assert self._store is not None
         started = time.perf_counter()
@@ -240,7 +249,7 @@ class Worker:
             if len(items) == 1:
                 code = sqlstate(error) or "unknown"
                 detail = str(getattr(error, "orig", error)).splitlines()[0][:300]
-                return [_poison(items[0], f"database_{code}", f"the database refused it ({code}): {detail}")]
+                return [_rejected(items[0], f"database_{code}", f"the database refused it ({code}): {detail}")]
             return await self._halves(items)
         except Exception as error:
             # A failure in our own code on some data: those messages can't be stored by this version. They are
@@ -251,7 +260,7 @@ class Worker:
                 )
                 log.debug("storing a callback failed", exc_info=True)
                 reason = f"storing it failed: {type(error).__name__}: {str(error)[:200]}"
-                return [_poison(items[0], "store_failed", reason)]
+                return [_rejected(items[0], "store_failed", reason)]
             return await self._halves(items)
         self.metrics.commit_seconds.observe(time.perf_counter() - started)
         self.metrics.last_commit.set_to_current_time()
@@ -263,7 +272,7 @@ class Worker:
                 self.metrics.duplicates.labels(trigger).inc()
         return []
 
-    async def _halves(self, items: Sequence[Incoming]) -> list[_Poison]:
+    async def _halves(self, items: Sequence[Incoming]) -> list[Rejected]:
         middle = len(items) // 2
         return await self._commit(items[:middle]) + await self._commit(items[middle:])
 

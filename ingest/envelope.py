@@ -1,0 +1,76 @@
+"""The batch envelope: one AMQP message carrying several callbacks, each with its raw bytes unchanged.
+
+A batch message has ``content_type`` `BATCH_CONTENT_TYPE` and routing key ``batch``. Its body is a sequence of
+records, one per callback, each::
+
+    4 bytes   length of the header, big-endian
+    header    compact JSON: {"key": business key, "trigger": trigger, "received_at": ISO-8601 time (ms),
+                             "verified": whether its signature was checked}
+    4 bytes   length of the body, big-endian
+    body      the callback's raw bytes, exactly as received
+
+Length-prefixed, so bodies are carried as they are — no escaping to do when building one, no re-encoding when
+reading one. A message carrying a single callback keeps the one-callback format (docs/broker.md).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+
+import orjson
+
+from ingest.callback import Callback, Trigger
+
+__all__ = ["BATCH_CONTENT_TYPE", "BATCH_ROUTING_KEY", "InvalidEnvelope", "pack", "unpack"]
+
+BATCH_CONTENT_TYPE = "application/vnd.ctwa.batch"
+BATCH_ROUTING_KEY = "batch"
+_LENGTH = struct.Struct(">I")
+
+
+class InvalidEnvelope(ValueError):
+    """A batch message whose records can't be read."""
+
+
+def pack(callbacks: Sequence[Callback]) -> bytes:
+    """The body of a batch message carrying ``callbacks``."""
+    parts: list[bytes] = []
+    for callback in callbacks:
+        header = orjson.dumps(
+            {
+                "key": callback.key,
+                "trigger": callback.trigger,
+                "received_at": callback.received_at.isoformat(timespec="milliseconds"),
+                "verified": callback.signature_verified,
+            }
+        )
+        parts += (_LENGTH.pack(len(header)), header, _LENGTH.pack(len(callback.body)), callback.body)
+    return b"".join(parts)
+
+
+def unpack(body: bytes) -> Iterator[Callback]:
+    """The callbacks of a batch message, in order; `InvalidEnvelope` where its framing is broken."""
+    view, offset = memoryview(body), 0
+    while offset < len(body):
+        header, offset = _chunk(view, offset)
+        raw, offset = _chunk(view, offset)
+        try:
+            fields = orjson.loads(header)
+            trigger = Trigger(fields["trigger"])
+            received_at = datetime.fromisoformat(fields["received_at"])
+            callback = Callback(raw, trigger, str(fields["key"]), received_at, bool(fields["verified"]))
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+            raise InvalidEnvelope(f"a record's header can't be read: {error}") from None
+        yield callback
+
+
+def _chunk(view: memoryview, offset: int) -> tuple[bytes, int]:
+    if offset + _LENGTH.size > len(view):
+        raise InvalidEnvelope("a record is cut short")
+    (length,) = _LENGTH.unpack_from(view, offset)
+    start, end = offset + _LENGTH.size, offset + _LENGTH.size + length
+    if end > len(view):
+        raise InvalidEnvelope("a record is cut short")
+    return bytes(view[start:end]), end
