@@ -39,6 +39,7 @@ class Settings(BaseSettings):
     batch_size: int = Field(default=500, ge=1, le=10_000)
     batch_linger_ms: int = Field(default=50, ge=0, le=10_000)
     prefetch: int = Field(default=1000, ge=1, le=65_535)
+    worker_concurrency: int = Field(default=2, ge=1, le=16)
     worker_metrics_port: int = Field(default=9100, ge=0, le=65535)
     shutdown_grace_s: float = Field(default=30.0, gt=0)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

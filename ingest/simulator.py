@@ -296,8 +296,8 @@ class Summary:
     # What the pipeline should report for what was delivered: clicks and distinct people per ad.
     clicks: Counter[str] = field(default_factory=Counter)
     people: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
-    # The first copy of each callback the receiver accepted (the one the archive keeps).
-    accepted: dict[str, bytes] = field(default_factory=dict)
+    # Every copy of each callback the receiver accepted, in the order accepted: the archive keeps one of them.
+    accepted: dict[str, list[bytes]] = field(default_factory=lambda: defaultdict(list))
 
     def note(self) -> str:
         accepted = sum(count for status, count in self.statuses.items() if 200 <= status < 300)
@@ -402,7 +402,7 @@ async def send(
             summary.count(callback, bodies)
             for body in bodies:
                 if await _post(session, url, body, secret, summary):
-                    summary.accepted.setdefault(callback.key, body)
+                    summary.accepted[callback.key].append(body)
             meter.update(summary.callbacks, summary.note())
 
     timeout = aiohttp.ClientTimeout(total=30)

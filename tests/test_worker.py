@@ -328,3 +328,35 @@ async def test_drain_stops_once_the_queue_is_empty(
     await drain(worker_settings.model_copy(update={"batch_size": batch_size}))
     async with db.connect() as connection:
         assert await connection.scalar(select(func.count()).select_from(callbacks)) == len(keys)
+
+
+async def test_a_batch_is_never_acknowledged_before_an_earlier_one_commits(
+    worker_settings: Settings, db: AsyncEngine, topology: Topology
+) -> None:
+    # Two batches in flight: the first blocks on a row the test holds locked, the second commits. Acknowledging
+    # the second (``multiple``) must not take the first with it: stopped, the worker leaves both unacknowledged.
+    template = json.loads(fixture_bytes("01_inbound_ctwa_referral.json"))
+    bodies = []
+    for n in (1, 2):
+        payload = json.loads(json.dumps(template))
+        payload["message"] |= {"id": f"01K94ORDER{n:016d}", "contact_id": f"01K94CONTACT{n:014d}"}
+        bodies.append(json.dumps(payload).encode())
+    first, second = await enqueue(AMQP_URL, topology, bodies)
+    async with db.begin() as connection:
+        await connection.execute(text("INSERT INTO contacts (contact_id) VALUES ('01K94CONTACT00000000000001')"))
+    settings = worker_settings.model_copy(
+        update={"batch_size": 1, "batch_linger_ms": 0, "worker_concurrency": 2, "shutdown_grace_s": 1.0}
+    )
+    worker = Worker(settings)
+    async with db.connect() as holder:
+        await holder.execute(text("SELECT 1 FROM contacts WHERE contact_id = '01K94CONTACT00000000000001' FOR UPDATE"))
+        running = asyncio.create_task(worker.run())
+        while await archived_keys(db) != [second]:
+            await asyncio.sleep(0.02)
+        worker.stop()
+        await asyncio.wait_for(running, 30)
+        await holder.rollback()
+    again = await drain(worker_settings)
+    assert await archived_keys(db) == sorted([first, second])
+    assert counter(again, "ctwa_worker_processed_total", trigger="MESSAGE_INBOUND") == 1
+    assert counter(again, "ctwa_worker_duplicates_total", trigger="MESSAGE_INBOUND") == 1  # the second, again

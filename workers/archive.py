@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from aio_pika.abc import AbstractIncomingMessage
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -76,7 +77,8 @@ def _text_or_none(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-# One statement per batch: arrays in, the keys that were new out. A key already archived is a duplicate.
+# One statement per batch: the bodies as one text array, the rest as one JSON document (as the projections
+# pass their rows), zipped by position; out come the keys that were new. A key already archived is a duplicate.
 _INSERT = text(
     """
     INSERT INTO callbacks (
@@ -84,15 +86,17 @@ _INSERT = text(
         contact_ids, identity
     )
     SELECT key, trigger, app_id, project_id, event_time, accepted_time, received_at, signature_verified,
-           payload::jsonb, NULLIF(string_to_array(contact_ids, chr(31)), '{}'), identity
-    FROM unnest(
-        CAST(:keys AS text[]), CAST(:triggers AS text[]), CAST(:app_ids AS text[]), CAST(:project_ids AS text[]),
-        CAST(:event_times AS timestamptz[]), CAST(:accepted_times AS timestamptz[]),
-        CAST(:received_ats AS timestamptz[]), CAST(:verified AS boolean[]), CAST(:payloads AS text[]),
-        CAST(:contact_ids AS text[]), CAST(:identities AS text[])
+           payload::jsonb, contact_ids, identity
+    FROM ROWS FROM (
+        json_to_recordset(CAST(:rows AS json)) AS (
+            key text, trigger text, app_id text, project_id text, event_time timestamptz,
+            accepted_time timestamptz, received_at timestamptz, signature_verified boolean, contact_ids text[],
+            identity text
+        ),
+        unnest(CAST(:payloads AS text[]))
     ) AS batch(
-        key, trigger, app_id, project_id, event_time, accepted_time, received_at, signature_verified, payload,
-        contact_ids, identity
+        key, trigger, app_id, project_id, event_time, accepted_time, received_at, signature_verified, contact_ids,
+        identity, payload
     )
     ON CONFLICT (key) DO NOTHING
     RETURNING key
@@ -102,22 +106,26 @@ _INSERT = text(
 
 async def insert(connection: AsyncConnection, batch: Sequence[Incoming]) -> set[str]:
     """Archive ``batch`` (keys unique within it); return the keys that were not archived before."""
-    named = [subjects(item.callback.trigger, item.payload) for item in batch]
+    rows = []
+    for item in batch:
+        payload, callback = item.payload, item.callback
+        contacts, identity = subjects(callback.trigger, payload)
+        rows.append(
+            {
+                "key": callback.key,
+                "trigger": callback.trigger,
+                "app_id": _text_or_none(payload.get("app_id")),
+                "project_id": _text_or_none(payload.get("project_id")),
+                "event_time": parse_time(payload.get("event_time")),
+                "accepted_time": parse_time(payload.get("accepted_time")),
+                "received_at": callback.received_at,
+                "signature_verified": callback.signature_verified,
+                "contact_ids": contacts or None,
+                "identity": identity,
+            }
+        )
     result = await connection.execute(
         _INSERT,
-        {
-            "keys": [item.callback.key for item in batch],
-            "triggers": [str(item.callback.trigger) for item in batch],
-            "app_ids": [_text_or_none(item.payload.get("app_id")) for item in batch],
-            "project_ids": [_text_or_none(item.payload.get("project_id")) for item in batch],
-            "event_times": [parse_time(item.payload.get("event_time")) for item in batch],
-            "accepted_times": [parse_time(item.payload.get("accepted_time")) for item in batch],
-            "received_ats": [item.callback.received_at for item in batch],
-            "verified": [item.callback.signature_verified for item in batch],
-            "payloads": [item.callback.body.decode("utf-8") for item in batch],
-            # Arrays of arrays must be rectangular in Postgres: each callback's ids travel as one string.
-            "contact_ids": ["\x1f".join(contacts) for contacts, _ in named],
-            "identities": [identity for _, identity in named],
-        },
+        {"rows": orjson.dumps(rows).decode(), "payloads": [item.callback.body.decode("utf-8") for item in batch]},
     )
     return set(result.scalars())

@@ -1,9 +1,11 @@
 """``ctwa worker``: turn the queue into Postgres rows — in batches, exactly once, whatever fails on the way.
 
-A batch is written in one transaction and acknowledged only after the commit. A message that can never be
-stored is dead-lettered with its reason, alone, while the rest of its batch is stored. Anything else that fails
-(Postgres down or restarting, a deadlock, the broker connection) is retried with backoff, acknowledging nothing
-early; redeliveries are harmless because the archive de-duplicates on the business key.
+A batch is written in one transaction and acknowledged only after the commit. Up to ``CTWA_WORKER_CONCURRENCY``
+batches are written at once, on their own connections, so that Postgres works on one while this process prepares
+the next; they are acknowledged in the order they were taken. A callback that can never be stored is
+dead-lettered with its reason, alone, while the rest of its batch is stored. Anything else that fails (Postgres
+down or restarting, a deadlock, the broker connection) is retried with backoff, acknowledging nothing early;
+redeliveries are harmless because the archive de-duplicates on the business key.
 """
 
 from __future__ import annotations
@@ -58,6 +60,14 @@ class _Batch:
         self.rejected += rejected
 
 
+def _reap(tasks: list[asyncio.Task[None]]) -> list[asyncio.Task[None]]:
+    """The tasks still running; a finished one's failure is raised (a bug: it stops the worker)."""
+    for task in tasks:
+        if task.done():
+            task.result()
+    return [task for task in tasks if not task.done()]
+
+
 def _rejected(item: Incoming, code: str, reason: str) -> Rejected:
     """``item`` set aside: alone if it came in a batch, else its message as it came."""
     assert item.message is not None  # the worker only stores what it took from the queue
@@ -84,7 +94,7 @@ class Worker:
         )
         self._store: Store | None = None
         self._stopping = asyncio.Event()
-        self._oldest: datetime | None = None  # receive time of the oldest callback in the batch in hand
+        self._holding: dict[int, datetime] = {}  # each batch in hand: the receive time of its oldest callback
 
     def stop(self) -> None:
         """Stop taking messages; what was delivered is stored and acknowledged, then `run` returns."""
@@ -119,19 +129,41 @@ class Worker:
                 log.warning("grace period over: unacknowledged messages go back to the queue")
 
     async def _work(self) -> None:
+        """Take batches and settle them, up to ``worker_concurrency`` at once.
+
+        While one batch waits on Postgres, the next is decoded and written on another connection. Batches are
+        acknowledged in the order they were taken — each waits for the one before — because an acknowledgement
+        with ``multiple`` covers every earlier delivery on its channel.
+        """
         stopped_consuming = False
-        while True:
-            if self._stopping.is_set() and not stopped_consuming:
-                await self._consumer.stop_consuming()
-                stopped_consuming = True
-            batch = await self._next_batch()
-            if batch.messages:
-                await self._settle(batch)
-            elif self._stopping.is_set():
-                return
-            elif self._drain and await self._drained():
-                log.info("queue drained")
-                return
+        settling: list[asyncio.Task[None]] = []
+        previous: asyncio.Task[None] | None = None
+        try:
+            while True:
+                if self._stopping.is_set() and not stopped_consuming:
+                    await self._consumer.stop_consuming()
+                    stopped_consuming = True
+                while len(settling) >= self._settings.worker_concurrency:
+                    await asyncio.wait(settling, return_when=asyncio.FIRST_COMPLETED)
+                    settling = _reap(settling)
+                batch = await self._next_batch()
+                settling = _reap(settling)
+                if batch.messages:
+                    previous = asyncio.create_task(self._settle(batch, after=previous), name="ctwa-settle")
+                    settling.append(previous)
+                elif settling:
+                    await asyncio.wait(settling, return_when=asyncio.FIRST_COMPLETED)
+                elif self._stopping.is_set():
+                    return
+                elif self._drain and await self._drained():
+                    log.info("queue drained")
+                    return
+        finally:
+            # Stopped within the grace period, or failed: what is half-done goes back unacknowledged.
+            for task in settling:
+                task.cancel()
+            if settling:
+                await asyncio.wait(settling)
 
     async def _watch_queues(self) -> None:
         """Keep the queue gauges current; the lag drops to 0 once nothing waits."""
@@ -142,7 +174,7 @@ class Worker:
                 self.metrics.queue_messages.labels("callbacks").set(ready)
                 self.metrics.queue_messages.labels("dead-letter").set(dead)
                 self.metrics.queue_consumers.set(consumers)
-                if not ready and not self._consumer.buffer and self._oldest is None:
+                if not ready and not self._consumer.buffer and not self._holding:
                     self.metrics.lag.set(0)
             self._show_lag()  # a batch held up (Postgres down, say) ages in the gauge
             self.metrics.broker_connected.set(1 if self._consumer.connected else 0)
@@ -179,28 +211,31 @@ class Worker:
             with suppress(TimeoutError):
                 await asyncio.wait_for(arrived.wait(), timeout=remaining)
 
-    async def _settle(self, batch: _Batch) -> None:
-        """Store, dead-letter and acknowledge ``batch``, retrying transient failures until it is done."""
+    async def _settle(self, batch: _Batch, *, after: asyncio.Task[None] | None) -> None:
+        """Store, dead-letter and acknowledge ``batch`` once ``after`` (the batch before it) is acknowledged,
+        retrying transient failures until it is done."""
         self.metrics.redelivered.inc(sum(1 for message in batch.messages if message.redelivered))
         received = [message.timestamp for message in batch.messages if message.timestamp is not None]
-        self._oldest = (
-            min(moment if moment.tzinfo else moment.replace(tzinfo=UTC) for moment in received) if received else None
-        )
+        if received:
+            self._holding[id(batch)] = min(
+                moment if moment.tzinfo else moment.replace(tzinfo=UTC) for moment in received
+            )
         self._show_lag()
         try:
-            await self._retry(batch)
+            await self._retry(batch, after)
         finally:
-            self._oldest = None
+            self._holding.pop(id(batch), None)
 
     def _show_lag(self) -> None:
-        if self._oldest is not None:
-            self.metrics.lag.set(max(0.0, (datetime.now(UTC) - self._oldest).total_seconds()))
+        if self._holding:
+            oldest = min(self._holding.values())
+            self.metrics.lag.set(max(0.0, (datetime.now(UTC) - oldest).total_seconds()))
 
-    async def _retry(self, batch: _Batch) -> None:
+    async def _retry(self, batch: _Batch, after: asyncio.Task[None] | None) -> None:
         delays = backoff(initial=0.2, cap=30.0)
         while True:
             try:
-                await self._store_and_ack(batch)
+                await self._store_and_ack(batch, after)
                 return
             except BrokerLost as error:
                 # These messages come back on a new channel; storing them again is a no-op.
@@ -216,7 +251,7 @@ class Worker:
                 self.metrics.retries.labels("database").inc()
                 await asyncio.sleep(delay)
 
-    async def _store_and_ack(self, batch: _Batch) -> None:
+    async def _store_and_ack(self, batch: _Batch, after: asyncio.Task[None] | None) -> None:
         poison = list(batch.rejected)
         unique: dict[str, Incoming] = {}
         repeated: list[Incoming] = []
@@ -234,6 +269,8 @@ class Worker:
             self.metrics.dead_lettered.labels(dead.code).inc()
             # The reason goes with the message; the log says only its kind: reasons may quote the data.
             log.warning("dead-lettered", extra={"reason": dead.code, "message_id": dead.message.message_id})
+        if after is not None:
+            await asyncio.shield(after)  # settled (or given up to a lost channel) before this one is acknowledged
         await self._consumer.ack(batch.messages)
         self.metrics.batch_size.observe(batch.callbacks)
 
