@@ -1,7 +1,11 @@
 """Worker benchmark: drain a backlog of realistic callbacks with one ``ctwa worker --drain`` process, and in the same
 run a naive consumer that commits one callback per transaction.
 
-    python bench/worker.py [--count 50000] [--naive-count 5000]
+    python bench/worker.py [--count 50000] [--naive-count 5000] [--per-message 32]
+
+The worker drains the backlog three ways: one callback per message; ``--per-message`` callbacks per message, as
+the receiver's group commit publishes them; and, as a diagnostic of where the time goes, the same with the
+projections switched off (``bench/archive_only_worker.py``).
 
 The backlog is put on the queue exactly as the receiver publishes it (60 % inbound messages, half of them with
 a Click-to-WhatsApp referral; delivery reports; conversation starts). Each consumer gets a fresh database and
@@ -143,7 +147,9 @@ def run(name: str, count: int, bodies: list[bytes], per_message: int = 1) -> tup
     asyncio.run(enqueue(topology, bodies[:count], per_message))
     env = {**os.environ, "CTWA_AMQP_URL": AMQP_URL, "CTWA_AMQP_PREFIX": prefix, "CTWA_DATABASE_URL": database_url}
     env |= {"CTWA_WORKER_METRICS_PORT": "0", "CTWA_LOG_FORMAT": "json"}
-    if name.startswith("ctwa worker"):
+    if name.startswith("archive only"):
+        command = [sys.executable, str(BENCH / "archive_only_worker.py")]
+    elif name.startswith("ctwa worker"):
         command = [sys.executable, "-m", "ingest", "worker", "--drain"]
     else:
         command = [sys.executable, str(BENCH / "naive_worker.py"), AMQP_URL, prefix, database_url, str(count)]
@@ -165,6 +171,7 @@ def main() -> None:
     naive_rate, _, naive_rss = run("naive consumer", args.naive_count, bodies)
     single = run("ctwa worker --drain", args.count, bodies)
     batched = run("ctwa worker, batch messages", args.count, bodies, per_message=args.per_message)
+    archive_only = run("archive only, batch messages", args.count, bodies, per_message=args.per_message)
 
     print(f"\n{platform.node()}: {os.cpu_count()} cores, Python {platform.python_version()}\n")
     print("| consumer | callbacks | callbacks/s (process life) | vs naive | callbacks/s (draining) | peak RSS |")
@@ -173,6 +180,7 @@ def main() -> None:
     print(f"| naive (one transaction per callback) | {naive} |")
     rows = [("`ctwa worker --drain`, one callback per message", single)]
     rows.append((f"`ctwa worker --drain`, {args.per_message} callbacks per message (group commit)", batched))
+    rows.append(("diagnostic: the same, projections off (`bench/archive_only_worker.py`)", archive_only))
     for label, (rate, drain_rate, rss) in rows:
         draining = f"{drain_rate:,.0f}" if drain_rate else ""
         print(f"| {label} | {args.count:,} | {rate:,.0f} | {rate / naive_rate:.1f}x | {draining} | {rss:.0f} MB |")

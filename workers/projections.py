@@ -82,111 +82,107 @@ async def resolve(connection: AsyncConnection, contact_ids: set[str]) -> dict[st
 
 
 async def _write(connection: AsyncConnection, facts: Facts, roots: dict[str, str]) -> None:
+    """Every table's rows for ``facts``: two statements, `_WRITE` and then `_AD_CLICKS`."""
+
     def root(contact_id: str | None) -> str | None:
         return roots.get(contact_id, contact_id) if contact_id else None
 
-    if facts.sightings:
+    clicks = [(m, m.referral) for m in facts.messages if m.referral is not None]
+    await connection.execute(
+        _WRITE,
+        {
+            "seen": _json({"contact_id": root(contact_id), "at": at} for contact_id, at in facts.sightings),
+            "named": _json(
+                {"contact_id": root(contact_id), "name": name, "at": at, "key": key}
+                for contact_id, name, at, key in facts.names
+            ),
+            "identity_rows": _json(
+                {
+                    "channel": f.channel,
+                    "identity": f.identity,
+                    "app_id": f.app_id or "",
+                    "contact_id": root(f.contact_id),
+                    "at": f.at,
+                    "key": f.key,
+                }
+                for f in facts.identities
+            ),
+            "conversation_rows": _json(
+                {
+                    "conversation_id": f.conversation_id,
+                    "contact_id": root(f.contact_id),
+                    "app_id": f.app_id,
+                    "kind": f.event,
+                    "channel": f.active_channel,
+                    "at": f.at,
+                    "key": f.key,
+                }
+                for f in facts.conversations
+            ),
+            "message_rows": _json(
+                {
+                    "message_id": m.message_id,
+                    "app_id": m.app_id,
+                    "contact_id": root(m.contact_id),
+                    "conversation_id": m.conversation_id,
+                    "channel": m.channel,
+                    "identity": m.identity,
+                    "kind": m.kind,
+                    "text": m.text,
+                    "media_url": m.media_url,
+                    "sent_at": m.sent_at,
+                    "has_referral": m.referral is not None,
+                    "processing_mode": m.processing_mode,
+                }
+                for m in facts.messages
+            ),
+            "delivery_rows": _json(
+                {
+                    "message_id": d.message_id,
+                    "status": d.status,
+                    "app_id": d.app_id,
+                    "channel": d.channel,
+                    "identity": d.identity,
+                    "contact_id": root(d.contact_id),
+                    "conversation_id": d.conversation_id,
+                    "reason_code": d.reason_code,
+                    "reported_at": d.reported_at,
+                    "processing_mode": d.processing_mode,
+                }
+                for d in facts.deliveries
+            ),
+        },
+    )
+    if clicks:
         await connection.execute(
-            _CONTACTS,
+            _AD_CLICKS,
             {
-                "seen": _json({"contact_id": root(contact_id), "at": at} for contact_id, at in facts.sightings),
-                "named": _json(
-                    {"contact_id": root(contact_id), "name": name, "at": at, "key": key}
-                    for contact_id, name, at, key in facts.names
-                ),
+                "click_rows": _json(
+                    {
+                        "message_id": m.message_id,
+                        "ctwa_clid": r.ctwa_clid,
+                        "source_id": r.source_id,
+                        "source_type": r.source_type,
+                        "source_url": r.source_url,
+                        "headline": r.headline,
+                        "body": r.body,
+                        "media_type": r.media_type,
+                        "image_url": r.image_url,
+                        "video_url": r.video_url,
+                        "thumbnail_url": r.thumbnail_url,
+                        "welcome_text": r.welcome_text,
+                        "app_id": m.app_id,
+                        "channel": m.channel,
+                        "identity": m.identity,
+                        "contact_id": root(m.contact_id),
+                        "conversation_id": m.conversation_id,
+                        "clicked_at": m.sent_at,
+                        "referral": r.raw,
+                    }
+                    for m, r in clicks
+                )
             },
         )
-    rows: Iterable[dict[str, object]]
-    if identities := facts.identities:
-        rows = (
-            {
-                "channel": f.channel,
-                "identity": f.identity,
-                "app_id": f.app_id or "",
-                "contact_id": root(f.contact_id),
-                "at": f.at,
-                "key": f.key,
-            }
-            for f in identities
-        )
-        await connection.execute(_IDENTITIES, {"rows": _json(rows)})
-    if conversations := facts.conversations:
-        rows = (
-            {
-                "conversation_id": f.conversation_id,
-                "contact_id": root(f.contact_id),
-                "app_id": f.app_id,
-                "kind": f.event,
-                "channel": f.active_channel,
-                "at": f.at,
-                "key": f.key,
-            }
-            for f in conversations
-        )
-        await connection.execute(_CONVERSATIONS, {"rows": _json(rows)})
-    if messages := facts.messages:
-        rows = (
-            {
-                "message_id": m.message_id,
-                "app_id": m.app_id,
-                "contact_id": root(m.contact_id),
-                "conversation_id": m.conversation_id,
-                "channel": m.channel,
-                "identity": m.identity,
-                "kind": m.kind,
-                "text": m.text,
-                "media_url": m.media_url,
-                "sent_at": m.sent_at,
-                "has_referral": m.referral is not None,
-                "processing_mode": m.processing_mode,
-            }
-            for m in messages
-        )
-        await connection.execute(_MESSAGES, {"rows": _json(rows)})
-    if deliveries := facts.deliveries:
-        rows = (
-            {
-                "message_id": d.message_id,
-                "status": d.status,
-                "app_id": d.app_id,
-                "channel": d.channel,
-                "identity": d.identity,
-                "contact_id": root(d.contact_id),
-                "conversation_id": d.conversation_id,
-                "reason_code": d.reason_code,
-                "reported_at": d.reported_at,
-                "processing_mode": d.processing_mode,
-            }
-            for d in deliveries
-        )
-        await connection.execute(_DELIVERIES, {"rows": _json(rows)})
-    # Last: the rollups' rows are shared by every batch, and their locks are held until the commit.
-    if clicks := [(m, m.referral) for m in facts.messages if m.referral is not None]:
-        rows = (
-            {
-                "message_id": m.message_id,
-                "ctwa_clid": r.ctwa_clid,
-                "source_id": r.source_id,
-                "source_type": r.source_type,
-                "source_url": r.source_url,
-                "headline": r.headline,
-                "body": r.body,
-                "media_type": r.media_type,
-                "image_url": r.image_url,
-                "video_url": r.video_url,
-                "thumbnail_url": r.thumbnail_url,
-                "welcome_text": r.welcome_text,
-                "app_id": m.app_id,
-                "channel": m.channel,
-                "identity": m.identity,
-                "contact_id": root(m.contact_id),
-                "conversation_id": m.conversation_id,
-                "clicked_at": m.sent_at,
-                "referral": r.raw,
-            }
-            for m, r in clicks
-        )
-        await connection.execute(_AD_CLICKS, {"rows": _json(rows)})
 
 
 async def _rekey(connection: AsyncConnection, roots: set[str]) -> None:
@@ -296,8 +292,7 @@ _ERASED = text(
     """
 )
 
-_CONTACTS = text(
-    f"""
+_CONTACTS = f"""
     WITH seen AS (
         SELECT contact_id, min(at) AS first_seen_at, max(at) AS last_seen_at
         FROM {_records("seen", "contact_id at:timestamptz")}
@@ -316,12 +311,10 @@ _CONTACTS = text(
         last_seen_at = GREATEST(contacts.last_seen_at, EXCLUDED.last_seen_at),
         {take_newer("contacts", "display_name", ["display_name"])}
     """
-)
 
-_IDENTITIES = text(
-    f"""
+_IDENTITIES = f"""
     WITH seen AS (
-        SELECT * FROM {_records("rows", "channel identity app_id contact_id at:timestamptz key")}
+        SELECT * FROM {_records("identity_rows", "channel identity app_id contact_id at:timestamptz key")}
     ), times AS (
         SELECT channel, identity, app_id, min(at) AS first_seen_at, max(at) AS last_seen_at
         FROM seen GROUP BY channel, identity, app_id
@@ -340,12 +333,11 @@ _IDENTITIES = text(
         last_seen_at = GREATEST(channel_identities.last_seen_at, EXCLUDED.last_seen_at),
         {take_newer("channel_identities", "contact", ["contact_id"])}
     """
-)
 
-_CONVERSATIONS = text(
-    f"""
+_CONVERSATION_ROWS = _records("conversation_rows", "conversation_id contact_id app_id kind channel at:timestamptz key")
+_CONVERSATIONS = f"""
     WITH event AS (
-        SELECT * FROM {_records("rows", "conversation_id contact_id app_id kind channel at:timestamptz key")}
+        SELECT * FROM {_CONVERSATION_ROWS}
     ), summary AS (
         SELECT conversation_id, min(contact_id) AS contact_id, min(app_id) AS app_id,
                min(at) FILTER (WHERE kind IN ('start', 'activity')) AS started_at,
@@ -373,15 +365,13 @@ _CONVERSATIONS = text(
         deleted_at = GREATEST(conversations.deleted_at, EXCLUDED.deleted_at),
         {take_newer("conversations", "active_channel", ["active_channel"])}
     """
-)
 
 _MESSAGE_ROWS = _records(
-    "rows",
+    "message_rows",
     "message_id app_id contact_id conversation_id channel identity kind text media_url sent_at:timestamptz "
     "has_referral:boolean processing_mode",
 )
-_MESSAGES = text(
-    f"""
+_MESSAGES = f"""
     INSERT INTO messages (
         message_id, app_id, contact_id, conversation_id, channel, identity, kind, text, media_url, sent_at,
         has_referral, processing_mode
@@ -389,17 +379,14 @@ _MESSAGES = text(
     SELECT * FROM {_MESSAGE_ROWS}
     ON CONFLICT (message_id) DO NOTHING
     """
-)
 
 _CLICK_ROWS = _records(
-    "rows",
+    "click_rows",
     "message_id ctwa_clid source_id source_type source_url headline body media_type image_url video_url "
     "thumbnail_url welcome_text app_id channel identity contact_id conversation_id clicked_at:timestamptz "
     "referral:jsonb",
 )
-_AD_CLICKS = text(
-    f"""
-    WITH inserted AS (
+_CLICKS = f"""
     INSERT INTO ad_clicks (
         message_id, ctwa_clid, source_id, source_type, source_url, headline, body, media_type, image_url,
         video_url, thumbnail_url, welcome_text, app_id, channel, identity, contact_id, conversation_id, clicked_at,
@@ -408,18 +395,14 @@ _AD_CLICKS = text(
     SELECT * FROM {_CLICK_ROWS}
     ON CONFLICT (message_id) DO NOTHING
     RETURNING *
-    )
-    {rollups.ON_NEW_CLICKS}
-    """
-)
+"""
 
 _DELIVERY_ROWS = _records(
-    "rows",
+    "delivery_rows",
     "message_id status app_id channel identity contact_id conversation_id reason_code reported_at:timestamptz "
     "processing_mode",
 )
-_DELIVERIES = text(
-    f"""
+_DELIVERIES = f"""
     INSERT INTO delivery_reports (
         message_id, status, app_id, channel, identity, contact_id, conversation_id, reason_code, reported_at,
         processing_mode
@@ -427,7 +410,6 @@ _DELIVERIES = text(
     SELECT * FROM {_DELIVERY_ROWS}
     ON CONFLICT (message_id, status) DO NOTHING
     """
-)
 
 _MERGED = "unnest(CAST(:members AS text[]), CAST(:roots AS text[])) AS merged(member, root)"
 
@@ -466,3 +448,24 @@ _MARK_MERGED = text(
         first_seen_at = NULL, last_seen_at = NULL
     """
 )
+
+# The tables' statements as parts of one: Postgres runs each data-modifying WITH part to completion, whether or
+# not the main query reads it. Each writes its own table from its own parameter; none depends on another.
+_WRITE = text(
+    "WITH "
+    + ", ".join(
+        f"{name} AS ({statement})"
+        for name, statement in [
+            ("contacts_written", _CONTACTS),
+            ("identities_written", _IDENTITIES),
+            ("conversations_written", _CONVERSATIONS),
+            ("messages_written", _MESSAGES),
+            ("deliveries_written", _DELIVERIES),
+        ]
+    )
+    + " SELECT 1"
+)
+
+# Apart, and last: the rollups' rows are shared by every batch and stay locked until the commit, so no batch may
+# hold them while it waits for a row another batch holds.
+_AD_CLICKS = text(f"WITH inserted AS ({_CLICKS}) {rollups.ON_NEW_CLICKS}")
