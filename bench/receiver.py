@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +54,18 @@ class Result:
     p99_ms: float
     errors: int
     peak_rss_mb: float
+    callbacks_per_message: float | None  # the receiver's own count; None for the reference
+
+
+def callbacks_per_message(port: int) -> float | None:
+    """The mean callbacks per published message, from the receiver's ``ctwa_receiver_message_callbacks``."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    total = re.search(r"^ctwa_receiver_message_callbacks_sum (\S+)$", text, re.MULTILINE)
+    count = re.search(r"^ctwa_receiver_message_callbacks_count (\S+)$", text, re.MULTILINE)
+    if not (total and count and float(count.group(1))):
+        return None
+    return float(total.group(1)) / float(count.group(1))
 
 
 def write_requests(path: Path, count: int, seed: int) -> None:
@@ -156,13 +169,14 @@ def run_one(server: str, args: argparse.Namespace, seed: int, workdir: Path) -> 
             check=True,
         )
         rss = peak_rss_mb(process.pid)
+        per_message = callbacks_per_message(port) if server != "reference" else None
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(30)
         requests.unlink()
         asyncio.run(delete_topology(Topology(prefix)))
     accepted, p50, p99, errors = parse_wrk(wrk.stdout, args.duration)
-    return Result(server, accepted, p50, p99, errors, rss)
+    return Result(server, accepted, p50, p99, errors, rss, per_message)
 
 
 def main() -> None:
@@ -188,7 +202,8 @@ def main() -> None:
                 result = run_one(server, args, seed, Path(workdir))
                 print(
                     f"{server:>42}: {result.accepted_per_s:8.0f}/s  p50 {result.p50_ms:6.2f} ms  "
-                    f"p99 {result.p99_ms:6.2f} ms  errors {result.errors}  RSS {result.peak_rss_mb:.0f} MB",
+                    f"p99 {result.p99_ms:6.2f} ms  errors {result.errors}  RSS {result.peak_rss_mb:.0f} MB  "
+                    f"callbacks/message {result.callbacks_per_message or 1:.1f}",
                     file=sys.stderr,
                 )
                 results.append(result)
@@ -201,14 +216,16 @@ def main() -> None:
         f"\n{platform.node()}: {os.cpu_count()} cores, Python {platform.python_version()}, "
         f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s, {args.rounds} rounds (medians)\n"
     )
-    print("| server | accepted/s | vs reference | p50 | p99 | errors | peak RSS |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| server | accepted/s | vs reference | p50 | p99 | errors | peak RSS | callbacks per message |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for server in SERVERS:
         accepted = median(server, "accepted_per_s")
         errors = sum(r.errors for r in results if r.server == server)
+        per_message = [r.callbacks_per_message for r in results if r.server == server and r.callbacks_per_message]
+        carried = f"{statistics.median(per_message):.1f}" if per_message else "1"
         print(
             f"| {server} | {accepted:,.0f} | {accepted / reference:.0%} | {median(server, 'p50_ms'):.1f} ms "
-            f"| {median(server, 'p99_ms'):.1f} ms | {errors} | {median(server, 'peak_rss_mb'):.0f} MB |"
+            f"| {median(server, 'p99_ms'):.1f} ms | {errors} | {median(server, 'peak_rss_mb'):.0f} MB | {carried} |"
         )
 
 

@@ -38,6 +38,7 @@ from traffic import callbacks
 from ingest.callback import Callback, business_key, identify, parse_body
 from ingest.metrics import ReceiverMetrics
 from ingest.publisher import Publisher
+from ingest.simulator import scenario
 from ingest.topology import Topology
 from workers.migrate import upgrade
 from workers.schema import callbacks as callbacks_table
@@ -94,32 +95,39 @@ async def delete_topology(topology: Topology) -> None:
 
 
 def measure(
-    name: str, command: list[str], env: dict[str, str], count: int, database_url: str
+    name: str, command: list[str], env: dict[str, str], count: int, database_url: str, processes: int = 1
 ) -> tuple[float, float | None, float]:
-    """Run ``command`` to completion; return (callbacks/s over the process's life, callbacks/s from its first
-    consume to the queue drained — when it logs them — and peak RSS in MB)."""
+    """Run ``processes`` copies of ``command`` side by side to completion; return (callbacks/s over their lives,
+    callbacks/s from the first consume to the last "queue drained" — when they log them — and the peak RSS of one
+    process in MB)."""
     started = time.perf_counter()
-    with tempfile.TemporaryFile() as log:
-        process = subprocess.Popen(command, env=env, stderr=log)
+    with contextlib.ExitStack() as stack:
+        logs = [stack.enter_context(tempfile.TemporaryFile()) for _ in range(processes)]
+        running = [subprocess.Popen(command, env=env, stderr=log) for log in logs]
         peak_kb = 0
-        while process.poll() is None:
-            # The kernel's high-water mark of the process's own memory (reset at exec, unlike rusage after a fork).
-            with contextlib.suppress(OSError):
-                for line in Path(f"/proc/{process.pid}/status").read_text().splitlines():
-                    if line.startswith("VmHWM:"):
-                        peak_kb = max(peak_kb, int(line.split()[1]))
+        while any(process.poll() is None for process in running):
+            # The kernel's high-water mark of each process's own memory (reset at exec, unlike rusage after a fork).
+            for process in running:
+                with contextlib.suppress(OSError):
+                    for line in Path(f"/proc/{process.pid}/status").read_text().splitlines():
+                        if line.startswith("VmHWM:"):
+                            peak_kb = max(peak_kb, int(line.split()[1]))
             time.sleep(0.05)
         elapsed = time.perf_counter() - started
-        log.seek(0)
-        moments = _logged_moments(log.read().decode(errors="replace"))
-    if process.returncode != 0:
-        raise RuntimeError(f"{name} exited with {process.returncode}")
+        moments = []
+        for log in logs:
+            log.seek(0)
+            moments.append(_logged_moments(log.read().decode(errors="replace")))
+    if failed := [process.returncode for process in running if process.returncode != 0]:
+        raise RuntimeError(f"{name} exited with {failed}")
     stored = asyncio.run(count_rows(database_url))
     if stored != count:
         raise RuntimeError(f"{name} stored {stored} of {count}")
     rate, rss = count / elapsed, peak_kb / 1024
-    draining = moments.get("queue drained", 0) - moments.get("consuming", 0)
-    drain_rate = count / draining if draining > 0 else None
+    drain_rate = None
+    if all("consuming" in logged and "queue drained" in logged for logged in moments):
+        draining = max(logged["queue drained"] for logged in moments) - min(logged["consuming"] for logged in moments)
+        drain_rate = count / draining if draining > 0 else None
     drained = f", {drain_rate:,.0f}/s from first consume to drained" if drain_rate else ""
     print(
         f"{name:>22}: {count} callbacks in {elapsed:.1f} s = {rate:,.0f}/s{drained}, peak RSS {rss:.0f} MB",
@@ -138,7 +146,10 @@ def _logged_moments(log: str) -> dict[str, float]:
     return moments
 
 
-def run(name: str, count: int, bodies: list[bytes], per_message: int = 1) -> tuple[float, float | None, float]:
+def run(
+    name: str, consumer: str, count: int, bodies: list[bytes], per_message: int = 1, processes: int = 1
+) -> tuple[float, float | None, float]:
+    """Measure ``consumer`` — "naive", "worker" or "archive-only" — draining ``count`` of ``bodies``."""
     prefix = f"ctwa-bench-{uuid.uuid4().hex[:8]}"
     topology = Topology(prefix)
     database_url = make_url(SERVER_URL).set(database=prefix.replace("-", "_")).render_as_string(hide_password=False)
@@ -147,14 +158,14 @@ def run(name: str, count: int, bodies: list[bytes], per_message: int = 1) -> tup
     asyncio.run(enqueue(topology, bodies[:count], per_message))
     env = {**os.environ, "CTWA_AMQP_URL": AMQP_URL, "CTWA_AMQP_PREFIX": prefix, "CTWA_DATABASE_URL": database_url}
     env |= {"CTWA_WORKER_METRICS_PORT": "0", "CTWA_LOG_FORMAT": "json"}
-    if name.startswith("archive only"):
-        command = [sys.executable, str(BENCH / "archive_only_worker.py")]
-    elif name.startswith("ctwa worker"):
-        command = [sys.executable, "-m", "ingest", "worker", "--drain"]
-    else:
-        command = [sys.executable, str(BENCH / "naive_worker.py"), AMQP_URL, prefix, database_url, str(count)]
+    commands = {
+        "naive": [sys.executable, str(BENCH / "naive_worker.py"), AMQP_URL, prefix, database_url, str(count)],
+        "worker": [sys.executable, "-m", "ingest", "worker", "--drain"],
+        "archive-only": [sys.executable, str(BENCH / "archive_only_worker.py")],
+    }
+    command = commands[consumer]
     try:
-        return measure(name, command, env, count, database_url)
+        return measure(name, command, env, count, database_url, processes)
     finally:
         asyncio.run(delete_topology(topology))
         asyncio.run(reset_database(database_url))
@@ -165,22 +176,39 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=50_000, help="backlog for the worker")
     parser.add_argument("--naive-count", type=int, default=5_000, help="backlog for the naive consumer")
     parser.add_argument("--per-message", type=int, default=32, help="callbacks per message, group-committed")
+    parser.add_argument(
+        "--traffic",
+        choices=("new-people", "simulate"),
+        default="new-people",
+        help="new-people: every callback from a new person (the projections' costliest case); "
+        "simulate: ctwa simulate's scenario (people writing several times, delivery reports, contact merges)",
+    )
     args = parser.parse_args()
-    bodies = [json.dumps(c, separators=(",", ":")).encode() for c in callbacks(max(args.count, args.naive_count))]
+    wanted = max(args.count, args.naive_count)
+    if args.traffic == "simulate":
+        bodies = [callback.body for callback in scenario(seed=1, people=wanted // 6).callbacks][:wanted]
+        if len(bodies) < wanted:
+            sys.exit("the scenario is short of callbacks: raise its people")
+    else:
+        bodies = [json.dumps(c, separators=(",", ":")).encode() for c in callbacks(wanted)]
 
-    naive_rate, _, naive_rss = run("naive consumer", args.naive_count, bodies)
-    single = run("ctwa worker --drain", args.count, bodies)
-    batched = run("ctwa worker, batch messages", args.count, bodies, per_message=args.per_message)
-    archive_only = run("archive only, batch messages", args.count, bodies, per_message=args.per_message)
+    naive_rate, _, naive_rss = run("naive consumer", "naive", args.naive_count, bodies)
+    single = run("ctwa worker --drain", "worker", args.count, bodies)
+    batched = run("ctwa worker, batch messages", "worker", args.count, bodies, per_message=args.per_message)
+    archive_only = run("archive only, batch messages", "archive-only", args.count, bodies, per_message=args.per_message)
+    two = run("two workers, batch messages", "worker", args.count, bodies, per_message=args.per_message, processes=2)
 
-    print(f"\n{platform.node()}: {os.cpu_count()} cores, Python {platform.python_version()}\n")
+    print(f"\n{platform.node()}: {os.cpu_count()} cores, Python {platform.python_version()}, {args.traffic} traffic\n")
     print("| consumer | callbacks | callbacks/s (process life) | vs naive | callbacks/s (draining) | peak RSS |")
     print("|---|---:|---:|---:|---:|---:|")
     naive = f"{args.naive_count:,} | {naive_rate:,.0f} | 1x | | {naive_rss:.0f} MB"
     print(f"| naive (one transaction per callback) | {naive} |")
     rows = [("`ctwa worker --drain`, one callback per message", single)]
     rows.append((f"`ctwa worker --drain`, {args.per_message} callbacks per message (group commit)", batched))
-    rows.append(("diagnostic: the same, projections off (`bench/archive_only_worker.py`)", archive_only))
+    rows.append(("two `ctwa worker --drain` processes side by side, group commit", two))
+    rows.append(
+        ("diagnostic: one worker, group commit, projections off (`bench/archive_only_worker.py`)", archive_only)
+    )
     for label, (rate, drain_rate, rss) in rows:
         draining = f"{drain_rate:,.0f}" if drain_rate else ""
         print(f"| {label} | {args.count:,} | {rate:,.0f} | {rate / naive_rate:.1f}x | {draining} | {rss:.0f} MB |")
