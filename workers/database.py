@@ -15,11 +15,12 @@ __all__ = ["create_engine", "is_data_error", "sqlstate"]
 _DATA_ERROR_CLASSES = ("22", "23", "54")
 
 
-def create_engine(url: str, *, application_name: str = "ctwa-worker") -> AsyncEngine:
-    """An engine for sequential batches: few connections, checked before use, named in ``pg_stat_activity``."""
+def create_engine(url: str, *, application_name: str = "ctwa-worker", connections: int = 2) -> AsyncEngine:
+    """An engine for ``connections`` batches at a time: connections checked before use, named in
+    ``pg_stat_activity``, and a couple more for what else runs alongside."""
     return create_async_engine(
         url,
-        pool_size=2,
+        pool_size=connections,
         max_overflow=2,
         pool_pre_ping=True,
         connect_args={"server_settings": {"application_name": application_name}, "timeout": 10},

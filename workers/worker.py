@@ -110,7 +110,11 @@ class Worker:
         say) the work is abandoned unacknowledged, and the broker hands those messages to another worker.
         """
         async with AsyncExitStack() as stack:
-            engine = create_engine(self._settings.database_url, application_name=self._name)
+            engine = create_engine(
+                self._settings.database_url,
+                application_name=self._name,
+                connections=self._settings.worker_concurrency,
+            )
             stack.push_async_callback(engine.dispose)
             self._store = Store(engine)
             await self._consumer.start()
