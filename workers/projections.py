@@ -1,5 +1,7 @@
 """The tables users query — contacts, channel identities, conversations, messages, ad clicks, delivery reports —
-built from each batch of new callbacks with one set-based statement per table, in the batch's transaction.
+built from each batch of new callbacks with one set-based query per table, in the batch's transaction. The
+batch's rows reach Postgres as JSON documents; the queries of five tables go as one statement, those of the ad
+clicks and their rollups as a second.
 
 Every table comes out the same whatever order callbacks arrive in and however often: times combine as earliest
 and latest; a value that can change (a display name, a conversation's channel) is the one of the latest callback
