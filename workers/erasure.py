@@ -18,6 +18,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ingest.callback import Trigger
+from workers import merges
 from workers.facts import BODY_KEYS
 from workers.precedence import take_newer
 from workers.rollups import person_key, refresh
@@ -67,7 +68,7 @@ class Eraser:
         self, connection: AsyncConnection, roots: set[str], identities: Mapping[tuple[str, str], str]
     ) -> None:
         """Erase the contacts ``roots`` (with everything merged into them) and the ``identities`` given."""
-        members = await _members(connection, roots)
+        members = dict(await merges.members(connection, roots))
         found = await connection.execute(_IDENTITIES_OF, {"roots": list(roots)})
         erased = dict(identities)
         for channel, identity, contact_id in found:
@@ -101,26 +102,6 @@ class Eraser:
         for (channel, identity), opaque in erased.items():
             concerned += [person_key(None, channel, identity), person_key(None, channel, opaque)]
         await refresh(connection, (key for key in concerned if key))
-
-
-async def _members(connection: AsyncConnection, roots: set[str]) -> dict[str, str]:
-    """Every contact id merged (directly or through a chain) into one of ``roots``, and the roots: id -> root."""
-    rows = await connection.execute(
-        text(
-            """
-            WITH RECURSIVE members(root, member, depth) AS (
-                SELECT root, root, 0 FROM unnest(CAST(:roots AS text[])) AS root
-                UNION
-                SELECT members.root, merges.deleted_contact_id, members.depth + 1
-                FROM members JOIN contact_merges AS merges ON merges.preserved_contact_id = members.member
-                WHERE members.depth < 64
-            )
-            SELECT DISTINCT member, root FROM members
-            """
-        ),
-        {"roots": sorted(roots)},
-    )
-    return {start: root for start, root in rows}
 
 
 # The identities erased contacts were seen with, in any table.

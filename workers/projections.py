@@ -21,7 +21,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ingest.callback import Trigger
-from workers import rollups
+from workers import merges, rollups
 from workers.archive import Incoming
 from workers.erasure import Eraser
 from workers.facts import Facts, collect
@@ -63,7 +63,7 @@ async def project(connection: AsyncConnection, items: Sequence[Incoming], eraser
         await connection.execute(
             _DELETIONS, {"deletions": _json({"id": contact, "at": at} for contact, at in facts.deletions)}
         )
-    roots = await resolve(connection, facts.contact_ids())
+    roots = await merges.resolve(connection, facts.contact_ids())
     erased = await _erased(connection, set(roots.values()))
     matched = await eraser.match(connection, {(f.channel, f.identity) for f in facts.identities})
     if (erased or matched) and not exclusive:
@@ -73,14 +73,6 @@ async def project(connection: AsyncConnection, items: Sequence[Incoming], eraser
         await _rekey(connection, {roots[deleted] for deleted, *_ in facts.merges})
     if erased or matched:
         await eraser.erase(connection, erased, matched)
-
-
-async def resolve(connection: AsyncConnection, contact_ids: set[str]) -> dict[str, str]:
-    """Each contact id's root: the contact it was merged into, following chains (cycles stop after 64 steps)."""
-    if not contact_ids:
-        return {}
-    rows = await connection.execute(_RESOLVE, {"ids": sorted(contact_ids)})
-    return {start: root for start, root in rows}
 
 
 async def _write(connection: AsyncConnection, facts: Facts, roots: dict[str, str]) -> None:
@@ -189,8 +181,7 @@ async def _write(connection: AsyncConnection, facts: Facts, roots: dict[str, str
 
 async def _rekey(connection: AsyncConnection, roots: set[str]) -> None:
     """Move whatever is recorded under a merged-away contact to its root, and fold the contact rows."""
-    rows = await connection.execute(_MEMBERS, {"roots": sorted(roots)})
-    pairs = [(member, root) for member, root in rows if member != root]
+    pairs = [(member, root) for member, root in await merges.members(connection, roots) if member != root]
     if not pairs:
         return
     mapping = {"members": [member for member, _ in pairs], "roots": [root for _, root in pairs]}
@@ -253,41 +244,9 @@ _DELETIONS = text(
     """
 )
 
-_RESOLVE = text(
-    """
-    WITH RECURSIVE chain(start, current, depth) AS (
-        SELECT id, id, 0 FROM unnest(CAST(:ids AS text[])) AS id
-        UNION ALL
-        SELECT chain.start, merges.preserved_contact_id, chain.depth + 1
-        FROM chain JOIN contact_merges AS merges ON merges.deleted_contact_id = chain.current
-        WHERE chain.depth < 64
-    )
-    SELECT DISTINCT ON (start) start, current FROM chain ORDER BY start, depth DESC
-    """
-)
-
-_MEMBERS = text(
-    """
-    WITH RECURSIVE members(root, member, depth) AS (
-        SELECT root, root, 0 FROM unnest(CAST(:roots AS text[])) AS root
-        UNION
-        SELECT members.root, merges.deleted_contact_id, members.depth + 1
-        FROM members JOIN contact_merges AS merges ON merges.preserved_contact_id = members.member
-        WHERE members.depth < 64
-    )
-    SELECT DISTINCT member, root FROM members ORDER BY member, root
-    """
-)
-
 _ERASED = text(
-    """
-    WITH RECURSIVE members(root, member, depth) AS (
-        SELECT root, root, 0 FROM unnest(CAST(:roots AS text[])) AS root
-        UNION
-        SELECT members.root, merges.deleted_contact_id, members.depth + 1
-        FROM members JOIN contact_merges AS merges ON merges.preserved_contact_id = members.member
-        WHERE members.depth < 64
-    )
+    f"""
+    {merges.MEMBERS}
     SELECT DISTINCT members.root
     FROM members JOIN contacts ON contacts.contact_id = members.member
     WHERE contacts.deleted_at IS NOT NULL
