@@ -104,10 +104,7 @@ def peak_rss_mb(pid: int) -> float:
 
 async def delete_topology(topology: Topology) -> None:
     async with await aio_pika.connect(AMQP_URL) as connection, connection.channel() as channel:
-        for queue in (topology.queue, topology.dead_letter_queue):
-            await channel.queue_delete(queue)
-        for exchange in (topology.exchange, topology.dead_letter_exchange):
-            await channel.exchange_delete(exchange)
+        await topology.delete(channel)
 
 
 def wait_ready(port: int, process: subprocess.Popen[bytes]) -> None:

@@ -88,10 +88,7 @@ async def count_rows(url: str) -> int:
 
 async def delete_topology(topology: Topology) -> None:
     async with await aio_pika.connect(AMQP_URL) as connection, connection.channel() as channel:
-        for queue in (topology.queue, topology.dead_letter_queue):
-            await channel.queue_delete(queue)
-        for exchange in (topology.exchange, topology.dead_letter_exchange):
-            await channel.exchange_delete(exchange)
+        await topology.delete(channel)
 
 
 def measure(

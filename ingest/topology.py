@@ -68,3 +68,10 @@ class Topology:
         queue = await channel.declare_queue(self.queue, durable=True, arguments=self.queue_arguments)
         await queue.bind(exchange, routing_key="#")
         return exchange, queue
+
+    async def delete(self, channel: AbstractChannel) -> None:
+        """Delete both queues, with whatever they hold, and both exchanges (test and benchmark clean-up)."""
+        for queue in (self.queue, self.dead_letter_queue):
+            await channel.queue_delete(queue)
+        for exchange in (self.exchange, self.dead_letter_exchange):
+            await channel.exchange_delete(exchange)

@@ -67,10 +67,7 @@ async def topology() -> AsyncIterator[Topology]:
     yield topology
     # A connection of its own: the test may have dropped every connection on the broker.
     async with await connect_amqp() as connection, connection.channel() as channel:
-        for queue in (topology.queue, topology.dead_letter_queue):
-            await channel.queue_delete(queue)
-        for exchange in (topology.exchange, topology.dead_letter_exchange):
-            await channel.exchange_delete(exchange)
+        await topology.delete(channel)
 
 
 @pytest.fixture(scope="session")
