@@ -38,6 +38,12 @@ class Rejected:
     code: str  # short, for the metric label
     reason: str  # for the dead-letter header: what an operator needs to decide on a redrive
 
+    @classmethod
+    def set_aside(cls, message: AbstractIncomingMessage, callback: Callback, code: str, reason: str) -> Rejected:
+        """``callback`` set aside: alone when its message is a batch, else the message as it came."""
+        batched = message.content_type == BATCH_CONTENT_TYPE
+        return cls(message, callback if batched else None, code, reason)
+
 
 def decode(message: AbstractIncomingMessage) -> tuple[list[Incoming], list[Rejected]]:
     """The callbacks a message carries — one, or a batch (ingest.envelope) — and those that can never be stored.
@@ -59,8 +65,7 @@ def decode(message: AbstractIncomingMessage) -> tuple[list[Incoming], list[Rejec
         try:
             payload = parse_body(callback.body)
         except InvalidCallback as error:
-            whole = None if message.content_type != BATCH_CONTENT_TYPE else callback
-            rejected.append(Rejected(message, whole, error.reason, f"{error.reason}: {error.detail}"))
+            rejected.append(Rejected.set_aside(message, callback, error.reason, f"{error.reason}: {error.detail}"))
             continue
         trigger = identify(payload)
         received_at = callback.received_at

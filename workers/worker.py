@@ -24,7 +24,6 @@ from aiohttp import web
 from sqlalchemy.exc import SQLAlchemyError
 
 from ingest.backoff import backoff
-from ingest.envelope import BATCH_CONTENT_TYPE
 from ingest.eventloop import new_event_loop
 from ingest.metrics import metrics_handler
 from ingest.settings import Settings
@@ -69,10 +68,8 @@ def _reap(tasks: list[asyncio.Task[None]]) -> list[asyncio.Task[None]]:
 
 
 def _rejected(item: Incoming, code: str, reason: str) -> Rejected:
-    """``item`` set aside: alone if it came in a batch, else its message as it came."""
     assert item.message is not None  # the worker only stores what it took from the queue
-    batched = item.message.content_type == BATCH_CONTENT_TYPE
-    return Rejected(item.message, item.callback if batched else None, code, reason)
+    return Rejected.set_aside(item.message, item.callback, code, reason)
 
 
 class Worker:
