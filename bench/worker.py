@@ -5,7 +5,8 @@ run a naive consumer that commits one callback per transaction.
 
 The worker drains the backlog three ways: one callback per message; ``--per-message`` callbacks per message, as
 the receiver's group commit publishes them; and, as a diagnostic of where the time goes, the same with the
-projections switched off (``bench/archive_only_worker.py``).
+projections switched off (``bench/archive_only_worker.py``). The reference for the worker is the database alone:
+the worker's own statements for the same backlog, replayed with no worker (``bench/database_only.py``).
 
 The backlog is put on the queue exactly as the receiver publishes it (60 % inbound messages, half of them with
 a Click-to-WhatsApp referral; delivery reports; conversation starts). Each consumer gets a fresh database and
@@ -33,11 +34,13 @@ from sqlalchemy import func, make_url, select, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 sys.path.insert(0, str(Path(__file__).parent))
+import database_only
 from traffic import callbacks
 
 from ingest.callback import Callback, business_key, identify, parse_body
 from ingest.metrics import ReceiverMetrics
 from ingest.publisher import Publisher
+from ingest.settings import Settings
 from ingest.simulator import scenario
 from ingest.topology import Topology
 from workers.migrate import upgrade
@@ -168,6 +171,28 @@ def run(
         asyncio.run(reset_database(database_url))
 
 
+def run_database_only(count: int, bodies: list[bytes]) -> float:
+    """Callbacks/s of the worker's own statements for ``count`` of ``bodies``, replayed with no worker
+    (bench/database_only.py)."""
+    settings = Settings()
+    database_url = make_url(SERVER_URL).set(database=f"ctwa_bench_{uuid.uuid4().hex[:8]}")
+    url = database_url.render_as_string(hide_password=False)
+    try:
+        asyncio.run(reset_database(url))
+        upgrade(url)
+        batches = asyncio.run(database_only.record(url, bodies[:count], settings.batch_size))
+        asyncio.run(reset_database(url))
+        upgrade(url)
+        seconds = asyncio.run(database_only.replay(url, batches, settings.worker_concurrency))
+        if (stored := asyncio.run(count_rows(url))) != count:
+            raise RuntimeError(f"the replay stored {stored} of {count}")
+    finally:
+        asyncio.run(reset_database(url))
+    rate = count / seconds
+    print(f"{'database alone':>22}: {count} callbacks in {seconds:.1f} s = {rate:,.0f}/s", file=sys.stderr)
+    return rate
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=50_000, help="backlog for the worker")
@@ -194,6 +219,7 @@ def main() -> None:
     batched = run("ctwa worker, batch messages", "worker", args.count, bodies, per_message=args.per_message)
     archive_only = run("archive only, batch messages", "archive-only", args.count, bodies, per_message=args.per_message)
     two = run("two workers, batch messages", "worker", args.count, bodies, per_message=args.per_message, processes=2)
+    database = run_database_only(args.count, bodies)
 
     print(f"\n{platform.node()}: {os.cpu_count()} cores, Python {platform.python_version()}, {args.traffic} traffic\n")
     print("| consumer | callbacks | callbacks/s (process life) | vs naive | callbacks/s (draining) | peak RSS |")
@@ -209,6 +235,8 @@ def main() -> None:
     for label, (rate, drain_rate, rss) in rows:
         draining = f"{drain_rate:,.0f}" if drain_rate else ""
         print(f"| {label} | {args.count:,} | {rate:,.0f} | {rate / naive_rate:.1f}x | {draining} | {rss:.0f} MB |")
+    label = "reference: the database alone — the worker's statements replayed, no worker (`bench/database_only.py`)"
+    print(f"| {label} | {args.count:,} | | {database / naive_rate:.1f}x | {database:,.0f} | |")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from ingest.callback import TRIGGER_KEYS, Callback, Trigger
 from workers.referral import Referral, parse_referral
@@ -45,6 +45,13 @@ _CONVERSATION_EVENTS = {
     Trigger.CONVERSATION_STOP: ("conversation_stop_notification", "stop"),
     Trigger.CONVERSATION_DELETE: ("conversation_delete_notification", "delete"),
 }
+# Where a trigger's own object names contacts, besides its ``contact_id``: (key, key of the id in it).
+_SUBJECT_FIELDS = (
+    ("conversation", "contact_id"),
+    ("contact", "id"),
+    ("preserved_contact", "id"),
+    ("deleted_contact", "id"),
+)
 _CONTACT_EVENTS = {
     Trigger.CONTACT_CREATE: "contact_create_notification",
     Trigger.CONTACT_UPDATE: "contact_update_notification",
@@ -52,8 +59,7 @@ _CONTACT_EVENTS = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class IdentityFact:
+class IdentityFact(NamedTuple):
     """A channel identity was seen, with the contact it belonged to (``None`` in DISPATCH mode)."""
 
     channel: str
@@ -64,8 +70,7 @@ class IdentityFact:
     key: str
 
 
-@dataclass(frozen=True, slots=True)
-class MessageFact:
+class MessageFact(NamedTuple):
     message_id: str
     app_id: str | None
     contact_id: str | None
@@ -80,8 +85,7 @@ class MessageFact:
     referral: Referral | None
 
 
-@dataclass(frozen=True, slots=True)
-class DeliveryFact:
+class DeliveryFact(NamedTuple):
     message_id: str
     status: str
     app_id: str | None
@@ -94,8 +98,7 @@ class DeliveryFact:
     processing_mode: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class ConversationFact:
+class ConversationFact(NamedTuple):
     """Something about a conversation: an event (``start``/``stop``/``delete``) or just activity in it."""
 
     conversation_id: str
@@ -144,12 +147,18 @@ def collect(items: list[tuple[Callback, dict[str, Any]]]) -> Facts:
 
 def subjects(trigger: Trigger, payload: dict[str, Any]) -> tuple[list[str], str | None]:
     """The contact ids a callback names and its channel identity: what erasure finds archived callbacks by."""
-    body = _object(payload.get(BODY_KEYS.get(trigger, "")))
-    candidates = [body.get("contact_id"), _object(body.get("conversation")).get("contact_id")]
-    candidates += [_object(body.get(side)).get("id") for side in ("contact", "preserved_contact", "deleted_contact")]
+    body = payload.get(BODY_KEYS.get(trigger, ""))
+    if not isinstance(body, dict):
+        return [], None
+    candidates = [body.get("contact_id")]
+    for name, field_name in _SUBJECT_FIELDS:
+        value = body.get(name)
+        if isinstance(value, dict):
+            candidates.append(value.get(field_name))
     contacts = sorted({candidate for candidate in candidates if isinstance(candidate, str) and candidate})
-    identity = _id(_object(body.get("channel_identity")).get("identity")) or _id(body.get("identity"))
-    return contacts, identity
+    channel_identity = body.get("channel_identity")
+    identity = _id(channel_identity.get("identity")) if isinstance(channel_identity, dict) else None
+    return contacts, identity or _id(body.get("identity"))
 
 
 def _collect_one(facts: Facts, callback: Callback, payload: dict[str, Any]) -> None:

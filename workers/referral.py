@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
 __all__ = ["Referral", "parse_referral"]
 
+# Referral's fields read straight from the referral, in its order.
 _FIELDS = (
     "source_id",
     "source_type",
@@ -23,8 +23,7 @@ _FIELDS = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Referral:
+class Referral(NamedTuple):
     """An ad click: the referral of an inbound message that names an ad (``source_id``) or a click (``ctwa_clid``)."""
 
     source_id: str | None
@@ -57,12 +56,12 @@ def parse_referral(metadata: object) -> Referral | None:
     referral = decoded.get("referral") if isinstance(decoded, dict) else None
     if not isinstance(referral, dict):
         return None
-    values = {name: _text(referral.get(name)) for name in _FIELDS}
-    if values["source_id"] is None and values["ctwa_clid"] is None:
+    values = [_text(referral.get(name)) for name in _FIELDS]
+    if values[0] is None and values[3] is None:  # source_id, ctwa_clid
         return None
     welcome = referral.get("welcome_message")
     welcome_text = _text(welcome.get("text")) if isinstance(welcome, dict) else None
-    return Referral(**values, welcome_text=welcome_text, raw=referral)
+    return Referral._make((*values, welcome_text, referral))
 
 
 def _text(value: object) -> str | None:
