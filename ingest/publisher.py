@@ -14,16 +14,11 @@ from pamqp.commands import Basic
 
 from ingest.broker import BrokerLink
 from ingest.callback import Callback
-from ingest.envelope import BATCH_CONTENT_TYPE, BATCH_ROUTING_KEY, pack
+from ingest.envelope import BATCH_CONTENT_TYPE, BATCH_ROUTING_KEY, Single, pack
 from ingest.metrics import ReceiverMetrics
 from ingest.topology import Topology
 
-__all__ = ["UNVERIFIED_APP_ID", "VERIFIED_APP_ID", "BrokerUnavailable", "Publisher"]
-
-# What the message properties say of a callback (docs/broker.md). Standard properties, not a headers table:
-# a headers table costs the receiver and the broker together a fifth of their CPU per callback.
-VERIFIED_APP_ID = "ctwa-receiver/signature-verified"
-UNVERIFIED_APP_ID = "ctwa-receiver/signature-not-checked"
+__all__ = ["BrokerUnavailable", "Publisher"]
 
 log = logging.getLogger(__name__)
 
@@ -142,15 +137,16 @@ class Publisher:
             self._in_flight -= 1
 
     async def _send_one(self, callback: Callback) -> None:
+        single = Single.of(callback)
         properties = Basic.Properties(
-            content_type="application/json",
+            content_type=single.content_type,
             delivery_mode=2,  # persistent
-            message_id=callback.key,
-            message_type=callback.trigger,
-            timestamp=callback.received_at,
-            app_id=VERIFIED_APP_ID if callback.signature_verified else UNVERIFIED_APP_ID,
+            message_id=single.message_id,
+            message_type=single.type,
+            timestamp=single.timestamp,
+            app_id=single.app_id,
         )
-        await self._confirmed(callback.body, callback.trigger.routing_key, properties, count=1)
+        await self._confirmed(callback.body, single.routing_key, properties, count=1)
 
     async def _send_batch(self, callbacks: list[Callback]) -> None:
         properties = Basic.Properties(

@@ -15,8 +15,7 @@ from conftest import ReceiverFactory
 from support import fixture_bytes, fixture_names, signature_vectors, take_all
 
 from ingest.callback import Trigger
-from ingest.envelope import BATCH_CONTENT_TYPE, unpack
-from ingest.publisher import UNVERIFIED_APP_ID, VERIFIED_APP_ID
+from ingest.envelope import BATCH_CONTENT_TYPE, UNVERIFIED_APP_ID, VERIFIED_APP_ID, unpack
 from ingest.signature import signed_headers
 from ingest.topology import Topology
 

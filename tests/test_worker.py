@@ -16,8 +16,7 @@ from support import TcpRelay, enqueue, fixture_bytes, fixture_names, inbound_bod
 from yarl import URL
 
 from ingest.callback import Callback, Trigger
-from ingest.envelope import BATCH_CONTENT_TYPE, pack
-from ingest.publisher import VERIFIED_APP_ID
+from ingest.envelope import BATCH_CONTENT_TYPE, VERIFIED_APP_ID, pack
 from ingest.settings import Settings
 from ingest.topology import Topology
 from workers.consumer import REASON_HEADER

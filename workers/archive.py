@@ -13,8 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ingest.callback import Callback, InvalidCallback, Trigger, business_key, identify, parse_body
-from ingest.envelope import BATCH_CONTENT_TYPE, InvalidEnvelope, unpack
-from ingest.publisher import VERIFIED_APP_ID
+from ingest.envelope import BATCH_CONTENT_TYPE, VERIFIED_APP_ID, InvalidEnvelope, unpack
 from workers.facts import parse_time, subjects
 
 __all__ = ["Incoming", "Rejected", "decode", "insert"]

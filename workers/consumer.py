@@ -22,7 +22,7 @@ from aio_pika.exceptions import CONNECTION_EXCEPTIONS, ChannelInvalidStateError
 
 from ingest.broker import BrokerLink
 from ingest.callback import Callback
-from ingest.publisher import UNVERIFIED_APP_ID, VERIFIED_APP_ID
+from ingest.envelope import Single
 from ingest.topology import Topology
 
 __all__ = ["AT_HEADER", "HISTORY_HEADER", "REASON_HEADER", "BrokerLost", "Consumer"]
@@ -150,14 +150,10 @@ class Consumer:
                 "app_id": message.app_id,
             }
         else:
-            body, routing_key = callback.body, callback.trigger.routing_key
-            properties = {
-                "content_type": "application/json",
-                "message_id": callback.key,
-                "timestamp": callback.received_at,
-                "type": str(callback.trigger),
-                "app_id": VERIFIED_APP_ID if callback.signature_verified else UNVERIFIED_APP_ID,
-            }
+            single = Single.of(callback)
+            body, routing_key = callback.body, single.routing_key
+            properties = single._asdict()
+            del properties["routing_key"]
         copy = aio_pika.Message(body, headers=headers, delivery_mode=aio_pika.DeliveryMode.PERSISTENT, **properties)
         try:
             await exchange.publish(copy, routing_key, mandatory=True, timeout=10)
