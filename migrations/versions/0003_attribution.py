@@ -235,6 +235,14 @@ _BACKFILL = [
 ]
 
 
+# The tables that get a person_key column, each with its index.
+_PERSON_KEY_INDEXES = {
+    "ad_clicks": ["person_key", "clicked_at", "message_id"],
+    "delivery_reports": ["person_key", "reported_at"],
+    "messages": ["person_key", "sent_at"],
+}
+
+
 def upgrade() -> None:
     op.create_table(
         "ad_daily",
@@ -319,58 +327,18 @@ def upgrade() -> None:
         unique=False,
     )
     op.create_index(op.f("ix_person_touches_last_clicked_at"), "person_touches", ["last_clicked_at"], unique=False)
-    op.add_column(
-        "ad_clicks",
-        sa.Column(
-            "person_key",
-            sa.Text(),
-            sa.Computed(
-                _PERSON_KEY,
-                persisted=True,
+    for table, columns in _PERSON_KEY_INDEXES.items():
+        op.add_column(
+            table,
+            sa.Column(
+                "person_key",
+                sa.Text(),
+                sa.Computed(_PERSON_KEY, persisted=True),
+                nullable=True,
+                comment="who: see docs/analytics.md",
             ),
-            nullable=True,
-            comment="who: see docs/analytics.md",
-        ),
-    )
-    op.create_index(
-        op.f("ix_ad_clicks_person_key_clicked_at_message_id"),
-        "ad_clicks",
-        ["person_key", "clicked_at", "message_id"],
-        unique=False,
-    )
-    op.add_column(
-        "delivery_reports",
-        sa.Column(
-            "person_key",
-            sa.Text(),
-            sa.Computed(
-                _PERSON_KEY,
-                persisted=True,
-            ),
-            nullable=True,
-            comment="who: see docs/analytics.md",
-        ),
-    )
-    op.create_index(
-        op.f("ix_delivery_reports_person_key_reported_at"),
-        "delivery_reports",
-        ["person_key", "reported_at"],
-        unique=False,
-    )
-    op.add_column(
-        "messages",
-        sa.Column(
-            "person_key",
-            sa.Text(),
-            sa.Computed(
-                _PERSON_KEY,
-                persisted=True,
-            ),
-            nullable=True,
-            comment="who: see docs/analytics.md",
-        ),
-    )
-    op.create_index(op.f("ix_messages_person_key_sent_at"), "messages", ["person_key", "sent_at"], unique=False)
+        )
+        op.create_index(op.f(f"ix_{table}_{'_'.join(columns)}"), table, columns, unique=False)
     for statement in _BACKFILL:
         op.execute(statement)
     for statement in _VIEWS.values():
@@ -380,12 +348,9 @@ def upgrade() -> None:
 def downgrade() -> None:
     for name in reversed(_VIEWS):
         op.execute(f"DROP {'FUNCTION' if name == 'attribution_window' else 'VIEW'} {name}")
-    op.drop_index(op.f("ix_messages_person_key_sent_at"), table_name="messages")
-    op.drop_column("messages", "person_key")
-    op.drop_index(op.f("ix_delivery_reports_person_key_reported_at"), table_name="delivery_reports")
-    op.drop_column("delivery_reports", "person_key")
-    op.drop_index(op.f("ix_ad_clicks_person_key_clicked_at_message_id"), table_name="ad_clicks")
-    op.drop_column("ad_clicks", "person_key")
+    for table, columns in reversed(_PERSON_KEY_INDEXES.items()):
+        op.drop_index(op.f(f"ix_{table}_{'_'.join(columns)}"), table_name=table)
+        op.drop_column(table, "person_key")
     op.drop_index(op.f("ix_person_touches_last_clicked_at"), table_name="person_touches")
     op.drop_index(op.f("ix_person_touches_first_day_first_source_id"), table_name="person_touches")
     op.drop_table("person_touches")
