@@ -25,7 +25,7 @@ from ingest.callback import Callback
 from ingest.envelope import Single
 from ingest.topology import Topology
 
-__all__ = ["AT_HEADER", "HISTORY_HEADER", "REASON_HEADER", "BrokerLost", "Consumer"]
+__all__ = ["AT_HEADER", "HISTORY_HEADER", "REASON_HEADER", "BrokerLost", "Consumer", "copy_of"]
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,20 @@ REASON_HEADER = "x-ctwa-dead-letter-reason"
 HISTORY_HEADER = "x-ctwa-dead-letter-history"
 AT_HEADER = "x-ctwa-dead-lettered-at"
 _REDELIVERY_GRACE_S = 3.0
+
+
+def copy_of(message: AbstractIncomingMessage, headers: dict[str, Any]) -> aio_pika.Message:
+    """A persistent copy of ``message`` to publish again — its body and properties — with ``headers``."""
+    return aio_pika.Message(
+        message.body,
+        headers=headers,
+        content_type=message.content_type,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        message_id=message.message_id,
+        timestamp=message.timestamp,
+        type=message.type,
+        app_id=message.app_id,
+    )
 
 
 class BrokerLost(Exception):
@@ -141,20 +155,14 @@ class Consumer:
         headers[REASON_HEADER] = reason
         headers[AT_HEADER] = datetime.now(UTC).isoformat()
         if callback is None:
-            body, routing_key = message.body, message.routing_key or "unknown"
-            properties: dict[str, Any] = {
-                "content_type": message.content_type,
-                "message_id": message.message_id,
-                "timestamp": message.timestamp,
-                "type": message.type,
-                "app_id": message.app_id,
-            }
+            copy, routing_key = copy_of(message, headers), message.routing_key or "unknown"
         else:
             single = Single.of(callback)
-            body, routing_key = callback.body, single.routing_key
             properties = single._asdict()
-            del properties["routing_key"]
-        copy = aio_pika.Message(body, headers=headers, delivery_mode=aio_pika.DeliveryMode.PERSISTENT, **properties)
+            routing_key = properties.pop("routing_key")
+            copy = aio_pika.Message(
+                callback.body, headers=headers, delivery_mode=aio_pika.DeliveryMode.PERSISTENT, **properties
+            )
         try:
             await exchange.publish(copy, routing_key, mandatory=True, timeout=10)
         except (*CONNECTION_EXCEPTIONS, TimeoutError) as error:

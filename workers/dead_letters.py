@@ -20,7 +20,7 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
 from ingest.progress import Progress
 from ingest.topology import Topology
-from workers.consumer import AT_HEADER, HISTORY_HEADER, REASON_HEADER
+from workers.consumer import AT_HEADER, HISTORY_HEADER, REASON_HEADER, copy_of
 
 __all__ = ["DeadLetter", "DeadLetters"]
 
@@ -133,17 +133,9 @@ class DeadLetters:
                 headers.pop(REASON_HEADER, None)
                 headers.pop("x-death", None)
                 headers["x-ctwa-redriven-at"] = datetime.now(UTC).isoformat()
-                copy = aio_pika.Message(
-                    message.body,
-                    headers=headers,
-                    content_type=message.content_type,
-                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                    message_id=message.message_id,
-                    timestamp=message.timestamp,
-                    type=message.type,
-                    app_id=message.app_id,
+                await exchange.publish(
+                    copy_of(message, headers), message.routing_key or "unknown", mandatory=True, timeout=10
                 )
-                await exchange.publish(copy, message.routing_key or "unknown", mandatory=True, timeout=10)
                 await message.ack()
                 meter.update(done)
             meter.finish(len(chosen))
