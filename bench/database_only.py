@@ -1,11 +1,11 @@
 """The database alone: the statements a worker sends for a backlog, replayed with no worker at all.
 
 A reference for bench/worker.py, measured in the same run. It records the statements and parameters the worker's
-store sends for the backlog — one transaction per batch of ``CTWA_BATCH_SIZE`` callbacks, exactly as
-``Store.write`` sends them — then replays them into a fresh database from as many connections as a worker keeps
-batches in flight (``CTWA_WORKER_CONCURRENCY``). Nothing runs between the statements but the driver: no broker,
-no decoding, no projection code. What it reaches is about the most any worker storing the same tables can drain
-on this machine, since a worker's own work shares the machine's cores with Postgres.
+store sends for the backlog — one transaction per batch of ``CTWA_BATCH_SIZE`` callbacks, de-duplicated and ordered
+as the worker does, exactly as ``Store.write`` sends them — then replays them into a fresh database from as many
+connections as a worker keeps batches in flight (``CTWA_WORKER_CONCURRENCY``). Nothing runs between the statements
+but the driver: no broker, no decoding, no projection code. What it reaches is about the most any worker storing the
+same tables can drain on this machine, since a worker's own work shares the machine's cores with Postgres.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ import asyncpg
 from sqlalchemy import event, make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from ingest.callback import Callback, business_key, identify, parse_body
+from ingest.callback import read
 from workers.archive import Incoming
-from workers.store import Store
+from workers.store import Store, distinct
 
 __all__ = ["record", "replay"]
 
@@ -33,15 +33,10 @@ async def record(database_url: str, bodies: Sequence[bytes], batch_size: int) ->
     """Store ``bodies`` in batches of ``batch_size`` into ``database_url`` (migrated, empty); return each batch's
     statements with their parameters, in the order they were sent."""
     now = datetime.now(UTC)
-    batches: list[list[Incoming]] = []
-    for start in range(0, len(bodies), batch_size):
-        unique: dict[str, Incoming] = {}
-        for body in bodies[start : start + batch_size]:
-            payload = parse_body(body)
-            trigger = identify(payload)
-            callback = Callback(body, trigger, business_key(trigger, payload, body), now, True)
-            unique.setdefault(callback.key, Incoming(callback, payload))
-        batches.append(list(unique.values()))
+    batches = [
+        distinct(Incoming(*read(body, now, signature_verified=True)) for body in bodies[start : start + batch_size])[0]
+        for start in range(0, len(bodies), batch_size)
+    ]
 
     engine = create_async_engine(database_url)
     sent: list[Statements] = []

@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import database_only
 from traffic import callbacks
 
-from ingest.callback import Callback, business_key, identify, parse_body
+from ingest.callback import read
 from ingest.metrics import ReceiverMetrics
 from ingest.publisher import Publisher
 from ingest.settings import Settings
@@ -64,11 +64,7 @@ async def enqueue(topology: Topology, bodies: list[bytes], per_message: int) -> 
     await publisher.start()
     assert await publisher.wait_ready(10)
     now = datetime.now(UTC)
-    callbacks = []
-    for body in bodies:
-        payload = parse_body(body)
-        trigger = identify(payload)
-        callbacks.append(Callback(body, trigger, business_key(trigger, payload, body), now, True))
+    callbacks = [read(body, now, signature_verified=True)[0] for body in bodies]
     for start in range(0, len(callbacks), 1000):
         await asyncio.gather(*(publisher.publish(c) for c in callbacks[start : start + 1000]))
     await publisher.close()

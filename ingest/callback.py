@@ -10,7 +10,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-__all__ = ["Callback", "InvalidCallback", "Trigger", "business_key", "identify", "parse_body"]
+__all__ = ["Callback", "InvalidCallback", "Trigger", "business_key", "identify", "parse_body", "read"]
 
 
 class Trigger(StrEnum):
@@ -120,6 +120,16 @@ class Callback(NamedTuple):
     key: str
     received_at: datetime
     signature_verified: bool
+
+
+def read(body: bytes, received_at: datetime, signature_verified: bool) -> tuple[Callback, dict[str, Any]]:
+    """The callback a raw body is — its trigger and business key — and its parsed payload.
+
+    Raises `InvalidCallback` for a body that can never be one (`parse_body`).
+    """
+    payload = parse_body(body)
+    trigger = identify(payload)
+    return Callback(body, trigger, business_key(trigger, payload, body), received_at, signature_verified), payload
 
 
 def parse_body(body: bytes) -> dict[str, Any]:

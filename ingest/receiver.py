@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 import orjson
 from aiohttp import web
 
-from ingest.callback import Callback, InvalidCallback, business_key, identify, parse_body
+from ingest.callback import InvalidCallback, read
 from ingest.eventloop import new_event_loop
 from ingest.metrics import ReceiverMetrics, metrics_handler
 from ingest.publisher import BrokerUnavailable, Publisher
@@ -94,19 +94,11 @@ async def _accept(request: web.Request, settings: Settings, metrics: ReceiverMet
             return _reject(metrics, 401, error.reason, error.detail)
 
     try:
-        payload = parse_body(body)
+        # Only the callback is kept, not its parsed payload: parsed trees kept alive across awaits are what the GC
+        # scans.
+        callback = read(body, datetime.fromtimestamp(now, UTC), signature_verified=verifier is not None)[0]
     except InvalidCallback as error:
         return _reject(metrics, 400, error.reason, error.detail)
-    trigger = identify(payload)
-    callback = Callback(
-        body=body,
-        trigger=trigger,
-        key=business_key(trigger, payload, body),
-        received_at=datetime.fromtimestamp(now, UTC),
-        signature_verified=verifier is not None,
-    )
-    # Freed now, not after the confirm: parsed trees kept alive across awaits are what the GC scans.
-    del payload
 
     try:
         await request.app[PUBLISHER].publish(callback)
@@ -118,8 +110,8 @@ async def _accept(request: web.Request, settings: Settings, metrics: ReceiverMet
         response.headers["Retry-After"] = str(RETRY_AFTER_S)
         return response
 
-    metrics.accepted[trigger].inc()
-    answer = {"status": "accepted", "trigger": trigger, "key": callback.key}
+    metrics.accepted[callback.trigger].inc()
+    answer = {"status": "accepted", "trigger": callback.trigger, "key": callback.key}
     return web.Response(body=orjson.dumps(answer), content_type="application/json")
 
 

@@ -16,14 +16,14 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from yarl import URL
 
-from ingest.callback import Callback, business_key, identify, parse_body
+from ingest.callback import business_key, identify, parse_body, read
 from ingest.envelope import BATCH_CONTENT_TYPE, unpack
 from ingest.metrics import ReceiverMetrics
 from ingest.publisher import Publisher
 from ingest.topology import Topology
 from workers.archive import Incoming
 from workers.schema import metadata
-from workers.store import Store
+from workers.store import Store, distinct
 
 FIXTURES = Path(__file__).parent / "fixtures" / "sinch"
 
@@ -146,12 +146,7 @@ async def enqueue(amqp_url: str, topology: Topology, bodies: Sequence[bytes]) ->
     await publisher.start()
     try:
         assert await publisher.wait_ready(10)
-        callbacks = []
-        for body in bodies:
-            payload = parse_body(body)
-            trigger = identify(payload)
-            key = business_key(trigger, payload, body)
-            callbacks.append(Callback(body, trigger, key, datetime.now(UTC), False))
+        callbacks = [read(body, datetime.now(UTC), signature_verified=False)[0] for body in bodies]
         for start in range(0, len(callbacks), 500):
             await asyncio.gather(*(publisher.publish(callback) for callback in callbacks[start : start + 500]))
     finally:
@@ -161,22 +156,15 @@ async def enqueue(amqp_url: str, topology: Topology, bodies: Sequence[bytes]) ->
 
 def incoming(body: bytes, received_at: datetime | None = None) -> Incoming:
     """A callback as the worker decodes it, without the queue."""
-    payload = parse_body(body)
-    trigger = identify(payload)
-    key = business_key(trigger, payload, body)
-    moment = received_at or datetime(2025, 11, 3, 12, 0, tzinfo=UTC)
-    return Incoming(Callback(body, trigger, key, moment, False), payload)
+    return Incoming(*read(body, received_at or datetime(2025, 11, 3, 12, 0, tzinfo=UTC), signature_verified=False))
 
 
 async def store(engine: AsyncEngine, bodies: Sequence[bytes], batch_size: int = 100) -> None:
     """Store ``bodies`` in batches as the worker does (duplicates within a batch stored once), skipping the queue."""
     writer = Store(engine)
     for start in range(0, len(bodies), batch_size):
-        unique: dict[str, Incoming] = {}
-        for body in bodies[start : start + batch_size]:
-            item = incoming(body)
-            unique.setdefault(item.callback.key, item)
-        await writer.write(sorted(unique.values(), key=lambda item: item.callback.key))
+        unique, _ = distinct(incoming(body) for body in bodies[start : start + batch_size])
+        await writer.write(unique)
 
 
 # What "the same final state" compares: every projection, and the archive minus when it was written.

@@ -12,7 +12,7 @@ from aio_pika.abc import AbstractIncomingMessage
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from ingest.callback import Callback, InvalidCallback, Trigger, business_key, identify, parse_body
+from ingest.callback import Callback, InvalidCallback, Trigger, read
 from ingest.envelope import BATCH_CONTENT_TYPE, VERIFIED_APP_ID, InvalidEnvelope, unpack
 from workers.facts import parse_time, subjects
 
@@ -60,20 +60,17 @@ def decode(message: AbstractIncomingMessage) -> tuple[list[Incoming], list[Rejec
         verified = message.app_id == VERIFIED_APP_ID
         carried = [Callback(message.body, Trigger.UNKNOWN, "", received_at, verified)]
     items, rejected = [], []
-    for callback in carried:
-        try:
-            payload = parse_body(callback.body)
-        except InvalidCallback as error:
-            rejected.append(Rejected.set_aside(message, callback, error.reason, f"{error.reason}: {error.detail}"))
-            continue
-        trigger = identify(payload)
-        received_at = callback.received_at
+    for carried_callback in carried:
+        received_at = carried_callback.received_at
         if received_at.tzinfo is None:
             received_at = received_at.replace(tzinfo=UTC)
-        key = business_key(trigger, payload, callback.body)
-        items.append(
-            Incoming(Callback(callback.body, trigger, key, received_at, callback.signature_verified), payload, message)
-        )
+        try:
+            callback, payload = read(carried_callback.body, received_at, carried_callback.signature_verified)
+        except InvalidCallback as error:
+            reason = f"{error.reason}: {error.detail}"
+            rejected.append(Rejected.set_aside(message, carried_callback, error.reason, reason))
+            continue
+        items.append(Incoming(callback, payload, message))
     return items, rejected
 
 

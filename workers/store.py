@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -10,7 +10,20 @@ from workers import archive, projections
 from workers.archive import Incoming
 from workers.erasure import Eraser
 
-__all__ = ["Store"]
+__all__ = ["Store", "distinct"]
+
+
+def distinct(items: Iterable[Incoming]) -> tuple[list[Incoming], list[Incoming]]:
+    """The first copy of each business key in ``items``, sorted by key, and the later copies (duplicates).
+
+    Sorted, because concurrent writers that lock rows in one order stay out of deadlocks.
+    """
+    unique: dict[str, Incoming] = {}
+    repeated: list[Incoming] = []
+    for item in items:
+        if unique.setdefault(item.callback.key, item) is not item:
+            repeated.append(item)
+    return sorted(unique.values(), key=lambda item: item.callback.key), repeated
 
 
 class Store:

@@ -33,7 +33,7 @@ from workers.archive import Incoming, Rejected
 from workers.consumer import BrokerLost, Consumer
 from workers.database import create_engine, is_data_error, sqlstate
 from workers.metrics import WorkerMetrics
-from workers.store import Store
+from workers.store import Store, distinct
 
 __all__ = ["Worker", "run"]
 
@@ -254,15 +254,10 @@ class Worker:
 
     async def _store_and_ack(self, batch: _Batch, after: asyncio.Task[None] | None) -> None:
         poison = list(batch.rejected)
-        unique: dict[str, Incoming] = {}
-        repeated: list[Incoming] = []
-        for incoming in batch.items:
-            # The first copy is stored; later copies in the same batch are duplicates.
-            if unique.setdefault(incoming.callback.key, incoming) is not incoming:
-                repeated.append(incoming)
+        # The first copy is stored; later copies in the same batch are duplicates.
+        unique, repeated = distinct(batch.items)
         if unique:
-            # Sorted keys: concurrent workers lock rows in one order, which keeps them out of deadlocks.
-            poison += await self._commit(sorted(unique.values(), key=lambda item: item.callback.key))
+            poison += await self._commit(unique)
         for copy in repeated:
             self.metrics.duplicates.labels(str(copy.callback.trigger)).inc()
         for dead in poison:
