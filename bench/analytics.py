@@ -26,9 +26,9 @@ from sqlalchemy import make_url, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from workers import rollups
-from workers.migrate import upgrade
-from workers.report import ADS_REPORT
+from workers.commands.migrate import upgrade
+from workers.commands.report import ADS_REPORT
+from workers.engine import rollups
 
 SERVER_URL = os.environ.get("CTWA_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres")
 START = datetime(2025, 8, 1, tzinfo=UTC)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import sys
 
-from ingest.cli import main
-from workers import projections
+from workers.cli import main
+from workers.engine import projections
 
 
 async def _skip(*args: object, **kwargs: object) -> None:

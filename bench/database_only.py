@@ -21,8 +21,8 @@ from sqlalchemy import event, make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from ingest.callback import read
-from workers.archive import Incoming
-from workers.store import Store, distinct
+from workers.engine.archive import Incoming
+from workers.engine.store import Store, distinct
 
 __all__ = ["record", "replay"]
 

@@ -14,8 +14,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from ingest.eventloop import new_event_loop
 from ingest.topology import Topology
-from workers import archive
-from workers.store import Store
+from workers.engine import archive
+from workers.engine.store import Store
 
 
 async def main(amqp_url: str, prefix: str, database_url: str, count: int) -> None:

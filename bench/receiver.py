@@ -35,7 +35,7 @@ import aio_pika
 sys.path.insert(0, str(Path(__file__).parent))
 from traffic import callbacks
 
-from ingest.signature import sign
+from ingest.receiver.signature import sign
 from ingest.topology import Topology
 
 BENCH = Path(__file__).parent
@@ -128,7 +128,7 @@ def run_one(server: str, args: argparse.Namespace, seed: int, workdir: Path) -> 
     prefix = f"ctwa-bench-{uuid.uuid4().hex[:8]}"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if server.startswith("ctwa receiver"):
-        command = [sys.executable, "-m", "ingest", "receiver"]
+        command = [sys.executable, "-m", "workers", "receiver"]
         env |= {
             "CTWA_AMQP_URL": AMQP_URL,
             "CTWA_AMQP_PREFIX": prefix,

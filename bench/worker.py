@@ -38,13 +38,13 @@ import database_only
 from traffic import callbacks
 
 from ingest.callback import read
-from ingest.metrics import ReceiverMetrics
-from ingest.publisher import Publisher
+from ingest.receiver.metrics import ReceiverMetrics
+from ingest.receiver.publisher import Publisher
 from ingest.settings import Settings
-from ingest.simulator import scenario
 from ingest.topology import Topology
-from workers.migrate import upgrade
-from workers.schema import callbacks as callbacks_table
+from workers.commands.migrate import upgrade
+from workers.engine.schema import callbacks as callbacks_table
+from workers.tools.simulator import scenario
 
 BENCH = Path(__file__).parent
 AMQP_URL = os.environ.get("CTWA_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
@@ -156,7 +156,7 @@ def run(
     env |= {"CTWA_WORKER_METRICS_PORT": "0", "CTWA_LOG_FORMAT": "json"}
     commands = {
         "naive": [sys.executable, str(BENCH / "naive_worker.py"), AMQP_URL, prefix, database_url, str(count)],
-        "worker": [sys.executable, "-m", "ingest", "worker", "--drain"],
+        "worker": [sys.executable, "-m", "workers", "worker", "--drain"],
         "archive-only": [sys.executable, str(BENCH / "archive_only_worker.py")],
     }
     command = commands[consumer]

@@ -1,7 +1,8 @@
 """ctwa-ingest: Sinch Conversation API callbacks into Postgres, with Click-to-WhatsApp ad attribution.
 
-``ingest`` holds the receiver and everything the receiver and the workers share: settings, the broker
-topology and the callback contract.
+``ingest`` holds the receiver (`ingest.receiver`) and what the receiver and the workers share: settings, logging,
+the callback contract, the message formats, the broker topology and the link that keeps a broker connection.
+It imports nothing from ``workers``.
 """
 
 from importlib.metadata import PackageNotFoundError, version

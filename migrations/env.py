@@ -9,7 +9,7 @@ from sqlalchemy import Connection, pool
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from ingest.settings import load_settings
-from workers.schema import metadata
+from workers.engine.schema import metadata
 
 config = context.config
 

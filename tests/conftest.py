@@ -23,10 +23,10 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from support import empty, free_port
 
-from ingest.receiver import PUBLISHER, create_app
+from ingest.receiver.app import PUBLISHER, create_app
 from ingest.settings import Settings
 from ingest.topology import Topology
-from workers.migrate import upgrade
+from workers.commands.migrate import upgrade
 
 # A developer's own CTWA_* settings must not leak into the tests; CTWA_TEST_* point the tests at services.
 for _name in [name for name in os.environ if name.startswith("CTWA_") and not name.startswith("CTWA_TEST_")]:

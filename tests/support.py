@@ -18,12 +18,12 @@ from yarl import URL
 
 from ingest.callback import business_key, identify, parse_body, read
 from ingest.envelope import BATCH_CONTENT_TYPE, unpack
-from ingest.metrics import ReceiverMetrics
-from ingest.publisher import Publisher
+from ingest.receiver.metrics import ReceiverMetrics
+from ingest.receiver.publisher import Publisher
 from ingest.topology import Topology
-from workers.archive import Incoming
-from workers.schema import metadata
-from workers.store import Store, distinct
+from workers.engine.archive import Incoming
+from workers.engine.schema import metadata
+from workers.engine.store import Store, distinct
 
 FIXTURES = Path(__file__).parent / "fixtures" / "sinch"
 

@@ -248,7 +248,7 @@ async def _report(database_url: str, *args: str) -> str:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "ingest",
+        "workers",
         "report",
         *args,
         env={**os.environ, "CTWA_DATABASE_URL": database_url},

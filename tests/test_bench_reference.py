@@ -9,7 +9,7 @@ from pathlib import Path
 from sqlalchemy.ext.asyncio import AsyncEngine
 from support import empty, snapshot
 
-from ingest.simulator import scenario
+from workers.tools.simulator import scenario
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "bench"))
 import database_only

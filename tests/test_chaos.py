@@ -26,10 +26,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from support import TcpRelay, free_port, snapshot, store, take_all
 from yarl import URL
 
-from ingest import simulator
 from ingest.settings import Settings
 from ingest.topology import Topology
-from workers.migrate import upgrade
+from workers.commands.migrate import upgrade
+from workers.tools import simulator
 
 pytestmark = pytest.mark.chaos
 
@@ -56,7 +56,7 @@ class WorkerProcess:
         self.process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "ingest",
+            "workers",
             "worker",
             env=self.environment,
             stdout=asyncio.subprocess.DEVNULL,

@@ -29,14 +29,14 @@ async def _run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str,
 
 
 async def test_help_lists_the_subcommands() -> None:
-    code, out, _ = await _run(sys.executable, "-m", "ingest", "--help")
+    code, out, _ = await _run(sys.executable, "-m", "workers", "--help")
     assert code == 0
     assert "receiver" in out
 
 
 async def test_console_script_and_module_are_the_same_entry_point() -> None:
     ctwa = os.path.join(os.path.dirname(sys.executable), "ctwa")
-    assert (await _run(ctwa, "--version"))[1] == (await _run(sys.executable, "-m", "ingest", "--version"))[1]
+    assert (await _run(ctwa, "--version"))[1] == (await _run(sys.executable, "-m", "workers", "--version"))[1]
 
 
 async def test_bad_settings_fail_at_start_naming_the_variable() -> None:
@@ -46,7 +46,7 @@ async def test_bad_settings_fail_at_start_naming_the_variable() -> None:
         "CTWA_WEBHOOK_SECRETS": "s3cr3t",
         "CTWA_SIGNATURE_TOLERANCE_S": "0",
     }
-    code, _, err = await _run(sys.executable, "-m", "ingest", "receiver", env=env)
+    code, _, err = await _run(sys.executable, "-m", "workers", "receiver", env=env)
     assert code == 2
     assert "CTWA_HTTP_PORT" in err
     assert "eighty" in err
@@ -96,7 +96,7 @@ async def test_receiver_process_serves_and_sigterm_finishes_in_flight_callbacks(
         "CTWA_PUBLISH_TIMEOUT_S": "20",
     }
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "ingest", "receiver", env=env, stderr=asyncio.subprocess.PIPE
+        sys.executable, "-m", "workers", "receiver", env=env, stderr=asyncio.subprocess.PIPE
     )
     base = f"http://127.0.0.1:{port}"
     try:

@@ -15,9 +15,9 @@ import yaml
 from conftest import ReceiverFactory
 from support import free_port
 
-from ingest.cli import build_parser
 from ingest.settings import Settings
-from workers.worker import Worker
+from workers.cli import build_parser
+from workers.runtime.worker import Worker
 
 ROOT = Path(__file__).parent.parent
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())

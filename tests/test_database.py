@@ -8,7 +8,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from workers.database import is_data_error, sqlstate
+from workers.runtime.database import is_data_error, sqlstate
 
 
 @pytest.mark.parametrize(

@@ -22,12 +22,12 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from support import fixture_bytes, fixture_names, raw_post, take_all
 
-from ingest.receiver import PUBLISHER, create_app
+from ingest.receiver.app import PUBLISHER, create_app
+from ingest.receiver.signature import signed_headers
 from ingest.settings import Settings
-from ingest.signature import signed_headers
 from ingest.topology import Topology
-from workers.consumer import REASON_HEADER
-from workers.worker import Worker
+from workers.runtime.consumer import REASON_HEADER
+from workers.runtime.worker import Worker
 
 SECRET = "fuzz-secret"
 ALLOWED = {200, 400, 401, 413, 415}

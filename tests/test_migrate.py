@@ -14,7 +14,7 @@ from conftest import RUN_ID, drop_database
 from sqlalchemy import Connection, inspect, make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from workers.schema import metadata
+from workers.engine.schema import metadata
 
 
 @pytest.fixture
@@ -28,7 +28,7 @@ async def fresh_database_url(database_url: str) -> AsyncIterator[str]:
 
 async def _ctwa_migrate(url: str, *args: str) -> None:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "ingest", "migrate", *args, env={**os.environ, "CTWA_DATABASE_URL": url}
+        sys.executable, "-m", "workers", "migrate", *args, env={**os.environ, "CTWA_DATABASE_URL": url}
     )
     assert await asyncio.wait_for(process.wait(), 120) == 0
 

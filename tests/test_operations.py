@@ -17,10 +17,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from support import enqueue, fixture_bytes, inbound_bodies, snapshot, store, take_all
 
 from ingest.settings import Settings
-from ingest.simulator import scenario
 from ingest.topology import Topology
-from workers.consumer import HISTORY_HEADER
-from workers.worker import Worker
+from workers.runtime.consumer import HISTORY_HEADER
+from workers.runtime.worker import Worker
+from workers.tools.simulator import scenario
 
 NUL = b'{"message": {"id": "01KNUL", "contact_message": {"text_message": {"text": "a\\u0000b"}}}}'
 
@@ -29,7 +29,7 @@ async def ctwa(*args: str, settings: Settings, expect: int = 0) -> tuple[str, st
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "ingest",
+        "workers",
         *args,
         env={
             **os.environ,

@@ -19,7 +19,7 @@ from support import TcpRelay, fixture_bytes, queued_keys
 from yarl import URL
 
 from ingest.callback import Trigger
-from ingest.receiver import PUBLISHER
+from ingest.receiver.app import PUBLISHER
 from ingest.topology import Topology
 
 Client = TestClient[web.Request, web.Application]

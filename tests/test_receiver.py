@@ -16,8 +16,8 @@ from support import fixture_bytes, fixture_names, signature_vectors, take_all
 
 from ingest.callback import Trigger
 from ingest.envelope import BATCH_CONTENT_TYPE, UNVERIFIED_APP_ID, VERIFIED_APP_ID, unpack
+from ingest.receiver.signature import signed_headers
 from ingest.settings import Settings
-from ingest.signature import signed_headers
 from ingest.topology import Topology
 
 Client = TestClient[web.Request, web.Application]

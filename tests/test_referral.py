@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from workers.referral import parse_referral
+from workers.engine.referral import parse_referral
 
 FULL = {
     "source_url": "https://fb.me/8xQmT2pLw",

@@ -18,11 +18,11 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from support import fixture_bytes, fixture_names, raw_post, store
 
+from ingest.receiver.signature import signed_headers
 from ingest.settings import Settings
-from ingest.signature import signed_headers
-from workers.database import sqlstate
-from workers.migrate import grant_app_role
-from workers.worker import Worker
+from workers.commands.migrate import grant_app_role
+from workers.runtime.database import sqlstate
+from workers.runtime.worker import Worker
 
 NOW = 1_762_161_247
 
@@ -193,7 +193,7 @@ async def test_no_phone_number_or_message_text_in_the_logs(worker_settings: Sett
         "CTWA_LOG_LEVEL": "INFO",
     }
     receiver = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "ingest", "receiver", env=environment, stderr=asyncio.subprocess.PIPE
+        sys.executable, "-m", "workers", "receiver", env=environment, stderr=asyncio.subprocess.PIPE
     )
     try:
         import aiohttp
@@ -217,7 +217,7 @@ async def test_no_phone_number_or_message_text_in_the_logs(worker_settings: Sett
         receiver.terminate()
         receiver_log = (await receiver.communicate())[1].decode()
     worker = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "ingest", "worker", "--drain", env=environment, stderr=asyncio.subprocess.PIPE
+        sys.executable, "-m", "workers", "worker", "--drain", env=environment, stderr=asyncio.subprocess.PIPE
     )
     worker_log = (await asyncio.wait_for(worker.communicate(), 60))[1].decode()
     assert "queue drained" in worker_log

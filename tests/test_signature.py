@@ -7,7 +7,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from sinch.domains.conversation.sinch_events.v1.conversation_sinch_event import ConversationSinchEvent
 from support import fixture_bytes, signature_vectors
 
-from ingest.signature import SignatureError, Verifier, sign, signed_headers
+from ingest.receiver.signature import SignatureError, Verifier, sign, signed_headers
 
 VECTORS = signature_vectors()
 

@@ -13,10 +13,10 @@ from sinch.domains.conversation.sinch_events.v1.conversation_sinch_event import 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ingest.callback import Trigger, identify, parse_body
+from ingest.receiver.signature import signed_headers
 from ingest.settings import Settings
-from ingest.signature import signed_headers
-from ingest.simulator import scenario
-from workers.worker import Worker
+from workers.runtime.worker import Worker
+from workers.tools.simulator import scenario
 
 
 def test_the_sinch_sdk_validates_its_signatures_and_parses_its_callbacks() -> None:
@@ -56,7 +56,7 @@ async def _ctwa(*args: str, env: dict[str, str]) -> tuple[str, str]:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "ingest",
+        "workers",
         *args,
         env={**os.environ, **env},
         stdout=asyncio.subprocess.PIPE,

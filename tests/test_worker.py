@@ -19,9 +19,9 @@ from ingest.callback import Callback, Trigger
 from ingest.envelope import BATCH_CONTENT_TYPE, VERIFIED_APP_ID, pack
 from ingest.settings import Settings
 from ingest.topology import Topology
-from workers.consumer import REASON_HEADER
-from workers.schema import callbacks
-from workers.worker import Worker
+from workers.engine.schema import callbacks
+from workers.runtime.consumer import REASON_HEADER
+from workers.runtime.worker import Worker
 
 
 async def drain(settings: Settings) -> Worker:

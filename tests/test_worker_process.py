@@ -14,7 +14,7 @@ from support import enqueue, inbound_bodies, queued_keys, take_all
 
 from ingest.settings import Settings
 from ingest.topology import Topology
-from workers.schema import callbacks
+from workers.engine.schema import callbacks
 
 
 def _environment(settings: Settings) -> dict[str, str]:
@@ -30,7 +30,7 @@ def _environment(settings: Settings) -> dict[str, str]:
 
 async def _start_worker(settings: Settings, *args: str) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "ingest", "worker", *args, env=_environment(settings), stderr=asyncio.subprocess.PIPE
+        sys.executable, "-m", "workers", "worker", *args, env=_environment(settings), stderr=asyncio.subprocess.PIPE
     )
 
 

@@ -9,7 +9,7 @@ from typing import TextIO
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from ingest.progress import Progress
+from workers.tools.progress import Progress
 
 __all__ = ["parse_age", "prune"]
 

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from ingest.callback import TRIGGER_KEYS, Callback, Trigger
-from workers.referral import Referral, parse_referral
+from workers.engine.referral import Referral, parse_referral
 
 __all__ = [
     "BODY_KEYS",

@@ -14,7 +14,7 @@ from datetime import date
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from workers.precedence import take_when
+from workers.engine.precedence import take_when
 
 __all__ = ["ON_NEW_CLICKS", "person_key", "rebuild", "recompute_days", "refresh"]
 

@@ -12,7 +12,7 @@ from sqlalchemy import make_url, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from workers.database import sqlstate
+from workers.runtime.database import sqlstate
 
 __all__ = ["alembic_config", "downgrade", "ensure_database", "grant_app_role", "upgrade"]
 

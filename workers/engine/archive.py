@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ingest.callback import Callback, InvalidCallback, Trigger, read
 from ingest.envelope import BATCH_CONTENT_TYPE, VERIFIED_APP_ID, InvalidEnvelope, unpack
-from workers.facts import parse_time, subjects
+from workers.engine.facts import parse_time, subjects
 
 __all__ = ["Incoming", "Rejected", "decode", "insert"]
 

@@ -6,9 +6,9 @@ from collections.abc import Iterable, Sequence
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from workers import archive, projections
-from workers.archive import Incoming
-from workers.erasure import Eraser
+from workers.engine import archive, projections
+from workers.engine.archive import Incoming
+from workers.engine.erasure import Eraser
 
 __all__ = ["Store", "distinct"]
 

@@ -17,11 +17,11 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from ingest.callback import Callback, Trigger
-from ingest.progress import Progress
-from workers import projections, rollups
-from workers.archive import Incoming
-from workers.erasure import Eraser
-from workers.facts import collect
+from workers.engine import projections, rollups
+from workers.engine.archive import Incoming
+from workers.engine.erasure import Eraser
+from workers.engine.facts import collect
+from workers.tools.progress import Progress
 
 __all__ = ["PROJECTIONS", "ReplayRefused", "replay"]
 

@@ -28,12 +28,12 @@ from ingest.eventloop import new_event_loop
 from ingest.metrics import metrics_handler
 from ingest.settings import Settings
 from ingest.topology import Topology
-from workers import archive
-from workers.archive import Incoming, Rejected
-from workers.consumer import BrokerLost, Consumer
-from workers.database import create_engine, is_data_error, sqlstate
-from workers.metrics import WorkerMetrics
-from workers.store import Store, distinct
+from workers.engine import archive
+from workers.engine.archive import Incoming, Rejected
+from workers.engine.store import Store, distinct
+from workers.runtime.consumer import BrokerLost, Consumer
+from workers.runtime.database import create_engine, is_data_error, sqlstate
+from workers.runtime.metrics import WorkerMetrics
 
 __all__ = ["Worker", "run"]
 

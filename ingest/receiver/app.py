@@ -13,10 +13,11 @@ from aiohttp import web
 
 from ingest.callback import InvalidCallback, read
 from ingest.eventloop import new_event_loop
-from ingest.metrics import ReceiverMetrics, metrics_handler
-from ingest.publisher import BrokerUnavailable, Publisher
+from ingest.metrics import metrics_handler
+from ingest.receiver.metrics import ReceiverMetrics
+from ingest.receiver.publisher import BrokerUnavailable, Publisher
+from ingest.receiver.signature import SignatureError, Verifier
 from ingest.settings import Settings
-from ingest.signature import SignatureError, Verifier
 from ingest.topology import Topology
 
 __all__ = ["PUBLISHER", "RETRY_AFTER_S", "WEBHOOK_PATH", "create_app", "run"]

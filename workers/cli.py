@@ -15,21 +15,21 @@ __all__ = ["main"]
 
 
 def _receiver(settings: Settings, args: argparse.Namespace) -> int:
-    from ingest.receiver import run
+    from ingest.receiver.app import run
 
     run(settings)
     return 0
 
 
 def _worker(settings: Settings, args: argparse.Namespace) -> int:
-    from workers.worker import run
+    from workers.runtime.worker import run
 
     run(settings, drain=args.drain)
     return 0
 
 
 def _migrate(settings: Settings, args: argparse.Namespace) -> int:
-    from workers.migrate import downgrade, upgrade
+    from workers.commands.migrate import downgrade, upgrade
 
     owner = settings.migrate_database_url or settings.database_url
     if args.down is not None:
@@ -42,7 +42,7 @@ def _migrate(settings: Settings, args: argparse.Namespace) -> int:
 def _report(settings: Settings, args: argparse.Namespace) -> int:
     import asyncio
 
-    from workers import output, report
+    from workers.commands import output, report
 
     since, until = report.default_range()
     since, until = args.since or since, args.until or until
@@ -65,7 +65,7 @@ def _simulate(settings: Settings, args: argparse.Namespace) -> int:
     import asyncio
     import json
 
-    from ingest import simulator
+    from workers.tools import simulator
 
     people = args.people
     if args.count is not None:
@@ -106,8 +106,8 @@ def _dlq(settings: Settings, args: argparse.Namespace) -> int:
     import asyncio
 
     from ingest.topology import Topology
-    from workers import output
-    from workers.dead_letters import DeadLetters
+    from workers.commands import output
+    from workers.commands.dlq import DeadLetters
 
     dead_letters = DeadLetters(settings.amqp_url, Topology(settings.amqp_prefix, settings.delivery_limit))
     if args.action == "list":
@@ -133,7 +133,7 @@ def _dlq(settings: Settings, args: argparse.Namespace) -> int:
 def _replay(settings: Settings, args: argparse.Namespace) -> int:
     import asyncio
 
-    from workers.replay import ReplayRefused, replay
+    from workers.commands.replay import ReplayRefused, replay
 
     if args.all == (args.since is not None or args.until is not None or bool(args.trigger)):
         print("ctwa replay: say what to replay: --since (with --until, --trigger), or --all alone", file=sys.stderr)
@@ -159,7 +159,7 @@ def _replay(settings: Settings, args: argparse.Namespace) -> int:
 def _prune(settings: Settings, args: argparse.Namespace) -> int:
     import asyncio
 
-    from workers.prune import prune
+    from workers.commands.prune import prune
 
     count = asyncio.run(prune(settings.database_url, args.archive_older_than, progress=sys.stderr))
     print(f"{count} archived callbacks deleted; the tables built from them stay", file=sys.stderr)
@@ -175,7 +175,7 @@ def _moment(value: str) -> datetime:
 
 
 def _age(value: str) -> timedelta:
-    from workers.prune import parse_age
+    from workers.commands.prune import parse_age
 
     try:
         return parse_age(value)

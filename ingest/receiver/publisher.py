@@ -15,7 +15,7 @@ from pamqp.commands import Basic
 from ingest.broker import BrokerLink
 from ingest.callback import Callback
 from ingest.envelope import BATCH_CONTENT_TYPE, BATCH_ROUTING_KEY, Single, pack
-from ingest.metrics import ReceiverMetrics
+from ingest.receiver.metrics import ReceiverMetrics
 from ingest.topology import Topology
 
 __all__ = ["BrokerUnavailable", "Publisher"]

@@ -22,8 +22,8 @@ from typing import Any, TextIO
 
 import aiohttp
 
-from ingest.progress import Progress
-from ingest.signature import signed_headers
+from ingest.receiver.signature import signed_headers
+from workers.tools.progress import Progress
 
 __all__ = ["Ad", "Callback", "Scenario", "Summary", "print_summary", "scenario", "send"]
 

@@ -18,9 +18,9 @@ from typing import Any, TextIO
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
-from ingest.progress import Progress
 from ingest.topology import Topology
-from workers.consumer import AT_HEADER, HISTORY_HEADER, REASON_HEADER, copy_of
+from workers.runtime.consumer import AT_HEADER, HISTORY_HEADER, REASON_HEADER, copy_of
+from workers.tools.progress import Progress
 
 __all__ = ["DeadLetter", "DeadLetters"]
 

@@ -18,10 +18,10 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ingest.callback import Trigger
-from workers import merges
-from workers.facts import BODY_KEYS
-from workers.precedence import take_newer
-from workers.rollups import person_key, refresh
+from workers.engine import merges
+from workers.engine.facts import BODY_KEYS
+from workers.engine.precedence import take_newer
+from workers.engine.rollups import person_key, refresh
 
 __all__ = ["Eraser", "opaque_identity", "redact"]
 

@@ -21,11 +21,11 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ingest.callback import Trigger
-from workers import merges, rollups
-from workers.archive import Incoming
-from workers.erasure import Eraser
-from workers.facts import Facts, collect
-from workers.precedence import take_newer
+from workers.engine import merges, rollups
+from workers.engine.archive import Incoming
+from workers.engine.erasure import Eraser
+from workers.engine.facts import Facts, collect
+from workers.engine.precedence import take_newer
 
 __all__ = ["NeedsExclusive", "lock", "needs_exclusive", "project"]
 

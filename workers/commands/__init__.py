@@ -1,0 +1,1 @@
+"""What an operator runs besides the services: ``ctwa migrate``, ``report``, ``replay``, ``prune`` and ``dlq``."""
