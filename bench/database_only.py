@@ -21,7 +21,6 @@ from sqlalchemy import event, make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from ingest.callback import read
-from workers.engine.archive import Incoming
 from workers.engine.store import Store, distinct
 
 __all__ = ["record", "replay"]
@@ -34,7 +33,7 @@ async def record(database_url: str, bodies: Sequence[bytes], batch_size: int) ->
     statements with their parameters, in the order they were sent."""
     now = datetime.now(UTC)
     batches = [
-        distinct(Incoming(*read(body, now, signature_verified=True)) for body in bodies[start : start + batch_size])[0]
+        distinct(read(body, now, signature_verified=True) for body in bodies[start : start + batch_size])[0]
         for start in range(0, len(bodies), batch_size)
     ]
 

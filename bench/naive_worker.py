@@ -14,8 +14,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from ingest.eventloop import new_event_loop
 from ingest.topology import Topology
-from workers.engine import archive
 from workers.engine.store import Store
+from workers.runtime.messages import decode
 
 
 async def main(amqp_url: str, prefix: str, database_url: str, count: int) -> None:
@@ -28,7 +28,7 @@ async def main(amqp_url: str, prefix: str, database_url: str, count: int) -> Non
         done = 0
         async with queue.iterator() as messages:
             async for message in messages:
-                stored, _ = archive.decode(message)
+                stored, _ = decode(message)
                 await store.write(stored)
                 await message.ack()
                 done += 1

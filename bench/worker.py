@@ -64,7 +64,7 @@ async def enqueue(topology: Topology, bodies: list[bytes], per_message: int) -> 
     await publisher.start()
     assert await publisher.wait_ready(10)
     now = datetime.now(UTC)
-    callbacks = [read(body, now, signature_verified=True)[0] for body in bodies]
+    callbacks = [read(body, now, signature_verified=True).callback for body in bodies]
     for start in range(0, len(callbacks), 1000):
         await asyncio.gather(*(publisher.publish(c) for c in callbacks[start : start + 1000]))
     await publisher.close()

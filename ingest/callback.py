@@ -10,7 +10,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-__all__ = ["Callback", "InvalidCallback", "Trigger", "business_key", "identify", "parse_body", "read"]
+__all__ = ["Callback", "Incoming", "InvalidCallback", "Trigger", "business_key", "identify", "parse_body", "read"]
 
 
 class Trigger(StrEnum):
@@ -38,6 +38,14 @@ class Trigger(StrEnum):
     SMART_CONVERSATION = "SMART_CONVERSATION"
     RECORD_NOTIFICATION = "RECORD_NOTIFICATION"
     UNKNOWN = "UNKNOWN"
+
+    @classmethod
+    def named(cls, name: str) -> Trigger:
+        """The trigger called ``name``; ``UNKNOWN`` for a name not (yet) known."""
+        try:
+            return cls(name)
+        except ValueError:
+            return cls.UNKNOWN
 
     @property
     def routing_key(self) -> str:
@@ -122,14 +130,23 @@ class Callback(NamedTuple):
     signature_verified: bool
 
 
-def read(body: bytes, received_at: datetime, signature_verified: bool) -> tuple[Callback, dict[str, Any]]:
-    """The callback a raw body is — its trigger and business key — and its parsed payload.
+class Incoming(NamedTuple):
+    """A callback with its body parsed: what the workers store."""
+
+    callback: Callback
+    payload: dict[str, Any]
+
+
+def read(body: bytes, received_at: datetime, signature_verified: bool) -> Incoming:
+    """The callback a raw body is — its trigger and business key — with its parsed payload.
 
     Raises `InvalidCallback` for a body that can never be one (`parse_body`).
     """
     payload = parse_body(body)
     trigger = identify(payload)
-    return Callback(body, trigger, business_key(trigger, payload, body), received_at, signature_verified), payload
+    return Incoming(
+        Callback(body, trigger, business_key(trigger, payload, body), received_at, signature_verified), payload
+    )
 
 
 def parse_body(body: bytes) -> dict[str, Any]:

@@ -16,12 +16,11 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from yarl import URL
 
-from ingest.callback import business_key, identify, parse_body, read
+from ingest.callback import Incoming, business_key, identify, parse_body, read
 from ingest.envelope import BATCH_CONTENT_TYPE, unpack
 from ingest.receiver.metrics import ReceiverMetrics
 from ingest.receiver.publisher import Publisher
 from ingest.topology import Topology
-from workers.engine.archive import Incoming
 from workers.engine.schema import metadata
 from workers.engine.store import Store, distinct
 
@@ -146,7 +145,7 @@ async def enqueue(amqp_url: str, topology: Topology, bodies: Sequence[bytes]) ->
     await publisher.start()
     try:
         assert await publisher.wait_ready(10)
-        callbacks = [read(body, datetime.now(UTC), signature_verified=False)[0] for body in bodies]
+        callbacks = [read(body, datetime.now(UTC), signature_verified=False).callback for body in bodies]
         for start in range(0, len(callbacks), 500):
             await asyncio.gather(*(publisher.publish(callback) for callback in callbacks[start : start + 500]))
     finally:
@@ -156,7 +155,7 @@ async def enqueue(amqp_url: str, topology: Topology, bodies: Sequence[bytes]) ->
 
 def incoming(body: bytes, received_at: datetime | None = None) -> Incoming:
     """A callback as the worker decodes it, without the queue."""
-    return Incoming(*read(body, received_at or datetime(2025, 11, 3, 12, 0, tzinfo=UTC), signature_verified=False))
+    return read(body, received_at or datetime(2025, 11, 3, 12, 0, tzinfo=UTC), signature_verified=False)
 
 
 async def store(engine: AsyncEngine, bodies: Sequence[bytes], batch_size: int = 100) -> None:

@@ -23,14 +23,18 @@ FULL = {
 def test_a_full_referral() -> None:
     referral = parse_referral(json.dumps({"referral": FULL}))
     assert referral is not None
-    assert (referral.source_id, referral.ctwa_clid, referral.media_type) == ("120214875530910427", "ARAkLk", "video")
-    assert (referral.video_url, referral.thumbnail_url, referral.image_url) == (
+    assert (referral["source_id"], referral["ctwa_clid"], referral["media_type"]) == (
+        "120214875530910427",
+        "ARAkLk",
+        "video",
+    )
+    assert (referral["video_url"], referral["thumbnail_url"], referral["image_url"]) == (
         FULL["video_url"],
         FULL["thumbnail_url"],
         None,
     )
-    assert referral.welcome_text == "Hi there!"
-    assert referral.raw == FULL
+    assert referral["welcome_text"] == "Hi there!"
+    assert referral["referral"] == FULL
 
 
 @pytest.mark.parametrize(
@@ -60,13 +64,13 @@ def test_metadata_that_is_not_an_ad_click(metadata: object) -> None:
 def test_a_status_ad_has_no_click_id_but_is_a_click() -> None:
     referral = parse_referral(json.dumps({"referral": {"source_id": "9", "source_type": "ad", "headline": "H"}}))
     assert referral is not None
-    assert (referral.source_id, referral.ctwa_clid) == ("9", None)
+    assert (referral["source_id"], referral["ctwa_clid"]) == ("9", None)
 
 
 def test_a_click_id_alone_is_a_click() -> None:
     referral = parse_referral(json.dumps({"referral": {"ctwa_clid": "C"}}))
     assert referral is not None
-    assert (referral.source_id, referral.ctwa_clid, referral.headline) == (None, "C", None)
+    assert (referral["source_id"], referral["ctwa_clid"], referral["headline"]) == (None, "C", None)
 
 
 def test_wrong_types_in_fields_are_dropped_not_fatal() -> None:
@@ -84,5 +88,10 @@ def test_wrong_types_in_fields_are_dropped_not_fatal() -> None:
         )
     )
     assert referral is not None
-    assert referral.source_id == "120214875530910427"
-    assert (referral.headline, referral.body, referral.media_type, referral.welcome_text) == (None, None, None, None)
+    assert referral["source_id"] == "120214875530910427"
+    assert (referral["headline"], referral["body"], referral["media_type"], referral["welcome_text"]) == (
+        None,
+        None,
+        None,
+        None,
+    )

@@ -97,7 +97,7 @@ async def _accept(request: web.Request, settings: Settings, metrics: ReceiverMet
     try:
         # Only the callback is kept, not its parsed payload: parsed trees kept alive across awaits are what the GC
         # scans.
-        callback = read(body, datetime.fromtimestamp(now, UTC), signature_verified=verifier is not None)[0]
+        callback = read(body, datetime.fromtimestamp(now, UTC), signature_verified=verifier is not None).callback
     except InvalidCallback as error:
         return _reject(metrics, 400, error.reason, error.detail)
 

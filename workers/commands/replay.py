@@ -16,11 +16,10 @@ import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from ingest.callback import Callback, Trigger
-from workers.engine import projections, rollups
-from workers.engine.archive import Incoming
-from workers.engine.erasure import Eraser
-from workers.engine.facts import collect
+from ingest.callback import Callback, Incoming, Trigger
+from workers.engine import facts, rollups
+from workers.engine.facts import Facts
+from workers.engine.store import Store, lock
 from workers.tools.progress import Progress
 
 __all__ = ["PROJECTIONS", "ReplayRefused", "replay"]
@@ -66,27 +65,26 @@ async def replay(
             total = int(await connection.scalar(text(f"SELECT count(*) FROM callbacks WHERE {where}"), params) or 0)
         meter = Progress(progress, total=total, unit="callbacks")
         done, last_id = 0, 0
-        eraser: Eraser | None = None
+        store = Store(engine)
         while True:
             async with engine.begin() as connection:
-                await projections.lock(connection, exclusive=True)
-                eraser = eraser or await Eraser.load(connection)
+                await lock(connection, exclusive=True)
                 rows = (
                     await connection.execute(
                         text(
-                            "SELECT id, key, trigger, received_at, signature_verified, payload FROM callbacks "
-                            f"WHERE {where} AND id > :after ORDER BY id LIMIT :limit"
+                            "SELECT id, key, trigger, received_at, signature_verified, payload::text AS payload "
+                            f"FROM callbacks WHERE {where} AND id > :after ORDER BY id LIMIT :limit"
                         ),
                         params | {"after": last_id, "limit": batch_size},
                     )
                 ).all()
                 if not rows:
                     break
-                items = [_incoming(row) for row in rows]
+                said = facts.read([_archived(row) for row in rows]).facts()
                 if everything:
-                    await projections.project(connection, items, eraser, exclusive=True)
+                    await store.project(connection, said, exclusive=True)
                 else:
-                    await _reproject(connection, items, eraser)
+                    await _reproject(connection, store, said)
             last_id = rows[-1].id
             done += len(rows)
             meter.update(done)
@@ -104,7 +102,7 @@ async def _empty_projections(engine: AsyncEngine) -> None:
                 f"the archive was pruned of callbacks received before {pruned.isoformat()}: rebuilding every table "
                 "from it would lose what they held. Replay a range (--since) instead."
             )
-        await projections.lock(connection, exclusive=True)
+        await lock(connection, exclusive=True)
         await connection.execute(text(f"TRUNCATE {', '.join(PROJECTIONS)}"))
 
 
@@ -123,20 +121,16 @@ def _range(since: datetime | None, until: datetime | None, triggers: Sequence[st
     return " AND ".join(conditions), params
 
 
-def _incoming(row: Any) -> Incoming:
-    payload = row.payload
-    try:
-        trigger = Trigger(row.trigger)
-    except ValueError:
-        trigger = Trigger.UNKNOWN
-    callback = Callback(orjson.dumps(payload), trigger, row.key, row.received_at, row.signature_verified)
-    return Incoming(callback, payload)
+def _archived(row: Any) -> Incoming:
+    """An archived callback as it is archived: its key and trigger as stored, its (maybe redacted) payload."""
+    body = row.payload.encode()
+    callback = Callback(body, Trigger.named(row.trigger), row.key, row.received_at, row.signature_verified)
+    return Incoming(callback, orjson.loads(body))
 
 
-async def _reproject(connection: AsyncConnection, items: list[Incoming], eraser: Eraser) -> None:
+async def _reproject(connection: AsyncConnection, store: Store, said: Facts) -> None:
     """Replace what these callbacks made, and recompute the rollups that counted it."""
-    facts = collect([(item.callback, item.payload) for item in items])
-    message_ids = [message.message_id for message in facts.messages]
+    message_ids = [message["message_id"] for message in said.messages]
     clicked = (
         await connection.execute(
             text(
@@ -153,9 +147,9 @@ async def _reproject(connection: AsyncConnection, items: list[Incoming], eraser:
             "AS report(message_id, status) "
             "WHERE delivery_reports.message_id = report.message_id AND delivery_reports.status = report.status"
         ),
-        {"ids": [d.message_id for d in facts.deliveries], "statuses": [d.status for d in facts.deliveries]},
+        {"ids": [d["message_id"] for d in said.deliveries], "statuses": [d["status"] for d in said.deliveries]},
     )
-    await projections.project(connection, items, eraser, exclusive=True)
+    await store.project(connection, said, exclusive=True)
     remade = (
         await connection.execute(
             text(

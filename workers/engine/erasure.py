@@ -5,13 +5,16 @@ become ``erased:<contact id>`` everywhere — an opaque person key, so its ad cl
 message texts and media URLs are dropped, its display name too, and the archived payloads are redacted the same
 way, so replaying the archive rebuilds the erased state. A keyed fingerprint of each erased identity is kept, so a
 late callback carrying one is erased as it arrives, in whichever order callbacks come.
+
+The store asks first (`Eraser.find`) — which tells it whether the batch needs the exclusive lock — and erases
+(`Eraser.erase`) once the batch's rows are written.
 """
 
 from __future__ import annotations
 
 import hmac
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any, NamedTuple
 
 import orjson
 from sqlalchemy import text
@@ -19,11 +22,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ingest.callback import Trigger
 from workers.engine import merges
-from workers.engine.facts import BODY_KEYS
+from workers.engine.facts import BODY_KEYS, Deletion
 from workers.engine.precedence import take_newer
-from workers.engine.rollups import person_key, refresh
+from workers.engine.rows import encode, recordset
 
-__all__ = ["Eraser", "opaque_identity", "redact"]
+__all__ = ["Eraser", "Erasure", "opaque_identity", "redact"]
 
 _ERASED = "erased:"
 _CONTACT_OBJECTS = ("contact", "preserved_contact", "deleted_contact")
@@ -33,6 +36,14 @@ _CONTACT_PERSONAL = ("display_name", "email", "external_id", "metadata")
 def opaque_identity(root: str) -> str:
     """What an erased contact's identities become: an opaque key that still tells people apart."""
     return f"{_ERASED}{root}"
+
+
+class Erasure(NamedTuple):
+    """What a batch touches that is erased: contacts (roots), and identities erased before, each with the opaque
+    identity it became."""
+
+    roots: set[str]
+    identities: dict[tuple[str, str], str]
 
 
 class Eraser:
@@ -51,10 +62,24 @@ class Eraser:
     def fingerprint(self, channel: str, identity: str) -> bytes:
         return hmac.digest(self._key, f"{channel}\x1f{identity}".encode(), "sha256")
 
-    async def match(
-        self, connection: AsyncConnection, identities: Iterable[tuple[str, str]]
+    async def find(
+        self,
+        connection: AsyncConnection,
+        deletions: Sequence[Deletion],
+        roots: Collection[str],
+        identities: Collection[tuple[str, str]],
+    ) -> Erasure | None:
+        """Record ``deletions``; then which of ``roots`` are erased (deleted, or with a deleted contact merged into
+        them) and which of ``identities`` (channel, identity) were erased before. ``None``: nothing is."""
+        if deletions:
+            await connection.execute(_RECORD_DELETIONS, {"deletion_rows": encode(deletions)})
+        erased = set((await connection.execute(_ERASED_ROOTS, {"roots": sorted(roots)})).scalars()) if roots else set()
+        matched = await self._match(connection, identities)
+        return Erasure(erased, matched) if erased or matched else None
+
+    async def _match(
+        self, connection: AsyncConnection, identities: Collection[tuple[str, str]]
     ) -> dict[tuple[str, str], str]:
-        """Which of ``(channel, identity)`` were erased before, with the opaque identity each became."""
         wanted = {self.fingerprint(channel, identity): (channel, identity) for channel, identity in identities}
         if not wanted:
             return {}
@@ -64,13 +89,13 @@ class Eraser:
         )
         return {wanted[bytes(fingerprint)]: opaque for fingerprint, opaque in rows}
 
-    async def erase(
-        self, connection: AsyncConnection, roots: set[str], identities: Mapping[tuple[str, str], str]
-    ) -> None:
-        """Erase the contacts ``roots`` (with everything merged into them) and the ``identities`` given."""
+    async def erase(self, connection: AsyncConnection, erasure: Erasure) -> set[tuple[str, str]]:
+        """Erase the contacts ``erasure.roots`` (with everything merged into them) and the identities it names;
+        return the identities whose rows changed, as they were and as they are now (channel, identity)."""
+        roots = erasure.roots
         members = dict(await merges.members(connection, roots))
         found = await connection.execute(_IDENTITIES_OF, {"roots": list(roots)})
-        erased = dict(identities)
+        erased = dict(erasure.identities)
         for channel, identity, contact_id in found:
             erased.setdefault((channel, identity), opaque_identity(contact_id))
         if erased:
@@ -98,11 +123,26 @@ class Eraser:
             {"members": list(members)},
         )
         await _redact_archive(connection, members, erased)
-        concerned = [person_key(root, None, None) for root in roots]
-        for (channel, identity), opaque in erased.items():
-            concerned += [person_key(None, channel, identity), person_key(None, channel, opaque)]
-        await refresh(connection, (key for key in concerned if key))
+        return set(erased) | {(channel, opaque) for (channel, _), opaque in erased.items()}
 
+
+_RECORD_DELETIONS = text(
+    f"""
+    INSERT INTO contacts (contact_id, deleted_at)
+    SELECT contact_id, min(deleted_at) FROM {recordset(Deletion, "deletion_rows")} GROUP BY contact_id
+    ON CONFLICT (contact_id) DO UPDATE SET deleted_at = LEAST(contacts.deleted_at, EXCLUDED.deleted_at)
+    """
+)
+
+# Those of ``:roots`` that are erased: deleted themselves, or with a deleted contact merged into them.
+_ERASED_ROOTS = text(
+    f"""
+    WITH RECURSIVE {merges.chain_members("members", ":roots")}
+    SELECT DISTINCT members.root
+    FROM members JOIN contacts ON contacts.contact_id = members.member
+    WHERE contacts.deleted_at IS NOT NULL
+    """
+)
 
 # The identities erased contacts were seen with, in any table.
 _IDENTITIES_OF = text(
@@ -179,7 +219,7 @@ async def _redact_archive(
     keys, payloads, identities = [], [], []
     for key, trigger, payload, contact_ids in rows:
         root = next((members[c] for c in contact_ids or () if c in members), None)
-        redacted, identity = redact(_trigger(trigger), payload, root, by_identity)
+        redacted, identity = redact(Trigger.named(trigger), payload, root, by_identity)
         keys.append(key)
         payloads.append(orjson.dumps(redacted).decode())
         identities.append(identity)
@@ -192,13 +232,6 @@ async def _redact_archive(
             ),
             {"keys": keys, "payloads": payloads, "identities": identities},
         )
-
-
-def _trigger(value: str) -> Trigger:
-    try:
-        return Trigger(value)
-    except ValueError:
-        return Trigger.UNKNOWN
 
 
 def redact(

@@ -1,30 +1,489 @@
-"""What each callback says, as plain facts for the tables: pure Python, no database.
+"""What each callback says, read once: its row in the archive and its facts for the tables — pure Python.
 
-Every fact carries its callback's time ``at`` and business ``key``. The projections only combine facts in ways
-that don't depend on arrival order — earliest, latest by ``(at, key)``, insert-once — so any permutation of the
-same callbacks, with any duplicates, ends in the same tables.
+`read` goes through a batch once. Each callback gives its archive row (`Archived`: what it is, when, and whom it
+names, which is how erasure finds it) and its `Facts`, by table. Once the archive has said which callbacks are
+new, `Batch.facts` gathers the facts of those. Every fact is a row type (`workers.engine.rows`) whose keys are
+the columns it fills: ``Message``, ``Click`` and ``Delivery`` are rows of ``messages``, ``ad_clicks`` and
+``delivery_reports`` as they are inserted; the others are combined into their tables.
+
+Every fact carries its callback's time; those that decide a value that can change carry its business key too.
+The projections only combine facts in ways that don't depend on arrival order — earliest, latest by
+``(time, key)``, insert-once — so any permutation of the same callbacks, with any duplicates, ends in the same
+tables.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any, TypedDict
 
-from ingest.callback import TRIGGER_KEYS, Callback, Trigger
+from ingest.callback import TRIGGER_KEYS, Callback, Incoming, Trigger
 from workers.engine.referral import Referral, parse_referral
 
 __all__ = [
     "BODY_KEYS",
-    "ConversationFact",
-    "DeliveryFact",
+    "Archived",
+    "Batch",
+    "Click",
+    "ConversationSeen",
+    "Deletion",
+    "Delivery",
     "Facts",
-    "IdentityFact",
-    "MessageFact",
-    "collect",
+    "IdentitySeen",
+    "Merge",
+    "Message",
+    "Naming",
+    "Sighting",
     "parse_time",
-    "subjects",
+    "read",
 ]
+
+# The key of each trigger's own object in the body: "message", "message_delivery_report", …
+BODY_KEYS = {trigger: name for name, trigger in TRIGGER_KEYS.items()}
+
+
+class Archived(TypedDict):
+    """A row of ``callbacks``, but its payload (which goes to Postgres apart, as the text received)."""
+
+    key: str
+    trigger: str
+    app_id: str | None
+    project_id: str | None
+    event_time: datetime | None
+    accepted_time: datetime | None
+    received_at: datetime
+    signature_verified: bool
+    contact_ids: list[str] | None
+    identity: str | None
+
+
+class Sighting(TypedDict):
+    """A contact was seen."""
+
+    contact_id: str
+    at: datetime
+
+
+class Naming(TypedDict):
+    """What a contact event says the contact is called (``None``: no name)."""
+
+    contact_id: str
+    name: str | None
+    at: datetime
+    key: str
+
+
+class IdentitySeen(TypedDict):
+    """A channel identity was seen, with the contact it belonged to (``None`` in DISPATCH mode)."""
+
+    channel: str
+    identity: str
+    app_id: str  # "" for a channel that is not app-scoped: identities are grouped by it
+    contact_id: str | None
+    at: datetime
+    key: str
+
+
+class ConversationSeen(TypedDict):
+    """Something about a conversation: an event (``start``, ``stop``, ``delete``) or just ``activity`` in it."""
+
+    conversation_id: str
+    contact_id: str | None
+    app_id: str | None
+    kind: str
+    channel: str | None
+    at: datetime
+    key: str
+
+
+class Message(TypedDict):
+    """A row of ``messages``."""
+
+    message_id: str
+    app_id: str | None
+    contact_id: str | None
+    conversation_id: str | None
+    channel: str | None
+    identity: str | None
+    kind: str
+    text: str | None
+    media_url: str | None
+    sent_at: datetime
+    has_referral: bool
+    processing_mode: str | None
+
+
+class Click(Referral):
+    """A row of ``ad_clicks``: the referral's columns and the message's."""
+
+    message_id: str
+    app_id: str | None
+    channel: str | None
+    identity: str | None
+    contact_id: str | None
+    conversation_id: str | None
+    clicked_at: datetime
+
+
+class Delivery(TypedDict):
+    """A row of ``delivery_reports``."""
+
+    message_id: str
+    status: str
+    app_id: str | None
+    channel: str | None
+    identity: str | None
+    contact_id: str | None
+    conversation_id: str | None
+    reason_code: str | None
+    reported_at: datetime
+    processing_mode: str | None
+
+
+class Merge(TypedDict):
+    """A row of ``contact_merges``: a contact merged into another."""
+
+    deleted_contact_id: str
+    preserved_contact_id: str
+    merged_at: datetime
+    merge_key: str
+
+
+class Deletion(TypedDict):
+    """A contact was deleted (CONTACT_DELETE): its personal data is to be erased."""
+
+    contact_id: str
+    deleted_at: datetime
+
+
+@dataclass(slots=True)
+class Facts:
+    """What callbacks say, by table: one callback's, or a batch's."""
+
+    sightings: list[Sighting] = field(default_factory=list)
+    names: list[Naming] = field(default_factory=list)
+    identities: list[IdentitySeen] = field(default_factory=list)
+    conversations: list[ConversationSeen] = field(default_factory=list)
+    messages: list[Message] = field(default_factory=list)
+    clicks: list[Click] = field(default_factory=list)
+    deliveries: list[Delivery] = field(default_factory=list)
+    merges: list[Merge] = field(default_factory=list)
+    deletions: list[Deletion] = field(default_factory=list)
+
+    def contact_ids(self) -> set[str]:
+        """Every contact id the facts name."""
+        ids = {fact["contact_id"] for fact in self.sightings}
+        ids.update(fact["contact_id"] for fact in self.names)
+        ids.update(fact["contact_id"] for fact in self.identities if fact["contact_id"])
+        for merge in self.merges:
+            ids.update((merge["deleted_contact_id"], merge["preserved_contact_id"]))
+        ids.update(fact["contact_id"] for fact in self.deletions)
+        return ids
+
+
+_TABLES = tuple(table.name for table in fields(Facts))
+
+
+@dataclass(slots=True)
+class Batch:
+    """A batch of callbacks as the store writes it: for each callback, its archive row, its payload as received
+    and its facts, in the same order."""
+
+    archived: list[Archived]
+    payloads: list[str]
+    said: list[Facts]
+
+    @property
+    def changes_contacts(self) -> bool:
+        """Whether a callback merges or deletes contacts."""
+        return any(facts.merges or facts.deletions for facts in self.said)
+
+    def facts(self, keys: Collection[str] | None = None) -> Facts:
+        """The facts of the callbacks whose business key is in ``keys`` (of all, without), by table."""
+        chosen = (
+            self.said
+            if keys is None or len(keys) == len(self.archived)
+            else [facts for archived, facts in zip(self.archived, self.said, strict=True) if archived["key"] in keys]
+        )
+        gathered = Facts()
+        for table in _TABLES:
+            rows: list[Any] = getattr(gathered, table)
+            for facts in chosen:
+                rows += getattr(facts, table)
+        return gathered
+
+
+def read(items: Sequence[Incoming]) -> Batch:
+    """Read each callback of ``items`` once: its archive row, payload and facts."""
+    batch = Batch([], [], [])
+    for callback, payload in items:
+        archived, facts = _read(callback, payload)
+        batch.archived.append(archived)
+        batch.payloads.append(callback.body.decode("utf-8"))
+        batch.said.append(facts)
+    return batch
+
+
+def _read(callback: Callback, payload: dict[str, Any]) -> tuple[Archived, Facts]:
+    trigger = callback.trigger
+    body = payload.get(BODY_KEYS.get(trigger, ""))
+    event_time, accepted_time = parse_time(payload.get("event_time")), parse_time(payload.get("accepted_time"))
+    contact_ids, identity = _subjects(body)
+    archived: Archived = {
+        "key": callback.key,
+        "trigger": trigger,
+        "app_id": _id(payload.get("app_id")),
+        "project_id": _id(payload.get("project_id")),
+        "event_time": event_time,
+        "accepted_time": accepted_time,
+        "received_at": callback.received_at,
+        "signature_verified": callback.signature_verified,
+        "contact_ids": contact_ids,
+        "identity": identity,
+    }
+    facts = Facts()
+    reader = _READERS.get(trigger)
+    if reader is not None and isinstance(body, dict):
+        # The callback's time: the channel's event time, else the reader's own, else when Sinch or we got it.
+        at = event_time or accepted_time or callback.received_at
+        reader(facts, body, _Said(callback.key, _id(payload.get("app_id")), at, event_time is None))
+    return archived, facts
+
+
+@dataclass(slots=True)
+class _Said:
+    """The callback a reader reads: its key, app, time, and whether a time of the body's own comes first."""
+
+    key: str
+    app_id: str | None
+    at: datetime
+    body_time_first: bool
+
+    def when(self, body_time: object) -> datetime:
+        return (parse_time(body_time) or self.at) if self.body_time_first else self.at
+
+
+# Where a trigger's own object names contacts, besides its ``contact_id``: (key, key of the id in it).
+_SUBJECT_FIELDS = (
+    ("conversation", "contact_id"),
+    ("contact", "id"),
+    ("preserved_contact", "id"),
+    ("deleted_contact", "id"),
+)
+
+
+def _subjects(body: object) -> tuple[list[str] | None, str | None]:
+    """The contact ids a callback's own object names and its channel identity: what erasure finds it by."""
+    if not isinstance(body, dict):
+        return None, None
+    candidates = [body.get("contact_id")]
+    for name, field_name in _SUBJECT_FIELDS:
+        value = body.get(name)
+        if isinstance(value, dict):
+            candidates.append(value.get(field_name))
+    contacts = sorted({candidate for candidate in candidates if isinstance(candidate, str) and candidate})
+    channel_identity = body.get("channel_identity")
+    identity = _id(channel_identity.get("identity")) if isinstance(channel_identity, dict) else None
+    return contacts or None, identity or _id(body.get("identity"))
+
+
+def _inbound(facts: Facts, message: dict[str, Any], said: _Said) -> None:
+    message_id = _id(message.get("id"))
+    if not message_id:
+        return
+    at = said.when(message.get("accept_time"))
+    channel, identity, identity_app = _channel_identity(message.get("channel_identity"))
+    contact_id = _id(message.get("contact_id"))
+    conversation_id = _id(message.get("conversation_id"))
+    kind, text, media_url = _content(message.get("contact_message"))
+    referral = parse_referral(message.get("metadata"))
+    facts.messages.append(
+        {
+            "message_id": message_id,
+            "app_id": said.app_id,
+            "contact_id": contact_id,
+            "conversation_id": conversation_id,
+            "channel": channel,
+            "identity": identity,
+            "kind": kind,
+            "text": text,
+            "media_url": media_url,
+            "sent_at": at,
+            "has_referral": referral is not None,
+            "processing_mode": _id(message.get("processing_mode")),
+        }
+    )
+    if referral is not None:
+        facts.clicks.append(
+            {
+                **referral,
+                "message_id": message_id,
+                "app_id": said.app_id,
+                "channel": channel,
+                "identity": identity,
+                "contact_id": contact_id,
+                "conversation_id": conversation_id,
+                "clicked_at": at,
+            }
+        )
+    _seen(facts, said, at, channel, identity, identity_app, contact_id, conversation_id)
+
+
+def _delivery(facts: Facts, report: dict[str, Any], said: _Said) -> None:
+    message_id, status = _id(report.get("message_id")), _id(report.get("status"))
+    if not (message_id and status):
+        return
+    channel, identity, identity_app = _channel_identity(report.get("channel_identity"))
+    contact_id = _id(report.get("contact_id"))
+    conversation_id = _id(report.get("conversation_id"))
+    facts.deliveries.append(
+        {
+            "message_id": message_id,
+            "status": status,
+            "app_id": said.app_id,
+            "channel": channel,
+            "identity": identity,
+            "contact_id": contact_id,
+            "conversation_id": conversation_id,
+            "reason_code": _id(_object(report.get("reason")).get("code")),
+            "reported_at": said.at,
+            "processing_mode": _id(report.get("processing_mode")),
+        }
+    )
+    _seen(facts, said, said.at, channel, identity, identity_app, contact_id, conversation_id)
+
+
+def _conversation_event(kind: str) -> Callable[[Facts, dict[str, Any], _Said], None]:
+    def read(facts: Facts, notification: dict[str, Any], said: _Said) -> None:
+        conversation = _object(notification.get("conversation"))
+        conversation_id = _id(conversation.get("id"))
+        if not conversation_id:
+            return
+        contact_id = _id(conversation.get("contact_id"))
+        facts.conversations.append(
+            {
+                "conversation_id": conversation_id,
+                "contact_id": contact_id,
+                "app_id": _id(conversation.get("app_id")) or said.app_id,
+                "kind": kind,
+                "channel": _id(conversation.get("active_channel")),
+                "at": said.at,
+                "key": said.key,
+            }
+        )
+        if contact_id:
+            facts.sightings.append({"contact_id": contact_id, "at": said.at})
+
+    return read
+
+
+def _contact_event(facts: Facts, notification: dict[str, Any], said: _Said) -> None:
+    _contact(facts, _object(notification.get("contact")), said)
+
+
+def _contact_deleted(facts: Facts, notification: dict[str, Any], said: _Said) -> None:
+    contact_id = _contact(facts, _object(notification.get("contact")), said)
+    if contact_id:
+        facts.deletions.append({"contact_id": contact_id, "deleted_at": said.at})
+
+
+def _contact_merged(facts: Facts, notification: dict[str, Any], said: _Said) -> None:
+    preserved = _contact(facts, _object(notification.get("preserved_contact")), said)
+    deleted = _id(_object(notification.get("deleted_contact")).get("id"))
+    if preserved and deleted and preserved != deleted:
+        facts.merges.append(
+            {
+                "deleted_contact_id": deleted,
+                "preserved_contact_id": preserved,
+                "merged_at": said.at,
+                "merge_key": said.key,
+            }
+        )
+
+
+_READERS: Mapping[Trigger, Callable[[Facts, dict[str, Any], _Said], None]] = {
+    Trigger.MESSAGE_INBOUND: _inbound,
+    Trigger.MESSAGE_DELIVERY: _delivery,
+    Trigger.CONVERSATION_START: _conversation_event("start"),
+    Trigger.CONVERSATION_STOP: _conversation_event("stop"),
+    Trigger.CONVERSATION_DELETE: _conversation_event("delete"),
+    Trigger.CONTACT_CREATE: _contact_event,
+    Trigger.CONTACT_UPDATE: _contact_event,
+    Trigger.CONTACT_DELETE: _contact_deleted,
+    Trigger.CONTACT_MERGE: _contact_merged,
+}
+
+
+def _seen(
+    facts: Facts,
+    said: _Said,
+    at: datetime,
+    channel: str | None,
+    identity: str | None,
+    identity_app: str | None,
+    contact_id: str | None,
+    conversation_id: str | None,
+) -> None:
+    if channel and identity:
+        facts.identities.append(
+            {
+                "channel": channel,
+                "identity": identity,
+                "app_id": identity_app or "",
+                "contact_id": contact_id,
+                "at": at,
+                "key": said.key,
+            }
+        )
+    if contact_id:
+        facts.sightings.append({"contact_id": contact_id, "at": at})
+    if conversation_id:
+        facts.conversations.append(
+            {
+                "conversation_id": conversation_id,
+                "contact_id": contact_id,
+                "app_id": said.app_id,
+                "kind": "activity",
+                "channel": channel,
+                "at": at,
+                "key": said.key,
+            }
+        )
+
+
+def _contact(facts: Facts, contact: dict[str, Any], said: _Said) -> str | None:
+    contact_id = _id(contact.get("id"))
+    if not contact_id:
+        return None
+    facts.sightings.append({"contact_id": contact_id, "at": said.at})
+    if "display_name" in contact:
+        name = contact.get("display_name")
+        facts.names.append(
+            {
+                "contact_id": contact_id,
+                "name": name if isinstance(name, str) and name else None,
+                "at": said.at,
+                "key": said.key,
+            }
+        )
+    identities = contact.get("channel_identities")
+    for item in identities if isinstance(identities, list) else ():
+        channel, identity, identity_app = _channel_identity(item)
+        if channel and identity:
+            facts.identities.append(
+                {
+                    "channel": channel,
+                    "identity": identity,
+                    "app_id": identity_app or "",
+                    "contact_id": contact_id,
+                    "at": said.at,
+                    "key": said.key,
+                }
+            )
+    return contact_id
+
 
 _KINDS = {
     "text_message": "text",
@@ -37,257 +496,6 @@ _KINDS = {
     "channel_specific_message": "channel_specific",
 }
 
-# The key of each trigger's own object in the body: "message", "message_delivery_report", …
-BODY_KEYS = {trigger: name for name, trigger in TRIGGER_KEYS.items()}
-
-_CONVERSATION_EVENTS = {
-    Trigger.CONVERSATION_START: ("conversation_start_notification", "start"),
-    Trigger.CONVERSATION_STOP: ("conversation_stop_notification", "stop"),
-    Trigger.CONVERSATION_DELETE: ("conversation_delete_notification", "delete"),
-}
-# Where a trigger's own object names contacts, besides its ``contact_id``: (key, key of the id in it).
-_SUBJECT_FIELDS = (
-    ("conversation", "contact_id"),
-    ("contact", "id"),
-    ("preserved_contact", "id"),
-    ("deleted_contact", "id"),
-)
-_CONTACT_EVENTS = {
-    Trigger.CONTACT_CREATE: "contact_create_notification",
-    Trigger.CONTACT_UPDATE: "contact_update_notification",
-    Trigger.CONTACT_DELETE: "contact_delete_notification",
-}
-
-
-class IdentityFact(NamedTuple):
-    """A channel identity was seen, with the contact it belonged to (``None`` in DISPATCH mode)."""
-
-    channel: str
-    identity: str
-    app_id: str | None
-    contact_id: str | None
-    at: datetime
-    key: str
-
-
-class MessageFact(NamedTuple):
-    message_id: str
-    app_id: str | None
-    contact_id: str | None
-    conversation_id: str | None
-    channel: str | None
-    identity: str | None
-    kind: str
-    text: str | None
-    media_url: str | None
-    sent_at: datetime
-    processing_mode: str | None
-    referral: Referral | None
-
-
-class DeliveryFact(NamedTuple):
-    message_id: str
-    status: str
-    app_id: str | None
-    contact_id: str | None
-    conversation_id: str | None
-    channel: str | None
-    identity: str | None
-    reason_code: str | None
-    reported_at: datetime
-    processing_mode: str | None
-
-
-class ConversationFact(NamedTuple):
-    """Something about a conversation: an event (``start``/``stop``/``delete``) or just activity in it."""
-
-    conversation_id: str
-    contact_id: str | None
-    app_id: str | None
-    event: str  # start, stop, delete, activity
-    active_channel: str | None
-    at: datetime
-    key: str
-
-
-@dataclass(slots=True)
-class Facts:
-    """Everything a batch of callbacks says, by table."""
-
-    messages: list[MessageFact] = field(default_factory=list)
-    deliveries: list[DeliveryFact] = field(default_factory=list)
-    identities: list[IdentityFact] = field(default_factory=list)
-    conversations: list[ConversationFact] = field(default_factory=list)
-    # contact_id -> times it was seen at
-    sightings: list[tuple[str, datetime]] = field(default_factory=list)
-    # contact_id, display_name, at, key: what a contact event says the contact is called
-    names: list[tuple[str, str | None, datetime, str]] = field(default_factory=list)
-    # deleted_contact_id, preserved_contact_id, at, key
-    merges: list[tuple[str, str, datetime, str]] = field(default_factory=list)
-    # contact_id, at
-    deletions: list[tuple[str, datetime]] = field(default_factory=list)
-
-    def contact_ids(self) -> set[str]:
-        ids = {contact for contact, _ in self.sightings}
-        ids.update(contact for contact, _, _, _ in self.names)
-        ids.update(fact.contact_id for fact in self.identities if fact.contact_id)
-        for deleted, preserved, _, _ in self.merges:
-            ids.update((deleted, preserved))
-        ids.update(contact for contact, _ in self.deletions)
-        return ids
-
-
-def collect(items: list[tuple[Callback, dict[str, Any]]]) -> Facts:
-    """The facts of every callback in ``items`` (pairs of a callback and its decoded payload)."""
-    facts = Facts()
-    for callback, payload in items:
-        _collect_one(facts, callback, payload)
-    return facts
-
-
-def subjects(trigger: Trigger, payload: dict[str, Any]) -> tuple[list[str], str | None]:
-    """The contact ids a callback names and its channel identity: what erasure finds archived callbacks by."""
-    body = payload.get(BODY_KEYS.get(trigger, ""))
-    if not isinstance(body, dict):
-        return [], None
-    candidates = [body.get("contact_id")]
-    for name, field_name in _SUBJECT_FIELDS:
-        value = body.get(name)
-        if isinstance(value, dict):
-            candidates.append(value.get(field_name))
-    contacts = sorted({candidate for candidate in candidates if isinstance(candidate, str) and candidate})
-    channel_identity = body.get("channel_identity")
-    identity = _id(channel_identity.get("identity")) if isinstance(channel_identity, dict) else None
-    return contacts, identity or _id(body.get("identity"))
-
-
-def _collect_one(facts: Facts, callback: Callback, payload: dict[str, Any]) -> None:
-    trigger, key = callback.trigger, callback.key
-    if trigger is Trigger.MESSAGE_INBOUND:
-        _message(facts, callback, payload)
-    elif trigger is Trigger.MESSAGE_DELIVERY:
-        _delivery(facts, callback, payload)
-    elif trigger in _CONVERSATION_EVENTS:
-        name, event = _CONVERSATION_EVENTS[trigger]
-        notification = _object(payload.get(name))
-        conversation = _object(notification.get("conversation"))
-        conversation_id = _id(conversation.get("id"))
-        if conversation_id:
-            at = _when(callback, payload)
-            contact_id = _id(conversation.get("contact_id"))
-            app_id = _id(conversation.get("app_id")) or _id(payload.get("app_id"))
-            channel = _id(conversation.get("active_channel"))
-            facts.conversations.append(ConversationFact(conversation_id, contact_id, app_id, event, channel, at, key))
-            if contact_id:
-                facts.sightings.append((contact_id, at))
-    elif trigger in _CONTACT_EVENTS:
-        contact = _object(_object(payload.get(_CONTACT_EVENTS[trigger])).get("contact"))
-        at = _when(callback, payload)
-        contact_id = _contact(facts, contact, at, key)
-        if contact_id and trigger is Trigger.CONTACT_DELETE:
-            facts.deletions.append((contact_id, at))
-    elif trigger is Trigger.CONTACT_MERGE:
-        notification = _object(payload.get("contact_merge_notification"))
-        at = _when(callback, payload)
-        preserved = _contact(facts, _object(notification.get("preserved_contact")), at, key)
-        deleted = _id(_object(notification.get("deleted_contact")).get("id"))
-        if preserved and deleted and preserved != deleted:
-            facts.merges.append((deleted, preserved, at, key))
-
-
-def _message(facts: Facts, callback: Callback, payload: dict[str, Any]) -> None:
-    message = _object(payload.get("message"))
-    message_id = _id(message.get("id"))
-    if not message_id:
-        return
-    at = _when(callback, payload, message.get("accept_time"))
-    channel, identity, identity_app = _channel_identity(message.get("channel_identity"))
-    contact_id = _id(message.get("contact_id"))
-    conversation_id = _id(message.get("conversation_id"))
-    app_id = _id(payload.get("app_id"))
-    kind, text, media_url = _content(message.get("contact_message"))
-    facts.messages.append(
-        MessageFact(
-            message_id=message_id,
-            app_id=app_id,
-            contact_id=contact_id,
-            conversation_id=conversation_id,
-            channel=channel,
-            identity=identity,
-            kind=kind,
-            text=text,
-            media_url=media_url,
-            sent_at=at,
-            processing_mode=_id(message.get("processing_mode")),
-            referral=parse_referral(message.get("metadata")),
-        )
-    )
-    _seen(facts, callback, at, channel, identity, identity_app, contact_id, conversation_id, app_id)
-
-
-def _delivery(facts: Facts, callback: Callback, payload: dict[str, Any]) -> None:
-    report = _object(payload.get("message_delivery_report"))
-    message_id, status = _id(report.get("message_id")), _id(report.get("status"))
-    if not (message_id and status):
-        return
-    at = _when(callback, payload)
-    channel, identity, identity_app = _channel_identity(report.get("channel_identity"))
-    contact_id = _id(report.get("contact_id"))
-    conversation_id = _id(report.get("conversation_id"))
-    app_id = _id(payload.get("app_id"))
-    facts.deliveries.append(
-        DeliveryFact(
-            message_id=message_id,
-            status=status,
-            app_id=app_id,
-            contact_id=contact_id,
-            conversation_id=conversation_id,
-            channel=channel,
-            identity=identity,
-            reason_code=_id(_object(report.get("reason")).get("code")),
-            reported_at=at,
-            processing_mode=_id(report.get("processing_mode")),
-        )
-    )
-    _seen(facts, callback, at, channel, identity, identity_app, contact_id, conversation_id, app_id)
-
-
-def _seen(
-    facts: Facts,
-    callback: Callback,
-    at: datetime,
-    channel: str | None,
-    identity: str | None,
-    identity_app: str | None,
-    contact_id: str | None,
-    conversation_id: str | None,
-    app_id: str | None,
-) -> None:
-    if channel and identity:
-        facts.identities.append(IdentityFact(channel, identity, identity_app, contact_id, at, callback.key))
-    if contact_id:
-        facts.sightings.append((contact_id, at))
-    if conversation_id:
-        facts.conversations.append(
-            ConversationFact(conversation_id, contact_id, app_id, "activity", channel, at, callback.key)
-        )
-
-
-def _contact(facts: Facts, contact: dict[str, Any], at: datetime, key: str) -> str | None:
-    contact_id = _id(contact.get("id"))
-    if not contact_id:
-        return None
-    facts.sightings.append((contact_id, at))
-    if "display_name" in contact:
-        name = contact.get("display_name")
-        facts.names.append((contact_id, name if isinstance(name, str) and name else None, at, key))
-    identities = contact.get("channel_identities")
-    for item in identities if isinstance(identities, list) else ():
-        channel, identity, identity_app = _channel_identity(item)
-        if channel and identity:
-            facts.identities.append(IdentityFact(channel, identity, identity_app, contact_id, at, key))
-    return contact_id
-
 
 def _content(contact_message: object) -> tuple[str, str | None, str | None]:
     """(kind, text, media URL) of a ``contact_message``."""
@@ -297,8 +505,8 @@ def _content(contact_message: object) -> tuple[str, str | None, str | None]:
             continue
         kind = _KINDS.get(name, name.removesuffix("_message"))
         body = _object(value)
-        text = _text(body.get("text")) or _text(body.get("caption"))
-        media_url = _text(body.get("url")) if kind in ("media", "media_card") else None
+        text = _id(body.get("text")) or _id(body.get("caption"))
+        media_url = _id(body.get("url")) if kind in ("media", "media_card") else None
         return kind, text, media_url
     return "unknown", None, None
 
@@ -309,16 +517,6 @@ def _channel_identity(value: object) -> tuple[str | None, str | None, str | None
         _id(channel_identity.get("channel")),
         _id(channel_identity.get("identity")),
         _id(channel_identity.get("app_id")),
-    )
-
-
-def _when(callback: Callback, payload: dict[str, Any], fallback: object = None) -> datetime:
-    """The callback's time: ``event_time``, else the given fallback, else ``accepted_time``, else when received."""
-    return (
-        parse_time(payload.get("event_time"))
-        or parse_time(fallback)
-        or parse_time(payload.get("accepted_time"))
-        or callback.received_at
     )
 
 
@@ -338,9 +536,5 @@ def _object(value: object) -> dict[str, Any]:
 
 
 def _id(value: object) -> str | None:
-    """An id or enum value; Sinch's empty strings become ``None``."""
-    return value if isinstance(value, str) and value else None
-
-
-def _text(value: object) -> str | None:
+    """A non-empty string (an id, an enum value, a text); Sinch's empty strings become ``None``."""
     return value if isinstance(value, str) and value else None

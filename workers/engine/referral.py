@@ -2,34 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, TypedDict
 
 import orjson
 
 __all__ = ["Referral", "parse_referral"]
 
-# Referral's fields read straight from the referral, in its order.
-_FIELDS = (
-    "source_id",
-    "source_type",
-    "source_url",
-    "ctwa_clid",
-    "headline",
-    "body",
-    "media_type",
-    "image_url",
-    "video_url",
-    "thumbnail_url",
-)
 
+class Referral(TypedDict):
+    """An ad click: the referral of an inbound message that names an ad (``source_id``) or a click (``ctwa_clid``).
 
-class Referral(NamedTuple):
-    """An ad click: the referral of an inbound message that names an ad (``source_id``) or a click (``ctwa_clid``)."""
+    The keys are the ``ad_clicks`` columns that come from the referral; ``referral`` is the referral as sent."""
 
+    ctwa_clid: str | None
     source_id: str | None
     source_type: str | None
     source_url: str | None
-    ctwa_clid: str | None
     headline: str | None
     body: str | None
     media_type: str | None
@@ -37,7 +25,7 @@ class Referral(NamedTuple):
     video_url: str | None
     thumbnail_url: str | None
     welcome_text: str | None
-    raw: dict[str, Any]
+    referral: dict[str, Any]
 
 
 def parse_referral(metadata: object) -> Referral | None:
@@ -56,12 +44,24 @@ def parse_referral(metadata: object) -> Referral | None:
     referral = decoded.get("referral") if isinstance(decoded, dict) else None
     if not isinstance(referral, dict):
         return None
-    values = [_text(referral.get(name)) for name in _FIELDS]
-    if values[0] is None and values[3] is None:  # source_id, ctwa_clid
+    source_id, ctwa_clid = _text(referral.get("source_id")), _text(referral.get("ctwa_clid"))
+    if source_id is None and ctwa_clid is None:
         return None
     welcome = referral.get("welcome_message")
-    welcome_text = _text(welcome.get("text")) if isinstance(welcome, dict) else None
-    return Referral._make((*values, welcome_text, referral))
+    return {
+        "ctwa_clid": ctwa_clid,
+        "source_id": source_id,
+        "source_type": _text(referral.get("source_type")),
+        "source_url": _text(referral.get("source_url")),
+        "headline": _text(referral.get("headline")),
+        "body": _text(referral.get("body")),
+        "media_type": _text(referral.get("media_type")),
+        "image_url": _text(referral.get("image_url")),
+        "video_url": _text(referral.get("video_url")),
+        "thumbnail_url": _text(referral.get("thumbnail_url")),
+        "welcome_text": _text(welcome.get("text")) if isinstance(welcome, dict) else None,
+        "referral": referral,
+    }
 
 
 def _text(value: object) -> str | None:

@@ -1,14 +1,16 @@
 """Attribution rollups — each person's first and last click, clicks, people and conversations per ad per day —
-kept in the same transaction as ``ad_clicks``, so the analytics views stay fast at millions of clicks.
+kept from ``ad_clicks`` in the same transaction as the clicks, so the analytics views stay fast at millions of
+clicks.
 
 New clicks are added incrementally, as sets (a click is inserted once, so adding is order-independent). When a
 merge or an erasure changes whose a click is, the rollups of the persons concerned are recomputed from
-``ad_clicks``: deleting and re-deriving their rows gives the same result in any order.
+``ad_clicks``: deleting and re-deriving their rows gives the same result in any order. Persons are told apart by
+``person_key``, the SQL function that also fills the tables' ``person_key`` columns.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Sequence
 from datetime import date
 
 from sqlalchemy import text
@@ -16,30 +18,24 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from workers.engine.precedence import take_when
 
-__all__ = ["ON_NEW_CLICKS", "person_key", "rebuild", "recompute_days", "refresh"]
-
-
-def person_key(contact_id: str | None, channel: str | None, identity: str | None) -> str | None:
-    """The key ``ad_clicks.person_key`` computes (see workers.schema.PERSON_KEY)."""
-    if contact_id is not None:
-        return f"contact:{contact_id}"
-    if identity is not None:
-        return f"identity:{channel or ''}:{identity}"
-    return None
-
+__all__ = ["rebuild", "recompute_days", "refresh", "update"]
 
 _DAY = "(clicked_at AT TIME ZONE 'UTC')::date"
 
 _NEWER_CREATIVE = "(EXCLUDED.creative_at, EXCLUDED.creative_key) > (daily.creative_at, daily.creative_key)"
 
-_NEW_CLICKS_DAILY = f"""
-    , daily AS (
+
+def _count_daily(clicks: str) -> str:
+    """Data-modifying CTEs (for a ``WITH``) adding the clicks of the relation ``clicks`` (a table or CTE with
+    ad_clicks' columns) to the per-day rollups."""
+    return f"""
+    daily AS (
         INSERT INTO ad_daily AS daily
             (day, source_id, clicks, click_ids, headline, source_type, media_type, creative_at, creative_key)
         SELECT DISTINCT ON (day, source_id)
             day, source_id, count(*) OVER same, count(ctwa_clid) OVER same,
             headline, source_type, media_type, clicked_at, message_id
-        FROM (SELECT *, {_DAY} AS day FROM inserted) AS click
+        FROM (SELECT *, {_DAY} AS day FROM {clicks}) AS click
         WINDOW same AS (PARTITION BY day, source_id)
         ORDER BY day, source_id, clicked_at DESC, message_id DESC
         ON CONFLICT (day, source_id) DO UPDATE SET
@@ -49,14 +45,36 @@ _NEW_CLICKS_DAILY = f"""
             creative_at = GREATEST(daily.creative_at, EXCLUDED.creative_at)
     ), daily_people AS (
         INSERT INTO ad_daily_people (day, source_id, person_key)
-        SELECT DISTINCT {_DAY}, source_id, person_key FROM inserted WHERE person_key IS NOT NULL
+        SELECT DISTINCT {_DAY}, source_id, person_key FROM {clicks} WHERE person_key IS NOT NULL
         ON CONFLICT DO NOTHING
     ), daily_conversations AS (
         INSERT INTO ad_daily_conversations (day, source_id, conversation_id)
-        SELECT DISTINCT {_DAY}, source_id, conversation_id FROM inserted WHERE conversation_id IS NOT NULL
+        SELECT DISTINCT {_DAY}, source_id, conversation_id FROM {clicks} WHERE conversation_id IS NOT NULL
         ON CONFLICT DO NOTHING
     )
-"""
+    """
+
+
+def _touches(clicks: str) -> str:
+    """Each person's touches among the clicks of the relation ``clicks``: rows of ``person_touches``."""
+    return f"""
+        SELECT first.person_key, first.contact_id, last.channel, last.identity, counted.clicks,
+               first.message_id, first.source_id, first.headline, first.clicked_at,
+               (first.clicked_at AT TIME ZONE 'UTC')::date,
+               last.message_id, last.source_id, last.headline, last.clicked_at
+        FROM (
+            SELECT DISTINCT ON (person_key) * FROM {clicks} WHERE person_key IS NOT NULL
+            ORDER BY person_key, clicked_at, message_id
+        ) AS first
+        JOIN (
+            SELECT DISTINCT ON (person_key) * FROM {clicks} WHERE person_key IS NOT NULL
+            ORDER BY person_key, clicked_at DESC, message_id DESC
+        ) AS last USING (person_key)
+        JOIN (
+            SELECT person_key, count(*)::int AS clicks FROM {clicks} WHERE person_key IS NOT NULL GROUP BY person_key
+        ) AS counted USING (person_key)
+    """
+
 
 _EARLIER_FIRST = (
     "(EXCLUDED.first_clicked_at, EXCLUDED.first_message_id) < (touches.first_clicked_at, touches.first_message_id)"
@@ -67,40 +85,57 @@ _LATER_LAST = (
 _FIRST = ["first_message_id", "first_source_id", "first_headline", "first_day"]
 _LAST = ["last_message_id", "last_source_id", "last_headline", "channel", "identity"]
 
-_NEW_CLICKS_TOUCHES = f"""
+
+def _count(clicks: str) -> str:
+    """Data-modifying CTEs and a final INSERT adding the clicks of the relation ``clicks`` to every rollup."""
+    return f"""
+    {_count_daily(clicks)}
+    INSERT INTO person_touches AS touches {_touches(clicks)}
     ON CONFLICT (person_key) DO UPDATE SET
         clicks = touches.clicks + EXCLUDED.clicks,
         {take_when(_EARLIER_FIRST, "touches", _FIRST)},
         first_clicked_at = LEAST(touches.first_clicked_at, EXCLUDED.first_clicked_at),
         {take_when(_LATER_LAST, "touches", _LAST)},
         last_clicked_at = GREATEST(touches.last_clicked_at, EXCLUDED.last_clicked_at)
-"""
-
-
-def _touches(source: str) -> str:
-    """Each person's touches among the clicks in ``source`` (a table or CTE with ad_clicks' columns)."""
-    return f"""
-        SELECT first.person_key, first.contact_id, last.channel, last.identity, counted.clicks,
-               first.message_id, first.source_id, first.headline, first.clicked_at,
-               (first.clicked_at AT TIME ZONE 'UTC')::date,
-               last.message_id, last.source_id, last.headline, last.clicked_at
-        FROM (
-            SELECT DISTINCT ON (person_key) * FROM {source} WHERE person_key IS NOT NULL
-            ORDER BY person_key, clicked_at, message_id
-        ) AS first
-        JOIN (
-            SELECT DISTINCT ON (person_key) * FROM {source} WHERE person_key IS NOT NULL
-            ORDER BY person_key, clicked_at DESC, message_id DESC
-        ) AS last USING (person_key)
-        JOIN (
-            SELECT person_key, count(*)::int AS clicks FROM {source} WHERE person_key IS NOT NULL GROUP BY person_key
-        ) AS counted USING (person_key)
     """
 
 
-# Data-modifying CTEs to append to a statement whose CTE ``inserted`` returns the ad_clicks rows it inserted.
-ON_NEW_CLICKS = (
-    f"{_NEW_CLICKS_DAILY} INSERT INTO person_touches AS touches {_touches('inserted')} {_NEW_CLICKS_TOUCHES}"
+_COUNT_NEW = text(
+    f"WITH new_clicks AS (SELECT * FROM ad_clicks WHERE message_id = ANY(CAST(:ids AS text[]))), {_count('new_clicks')}"
+)
+
+
+async def update(
+    connection: AsyncConnection,
+    new_clicks: Sequence[str],
+    contacts: Collection[str] = (),
+    identities: Collection[tuple[str, str]] = (),
+) -> None:
+    """Add the clicks ``new_clicks`` (message ids of clicks just inserted) to the rollups, then recompute those of
+    the persons ``contacts`` and ``identities`` (channel, identity), whose clicks changed hands."""
+    if new_clicks:
+        await connection.execute(_COUNT_NEW, {"ids": list(new_clicks)})
+    if contacts or identities:
+        keys = await connection.scalar(
+            _PERSON_KEYS,
+            {
+                "contacts": sorted(contacts),
+                "channels": [channel for channel, _ in identities],
+                "identities": [identity for _, identity in identities],
+            },
+        )
+        await refresh(connection, keys)
+
+
+_PERSON_KEYS = text(
+    """
+    SELECT array_agg(DISTINCT key ORDER BY key) FROM (
+        SELECT person_key(contact_id, NULL, NULL) FROM unnest(CAST(:contacts AS text[])) AS contact_id
+        UNION ALL
+        SELECT person_key(NULL, channel, identity)
+        FROM unnest(CAST(:channels AS text[]), CAST(:identities AS text[])) AS given(channel, identity)
+    ) AS persons(key)
+    """
 )
 
 _REFRESH = [
@@ -118,7 +153,7 @@ _REFRESH = [
 
 
 async def refresh(connection: AsyncConnection, keys: Iterable[str]) -> None:
-    """Recompute the rollups of the persons ``keys`` (old keys and new) from ``ad_clicks``."""
+    """Recompute the rollups of the persons ``keys`` (``person_key`` values, old and new) from ``ad_clicks``."""
     wanted = sorted(set(keys))
     if not wanted:
         return
@@ -128,8 +163,8 @@ async def refresh(connection: AsyncConnection, keys: Iterable[str]) -> None:
 
 _REBUILD = [
     "TRUNCATE person_touches, ad_daily, ad_daily_people, ad_daily_conversations",
-    # Every click is "new" to the emptied rollups.
-    f"WITH inserted AS (SELECT * FROM ad_clicks) {ON_NEW_CLICKS}",
+    # Every click is new to the emptied rollups.
+    f"WITH {_count('ad_clicks')}",
 ]
 
 
@@ -146,14 +181,14 @@ _RECOMPUTE_DAYS = [
         f"WHERE {table}.day = concerned.day AND {table}.source_id IS NOT DISTINCT FROM concerned.source_id"
         for table in ("ad_daily", "ad_daily_people", "ad_daily_conversations")
     ),
-    # Every click of those days and ads is "new" to their emptied rows; the person rollups are left alone.
+    # Every click of those days and ads is new to their emptied rows; the person rollups are left alone.
     f"""
-    WITH inserted AS (
+    WITH day_clicks AS (
         SELECT click.* FROM ad_clicks AS click JOIN {_DAYS}
         ON (click.clicked_at AT TIME ZONE 'UTC')::date = concerned.day
            AND click.source_id IS NOT DISTINCT FROM concerned.source_id
-    ) {_NEW_CLICKS_DAILY}
-    SELECT count(*) FROM inserted
+    ), {_count_daily("day_clicks")}
+    SELECT count(*) FROM day_clicks
     """,
 ]
 

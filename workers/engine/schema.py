@@ -27,7 +27,6 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 __all__ = [
-    "PERSON_KEY",
     "ad_clicks",
     "ad_daily",
     "ad_daily_conversations",
@@ -49,16 +48,16 @@ __all__ = [
 
 Time = DateTime(timezone=True)
 
-# Who a row is about, for attribution: the (resolved) contact when the callback named one, else the channel
-# identity. Python builds the same keys as workers.rollups.person_key().
-PERSON_KEY = (
-    "CASE WHEN contact_id IS NOT NULL THEN 'contact:' || contact_id "
-    "WHEN identity IS NOT NULL THEN 'identity:' || coalesce(channel, '') || ':' || identity END"
-)
-
 
 def _person_key() -> Column[str]:
-    return Column("person_key", Text, Computed(PERSON_KEY, persisted=True), comment="who: see docs/analytics.md")
+    """Who a row is about, for attribution: the (resolved) contact when the callback named one, else the channel
+    identity — by the SQL function ``person_key`` (migration 0005), which the rollups call too."""
+    return Column(
+        "person_key",
+        Text,
+        Computed("person_key(contact_id, channel, identity)", persisted=True),
+        comment="who: see docs/analytics.md",
+    )
 
 
 metadata = MetaData(

@@ -1,16 +1,27 @@
-"""Writing a batch: the archive and every projection, in one transaction."""
+"""Writing a batch, in one transaction and in this order: the archive, merges, the projections, erasure, and the
+rollups — each once.
+
+The store owns the lock decision. Batches that merge or delete contacts hold an exclusive advisory lock; every
+other batch holds it shared. So a merge or an erasure sees every row committed before it, and every later batch
+sees the merge or erasure. A batch found (under the shared lock) to touch an erased contact or identity is rolled
+back and written again under the exclusive lock, so its rows are erased as they are written.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from workers.engine import archive, projections
-from workers.engine.archive import Incoming
+from ingest.callback import Incoming
+from workers.engine import archive, facts, merges, projections, rollups
 from workers.engine.erasure import Eraser
+from workers.engine.facts import Facts
 
-__all__ = ["Store", "distinct"]
+__all__ = ["Store", "distinct", "lock"]
+
+_LOCK = 0x63747761  # "ctwa"
 
 
 def distinct(items: Iterable[Incoming]) -> tuple[list[Incoming], list[Incoming]]:
@@ -26,6 +37,12 @@ def distinct(items: Iterable[Incoming]) -> tuple[list[Incoming], list[Incoming]]
     return sorted(unique.values(), key=lambda item: item.callback.key), repeated
 
 
+async def lock(connection: AsyncConnection, *, exclusive: bool) -> None:
+    """Take the store's advisory lock for the rest of the transaction: exclusive, or shared."""
+    function = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
+    await connection.execute(text(f"SELECT {function}(:key)"), {"key": _LOCK})
+
+
 class Store:
     """Archives callbacks and projects the new ones, in one transaction per call."""
 
@@ -38,16 +55,39 @@ class Store:
 
         A duplicate is archived once and projected once: only new callbacks reach the projections.
         """
-        exclusive = projections.needs_exclusive(items)
+        batch = facts.read(items)
+        exclusive = batch.changes_contacts
         while True:
-            try:
-                async with self._engine.begin() as connection:
-                    await projections.lock(connection, exclusive)
-                    if self._eraser is None:
-                        self._eraser = await Eraser.load(connection)
-                    new = await archive.insert(connection, items)
-                    fresh = [item for item in items if item.callback.key in new]
-                    await projections.project(connection, fresh, self._eraser, exclusive=exclusive)
-                return new
-            except projections.NeedsExclusive:
-                exclusive = True
+            async with self._engine.connect() as connection:
+                transaction = await connection.begin()
+                await lock(connection, exclusive=exclusive)
+                new = await archive.insert(connection, batch)
+                if await self.project(connection, batch.facts(new), exclusive=exclusive):
+                    await transaction.commit()
+                    return new
+                await transaction.rollback()
+            exclusive = True
+
+    async def project(self, connection: AsyncConnection, said: Facts, *, exclusive: bool) -> bool:
+        """Write what ``said`` says into every table, in a transaction holding the store's lock (`lock`).
+
+        Returns ``False``, having written nothing, when the facts touch an erased contact or identity and the lock
+        held is only shared.
+        """
+        eraser = self._eraser = self._eraser or await Eraser.load(connection)
+        resolved = await merges.apply(connection, said.merges, said.contact_ids())
+        erasure = await eraser.find(
+            connection,
+            said.deletions,
+            set(resolved.roots.values()),
+            {(fact["channel"], fact["identity"]) for fact in said.identities},
+        )
+        if erasure is not None and not exclusive:
+            return False
+        new_clicks = await projections.write(connection, said, resolved.roots)
+        contacts, identities = set(resolved.moved), set[tuple[str, str]]()
+        if erasure is not None:
+            identities = await eraser.erase(connection, erasure)
+            contacts |= erasure.roots
+        await rollups.update(connection, new_clicks, contacts, identities)
+        return True

@@ -17,23 +17,22 @@ import time
 from collections.abc import Sequence
 from contextlib import AsyncExitStack, suppress
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC
 
 from aio_pika.abc import AbstractIncomingMessage
-from aiohttp import web
 from sqlalchemy.exc import SQLAlchemyError
 
 from ingest.backoff import backoff
+from ingest.callback import Incoming
 from ingest.eventloop import new_event_loop
-from ingest.metrics import metrics_handler
 from ingest.settings import Settings
 from ingest.topology import Topology
-from workers.engine import archive
-from workers.engine.archive import Incoming, Rejected
 from workers.engine.store import Store, distinct
 from workers.runtime.consumer import BrokerLost, Consumer
 from workers.runtime.database import create_engine, is_data_error, sqlstate
+from workers.runtime.messages import Rejected, decode
 from workers.runtime.metrics import WorkerMetrics
+from workers.runtime.monitor import Monitor
 
 __all__ = ["Worker", "run"]
 
@@ -42,10 +41,12 @@ log = logging.getLogger(__name__)
 
 @dataclass(slots=True)
 class _Batch:
-    """Messages taken together, and the callbacks they carry: those to store, and those that never can be."""
+    """Messages taken together, and the callbacks they carry: those to store — each with the message it came in
+    — and those that never can be."""
 
     messages: list[AbstractIncomingMessage] = field(default_factory=list)
     items: list[Incoming] = field(default_factory=list)
+    came_in: dict[str, AbstractIncomingMessage] = field(default_factory=dict)  # by business key, the first copy's
     rejected: list[Rejected] = field(default_factory=list)
 
     @property
@@ -53,10 +54,16 @@ class _Batch:
         return len(self.items) + len(self.rejected)
 
     def take(self, message: AbstractIncomingMessage) -> None:
-        items, rejected = archive.decode(message)
+        items, rejected = decode(message)
         self.messages.append(message)
         self.items += items
         self.rejected += rejected
+        for item in items:
+            self.came_in.setdefault(item.callback.key, message)
+
+    def set_aside(self, item: Incoming, code: str, reason: str) -> Rejected:
+        """``item``, which can never be stored: to be dead-lettered with the message it came in."""
+        return Rejected.set_aside(self.came_in[item.callback.key], item.callback, code, reason)
 
 
 def _reap(tasks: list[asyncio.Task[None]]) -> list[asyncio.Task[None]]:
@@ -65,11 +72,6 @@ def _reap(tasks: list[asyncio.Task[None]]) -> list[asyncio.Task[None]]:
         if task.done():
             task.result()
     return [task for task in tasks if not task.done()]
-
-
-def _rejected(item: Incoming, code: str, reason: str) -> Rejected:
-    assert item.message is not None  # the worker only stores what it took from the queue
-    return Rejected.set_aside(item.message, item.callback, code, reason)
 
 
 class Worker:
@@ -81,7 +83,6 @@ class Worker:
         self._settings = settings
         self._drain = drain
         self._name = name
-        self._watch_every = watch_every
         self.metrics = WorkerMetrics()
         self._consumer = Consumer(
             settings.amqp_url,
@@ -89,9 +90,9 @@ class Worker:
             prefetch=settings.prefetch,
             connection_name=name,
         )
+        self._monitor = Monitor(self._consumer, self.metrics, every=watch_every)
         self._store: Store | None = None
         self._stopping = asyncio.Event()
-        self._holding: dict[int, datetime] = {}  # each batch in hand: the receive time of its oldest callback
 
     def stop(self) -> None:
         """Stop taking messages; what was delivered is stored and acknowledged, then `run` returns."""
@@ -117,9 +118,9 @@ class Worker:
             await self._consumer.start()
             stack.push_async_callback(self._consumer.close)
             if self._settings.worker_metrics_port:
-                await self._serve_metrics(stack)
+                await self._monitor.serve(stack, self._settings.http_host, self._settings.worker_metrics_port)
             work = asyncio.create_task(self._work(), name="ctwa-work")
-            watch = asyncio.create_task(self._watch_queues(), name="ctwa-watch")
+            watch = asyncio.create_task(self._monitor.watch(), name="ctwa-watch")
             stopping = asyncio.create_task(self._stopping.wait())
             await asyncio.wait((work, stopping), return_when=asyncio.FIRST_COMPLETED)
             stopping.cancel()
@@ -166,21 +167,6 @@ class Worker:
             if settling:
                 await asyncio.wait(settling)
 
-    async def _watch_queues(self) -> None:
-        """Keep the queue gauges current; the lag drops to 0 once nothing waits."""
-        while True:
-            stats = await self._consumer.queue_stats()
-            if stats is not None:
-                ready, consumers, dead = stats
-                self.metrics.queue_messages.labels("callbacks").set(ready)
-                self.metrics.queue_messages.labels("dead-letter").set(dead)
-                self.metrics.queue_consumers.set(consumers)
-                if not ready and not self._consumer.buffer and not self._holding:
-                    self.metrics.lag.set(0)
-            self._show_lag()  # a batch held up (Postgres down, say) ages in the gauge
-            self.metrics.broker_connected.set(1 if self._consumer.connected else 0)
-            await asyncio.sleep(self._watch_every)
-
     async def _drained(self) -> bool:
         if self._consumer.buffer or not await self._consumer.queue_is_empty():
             return False
@@ -218,19 +204,13 @@ class Worker:
         self.metrics.redelivered.inc(sum(1 for message in batch.messages if message.redelivered))
         received = [message.timestamp for message in batch.messages if message.timestamp is not None]
         if received:
-            self._holding[id(batch)] = min(
-                moment if moment.tzinfo else moment.replace(tzinfo=UTC) for moment in received
+            self._monitor.hold(
+                batch, min(moment if moment.tzinfo else moment.replace(tzinfo=UTC) for moment in received)
             )
-        self._show_lag()
         try:
             await self._retry(batch, after)
         finally:
-            self._holding.pop(id(batch), None)
-
-    def _show_lag(self) -> None:
-        if self._holding:
-            oldest = min(self._holding.values())
-            self.metrics.lag.set(max(0.0, (datetime.now(UTC) - oldest).total_seconds()))
+            self._monitor.release(batch)
 
     async def _retry(self, batch: _Batch, after: asyncio.Task[None] | None) -> None:
         delays = backoff(initial=0.2, cap=30.0)
@@ -257,7 +237,7 @@ class Worker:
         # The first copy is stored; later copies in the same batch are duplicates.
         unique, repeated = distinct(batch.items)
         if unique:
-            poison += await self._commit(unique)
+            poison += await self._commit(batch, unique)
         for copy in repeated:
             self.metrics.duplicates.labels(str(copy.callback.trigger)).inc()
         for dead in poison:
@@ -270,7 +250,7 @@ class Worker:
         await self._consumer.ack(batch.messages)
         self.metrics.batch_size.observe(batch.callbacks)
 
-    async def _commit(self, items: Sequence[Incoming]) -> list[Rejected]:
+    async def _commit(self, batch: _Batch, items: Sequence[Incoming]) -> list[Rejected]:
         """Commit ``items`` in one transaction; a data error is narrowed down by halving to the items that cause it."""
         assert self._store is not None
         started = time.perf_counter()
@@ -282,8 +262,8 @@ class Worker:
             if len(items) == 1:
                 code = sqlstate(error) or "unknown"
                 detail = str(getattr(error, "orig", error)).splitlines()[0][:300]
-                return [_rejected(items[0], f"database_{code}", f"the database refused it ({code}): {detail}")]
-            return await self._halves(items)
+                return [batch.set_aside(items[0], f"database_{code}", f"the database refused it ({code}): {detail}")]
+            return await self._halves(batch, items)
         except Exception as error:
             # A failure in our own code on some data: those messages can't be stored by this version. They are
             # isolated and dead-lettered (to be redriven after a fix) instead of crashing the worker in a loop.
@@ -293,8 +273,8 @@ class Worker:
                 )
                 log.debug("storing a callback failed", exc_info=True)
                 reason = f"storing it failed: {type(error).__name__}: {str(error)[:200]}"
-                return [_rejected(items[0], "store_failed", reason)]
-            return await self._halves(items)
+                return [batch.set_aside(items[0], "store_failed", reason)]
+            return await self._halves(batch, items)
         self.metrics.commit_seconds.observe(time.perf_counter() - started)
         self.metrics.last_commit.set_to_current_time()
         for item in items:
@@ -305,22 +285,9 @@ class Worker:
                 self.metrics.duplicates.labels(trigger).inc()
         return []
 
-    async def _halves(self, items: Sequence[Incoming]) -> list[Rejected]:
+    async def _halves(self, batch: _Batch, items: Sequence[Incoming]) -> list[Rejected]:
         middle = len(items) // 2
-        return await self._commit(items[:middle]) + await self._commit(items[middle:])
-
-    async def _serve_metrics(self, stack: AsyncExitStack) -> None:
-        app = web.Application()
-        app.router.add_get("/healthz", self._healthz)
-        app.router.add_get("/metrics", metrics_handler(self.metrics.registry))
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        stack.push_async_callback(runner.cleanup)
-        await web.TCPSite(runner, self._settings.http_host, self._settings.worker_metrics_port).start()
-        log.info("metrics served", extra={"port": self._settings.worker_metrics_port})
-
-    async def _healthz(self, request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok", "broker_connected": self._consumer.connected})
+        return await self._commit(batch, items[:middle]) + await self._commit(batch, items[middle:])
 
 
 def run(settings: Settings, *, drain: bool = False) -> None:
