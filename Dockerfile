@@ -9,14 +9,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 RUN useradd --create-home --uid 10001 --user-group ctwa
 
-# Dependencies first, in a layer of their own: it is rebuilt only when pyproject.toml changes.
-COPY pyproject.toml README.md ./
-RUN mkdir ingest workers migrations \
-    && touch ingest/__init__.py workers/__init__.py migrations/__init__.py \
-    && pip install . \
-    && pip uninstall --yes ctwa-ingest \
-    && rm -rf ingest workers migrations
+# Dependencies first, in a layer of their own: the locked versions, each file checked against its hash. The layer
+# is rebuilt only when the lock changes.
+COPY requirements/runtime.txt requirements/runtime.txt
+RUN pip install --require-hashes -r requirements/runtime.txt
 
+COPY pyproject.toml README.md ./
 COPY ingest ingest
 COPY workers workers
 COPY migrations migrations
@@ -28,10 +26,11 @@ EXPOSE 8080 9100
 ENTRYPOINT ["ctwa"]
 CMD ["receiver"]
 
-# The test suite, for `docker compose run --rm tests`: the same image, the test extras and the tests.
+# The test suite, for `docker compose run --rm tests`: the same image, the test lock and the tests.
 FROM runtime AS test
 USER root
-RUN pip install ".[test]"
+COPY requirements/test.txt requirements/test.txt
+RUN pip install --require-hashes -r requirements/test.txt
 COPY tests tests
 COPY bench bench
 RUN chown -R ctwa:ctwa /app

@@ -111,8 +111,10 @@ def test_the_image_runs_as_a_user_with_dependencies_in_their_own_layer() -> None
     assert "FROM python:3.12-slim AS runtime" in runtime
     assert re.search(r"^USER ctwa$", runtime, re.MULTILINE)
     assert 'ENTRYPOINT ["ctwa"]' in runtime
-    # pyproject.toml alone is copied and installed before the sources: code changes keep the dependency layer.
-    assert runtime.index("COPY pyproject.toml") < runtime.index("pip install .") < runtime.index("COPY ingest")
+    # The lock alone is copied and installed before the sources: code changes keep the dependency layer.
+    installed = runtime.index("pip install --require-hashes -r requirements/runtime.txt")
+    assert runtime.index("COPY requirements/runtime.txt") < installed < runtime.index("COPY pyproject.toml")
+    assert runtime.index("COPY pyproject.toml") < runtime.index("COPY ingest") < runtime.index("pip install --no-deps")
 
 
 async def _healthcheck(service: str, port: int) -> int:
