@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
+from operator import attrgetter
 from typing import Any, TypedDict
 
 from ingest.callback import TRIGGER_KEYS, Callback, Incoming, Trigger
@@ -184,86 +185,267 @@ class Facts:
 
 
 _TABLES = tuple(table.name for table in fields(Facts))
+_tables = attrgetter(*_TABLES)
 
 
 @dataclass(slots=True)
 class Batch:
-    """A batch of callbacks as the store writes it: for each callback, its archive row, its payload as received
-    and its facts, in the same order."""
+    """A batch of callbacks as the store writes it: each callback's archive row and payload as received, in order,
+    and what they say (`facts`)."""
 
     archived: list[Archived]
     payloads: list[str]
-    said: list[Facts]
+    said: Facts  # every callback's facts, in the callbacks' order
+    ends: list[tuple[int, ...]]  # after each callback, how many rows each table of ``said`` had
 
     @property
     def changes_contacts(self) -> bool:
         """Whether a callback merges or deletes contacts."""
-        return any(facts.merges or facts.deletions for facts in self.said)
+        return bool(self.said.merges or self.said.deletions)
 
     def facts(self, keys: Collection[str] | None = None) -> Facts:
         """The facts of the callbacks whose business key is in ``keys`` (of all, without), by table."""
-        chosen = (
-            self.said
-            if keys is None or len(keys) == len(self.archived)
-            else [facts for archived, facts in zip(self.archived, self.said, strict=True) if archived["key"] in keys]
-        )
-        gathered = Facts()
-        for table in _TABLES:
-            rows: list[Any] = getattr(gathered, table)
-            for facts in chosen:
-                rows += getattr(facts, table)
-        return gathered
+        if keys is None or len(keys) == len(self.archived):
+            return self.said
+        kept = Facts()
+        start = (0,) * len(_TABLES)
+        for archived, end in zip(self.archived, self.ends, strict=True):
+            if archived["key"] in keys:
+                for rows, all_rows, first, last in zip(_tables(kept), _tables(self.said), start, end, strict=True):
+                    rows += all_rows[first:last]
+            start = end
+        return kept
 
 
 def read(items: Sequence[Incoming]) -> Batch:
-    """Read each callback of ``items`` once: its archive row, payload and facts."""
-    batch = Batch([], [], [])
-    for callback, payload in items:
-        archived, facts = _read(callback, payload)
-        batch.archived.append(archived)
-        batch.payloads.append(callback.body.decode("utf-8"))
-        batch.said.append(facts)
-    return batch
+    """Read each callback of ``items`` once: its archive row, its payload as received, and its facts."""
+    return _Reader().read(items)
 
 
-def _read(callback: Callback, payload: dict[str, Any]) -> tuple[Archived, Facts]:
-    trigger = callback.trigger
-    body = payload.get(BODY_KEYS.get(trigger, ""))
-    event_time, accepted_time = parse_time(payload.get("event_time")), parse_time(payload.get("accepted_time"))
-    contact_ids, identity = _subjects(body)
-    archived: Archived = {
-        "key": callback.key,
-        "trigger": trigger,
-        "app_id": _id(payload.get("app_id")),
-        "project_id": _id(payload.get("project_id")),
-        "event_time": event_time,
-        "accepted_time": accepted_time,
-        "received_at": callback.received_at,
-        "signature_verified": callback.signature_verified,
-        "contact_ids": contact_ids,
-        "identity": identity,
-    }
-    facts = Facts()
-    reader = _READERS.get(trigger)
-    if reader is not None and isinstance(body, dict):
-        # The callback's time: the channel's event time, else the reader's own, else when Sinch or we got it.
-        at = event_time or accepted_time or callback.received_at
-        reader(facts, body, _Said(callback.key, _id(payload.get("app_id")), at, event_time is None))
-    return archived, facts
+class _Reader:
+    """Reads one batch. While a callback is read, ``key``, ``app_id`` and ``at`` are its business key, app and
+    time — the channel's event time (``event_time``), else when Sinch accepted it, else when it was received."""
+
+    def __init__(self) -> None:
+        self.facts = Facts()
+        self.key = ""
+        self.app_id: str | None = None
+        self.at = datetime.min
+        self.event_time: datetime | None = None
+
+    def read(self, items: Sequence[Incoming]) -> Batch:
+        batch = Batch([], [], self.facts, [])
+        for callback, payload in items:
+            batch.archived.append(self._callback(callback, payload))
+            batch.payloads.append(callback.body.decode("utf-8"))
+            batch.ends.append(tuple(map(len, _tables(self.facts))))
+        return batch
+
+    def _callback(self, callback: Callback, payload: dict[str, Any]) -> Archived:
+        trigger = callback.trigger
+        body = payload.get(BODY_KEYS.get(trigger, ""))
+        event_time, accepted_time = parse_time(payload.get("event_time")), parse_time(payload.get("accepted_time"))
+        contact_ids, identity = _subjects(body)
+        app_id = _id(payload.get("app_id"))
+        reader = _READERS.get(trigger)
+        if reader is not None and isinstance(body, dict):
+            self.key, self.app_id, self.event_time = callback.key, app_id, event_time
+            self.at = event_time or accepted_time or callback.received_at
+            reader(self, body)
+        return {
+            "key": callback.key,
+            "trigger": trigger,
+            "app_id": app_id,
+            "project_id": _id(payload.get("project_id")),
+            "event_time": event_time,
+            "accepted_time": accepted_time,
+            "received_at": callback.received_at,
+            "signature_verified": callback.signature_verified,
+            "contact_ids": contact_ids,
+            "identity": identity,
+        }
+
+    def inbound(self, message: dict[str, Any]) -> None:
+        message_id = _id(message.get("id"))
+        if not message_id:
+            return
+        if self.event_time is None:  # the message's own accept time comes before the callback's
+            self.at = parse_time(message.get("accept_time")) or self.at
+        channel, identity, identity_app = _channel_identity(message.get("channel_identity"))
+        contact_id = _id(message.get("contact_id"))
+        conversation_id = _id(message.get("conversation_id"))
+        kind, text, media_url = _content(message.get("contact_message"))
+        referral = parse_referral(message.get("metadata"))
+        self.facts.messages.append(
+            {
+                "message_id": message_id,
+                "app_id": self.app_id,
+                "contact_id": contact_id,
+                "conversation_id": conversation_id,
+                "channel": channel,
+                "identity": identity,
+                "kind": kind,
+                "text": text,
+                "media_url": media_url,
+                "sent_at": self.at,
+                "has_referral": referral is not None,
+                "processing_mode": _id(message.get("processing_mode")),
+            }
+        )
+        if referral is not None:
+            self.facts.clicks.append(
+                {
+                    **referral,
+                    "message_id": message_id,
+                    "app_id": self.app_id,
+                    "channel": channel,
+                    "identity": identity,
+                    "contact_id": contact_id,
+                    "conversation_id": conversation_id,
+                    "clicked_at": self.at,
+                }
+            )
+        self._seen(channel, identity, identity_app, contact_id, conversation_id)
+
+    def delivery(self, report: dict[str, Any]) -> None:
+        message_id, status = _id(report.get("message_id")), _id(report.get("status"))
+        if not (message_id and status):
+            return
+        channel, identity, identity_app = _channel_identity(report.get("channel_identity"))
+        contact_id = _id(report.get("contact_id"))
+        conversation_id = _id(report.get("conversation_id"))
+        self.facts.deliveries.append(
+            {
+                "message_id": message_id,
+                "status": status,
+                "app_id": self.app_id,
+                "channel": channel,
+                "identity": identity,
+                "contact_id": contact_id,
+                "conversation_id": conversation_id,
+                "reason_code": _id(_object(report.get("reason")).get("code")),
+                "reported_at": self.at,
+                "processing_mode": _id(report.get("processing_mode")),
+            }
+        )
+        self._seen(channel, identity, identity_app, contact_id, conversation_id)
+
+    def conversation_started(self, notification: dict[str, Any]) -> None:
+        self._conversation(notification, "start")
+
+    def conversation_stopped(self, notification: dict[str, Any]) -> None:
+        self._conversation(notification, "stop")
+
+    def conversation_deleted(self, notification: dict[str, Any]) -> None:
+        self._conversation(notification, "delete")
+
+    def contact_changed(self, notification: dict[str, Any]) -> None:
+        self._contact(_object(notification.get("contact")))
+
+    def contact_deleted(self, notification: dict[str, Any]) -> None:
+        contact_id = self._contact(_object(notification.get("contact")))
+        if contact_id:
+            self.facts.deletions.append({"contact_id": contact_id, "deleted_at": self.at})
+
+    def contact_merged(self, notification: dict[str, Any]) -> None:
+        preserved = self._contact(_object(notification.get("preserved_contact")))
+        deleted = _id(_object(notification.get("deleted_contact")).get("id"))
+        if preserved and deleted and preserved != deleted:
+            self.facts.merges.append(
+                {
+                    "deleted_contact_id": deleted,
+                    "preserved_contact_id": preserved,
+                    "merged_at": self.at,
+                    "merge_key": self.key,
+                }
+            )
+
+    def _conversation(self, notification: dict[str, Any], kind: str) -> None:
+        conversation = _object(notification.get("conversation"))
+        conversation_id = _id(conversation.get("id"))
+        if not conversation_id:
+            return
+        contact_id = _id(conversation.get("contact_id"))
+        self.facts.conversations.append(
+            {
+                "conversation_id": conversation_id,
+                "contact_id": contact_id,
+                "app_id": _id(conversation.get("app_id")) or self.app_id,
+                "kind": kind,
+                "channel": _id(conversation.get("active_channel")),
+                "at": self.at,
+                "key": self.key,
+            }
+        )
+        if contact_id:
+            self.facts.sightings.append({"contact_id": contact_id, "at": self.at})
+
+    def _seen(
+        self,
+        channel: str | None,
+        identity: str | None,
+        identity_app: str | None,
+        contact_id: str | None,
+        conversation_id: str | None,
+    ) -> None:
+        if channel and identity:
+            self._identity(channel, identity, identity_app, contact_id)
+        if contact_id:
+            self.facts.sightings.append({"contact_id": contact_id, "at": self.at})
+        if conversation_id:
+            self.facts.conversations.append(
+                {
+                    "conversation_id": conversation_id,
+                    "contact_id": contact_id,
+                    "app_id": self.app_id,
+                    "kind": "activity",
+                    "channel": channel,
+                    "at": self.at,
+                    "key": self.key,
+                }
+            )
+
+    def _identity(self, channel: str, identity: str, identity_app: str | None, contact_id: str | None) -> None:
+        self.facts.identities.append(
+            {
+                "channel": channel,
+                "identity": identity,
+                "app_id": identity_app or "",
+                "contact_id": contact_id,
+                "at": self.at,
+                "key": self.key,
+            }
+        )
+
+    def _contact(self, contact: dict[str, Any]) -> str | None:
+        contact_id = _id(contact.get("id"))
+        if not contact_id:
+            return None
+        self.facts.sightings.append({"contact_id": contact_id, "at": self.at})
+        if "display_name" in contact:
+            self.facts.names.append(
+                {"contact_id": contact_id, "name": _id(contact.get("display_name")), "at": self.at, "key": self.key}
+            )
+        identities = contact.get("channel_identities")
+        for item in identities if isinstance(identities, list) else ():
+            channel, identity, identity_app = _channel_identity(item)
+            if channel and identity:
+                self._identity(channel, identity, identity_app, contact_id)
+        return contact_id
 
 
-@dataclass(slots=True)
-class _Said:
-    """The callback a reader reads: its key, app, time, and whether a time of the body's own comes first."""
-
-    key: str
-    app_id: str | None
-    at: datetime
-    body_time_first: bool
-
-    def when(self, body_time: object) -> datetime:
-        return (parse_time(body_time) or self.at) if self.body_time_first else self.at
-
+# What each trigger's own object says, read by a method of the batch's reader.
+_READERS: Mapping[Trigger, Callable[[_Reader, dict[str, Any]], None]] = {
+    Trigger.MESSAGE_INBOUND: _Reader.inbound,
+    Trigger.MESSAGE_DELIVERY: _Reader.delivery,
+    Trigger.CONVERSATION_START: _Reader.conversation_started,
+    Trigger.CONVERSATION_STOP: _Reader.conversation_stopped,
+    Trigger.CONVERSATION_DELETE: _Reader.conversation_deleted,
+    Trigger.CONTACT_CREATE: _Reader.contact_changed,
+    Trigger.CONTACT_UPDATE: _Reader.contact_changed,
+    Trigger.CONTACT_DELETE: _Reader.contact_deleted,
+    Trigger.CONTACT_MERGE: _Reader.contact_merged,
+}
 
 # Where a trigger's own object names contacts, besides its ``contact_id``: (key, key of the id in it).
 _SUBJECT_FIELDS = (
@@ -287,202 +469,6 @@ def _subjects(body: object) -> tuple[list[str] | None, str | None]:
     channel_identity = body.get("channel_identity")
     identity = _id(channel_identity.get("identity")) if isinstance(channel_identity, dict) else None
     return contacts or None, identity or _id(body.get("identity"))
-
-
-def _inbound(facts: Facts, message: dict[str, Any], said: _Said) -> None:
-    message_id = _id(message.get("id"))
-    if not message_id:
-        return
-    at = said.when(message.get("accept_time"))
-    channel, identity, identity_app = _channel_identity(message.get("channel_identity"))
-    contact_id = _id(message.get("contact_id"))
-    conversation_id = _id(message.get("conversation_id"))
-    kind, text, media_url = _content(message.get("contact_message"))
-    referral = parse_referral(message.get("metadata"))
-    facts.messages.append(
-        {
-            "message_id": message_id,
-            "app_id": said.app_id,
-            "contact_id": contact_id,
-            "conversation_id": conversation_id,
-            "channel": channel,
-            "identity": identity,
-            "kind": kind,
-            "text": text,
-            "media_url": media_url,
-            "sent_at": at,
-            "has_referral": referral is not None,
-            "processing_mode": _id(message.get("processing_mode")),
-        }
-    )
-    if referral is not None:
-        facts.clicks.append(
-            {
-                **referral,
-                "message_id": message_id,
-                "app_id": said.app_id,
-                "channel": channel,
-                "identity": identity,
-                "contact_id": contact_id,
-                "conversation_id": conversation_id,
-                "clicked_at": at,
-            }
-        )
-    _seen(facts, said, at, channel, identity, identity_app, contact_id, conversation_id)
-
-
-def _delivery(facts: Facts, report: dict[str, Any], said: _Said) -> None:
-    message_id, status = _id(report.get("message_id")), _id(report.get("status"))
-    if not (message_id and status):
-        return
-    channel, identity, identity_app = _channel_identity(report.get("channel_identity"))
-    contact_id = _id(report.get("contact_id"))
-    conversation_id = _id(report.get("conversation_id"))
-    facts.deliveries.append(
-        {
-            "message_id": message_id,
-            "status": status,
-            "app_id": said.app_id,
-            "channel": channel,
-            "identity": identity,
-            "contact_id": contact_id,
-            "conversation_id": conversation_id,
-            "reason_code": _id(_object(report.get("reason")).get("code")),
-            "reported_at": said.at,
-            "processing_mode": _id(report.get("processing_mode")),
-        }
-    )
-    _seen(facts, said, said.at, channel, identity, identity_app, contact_id, conversation_id)
-
-
-def _conversation_event(kind: str) -> Callable[[Facts, dict[str, Any], _Said], None]:
-    def read(facts: Facts, notification: dict[str, Any], said: _Said) -> None:
-        conversation = _object(notification.get("conversation"))
-        conversation_id = _id(conversation.get("id"))
-        if not conversation_id:
-            return
-        contact_id = _id(conversation.get("contact_id"))
-        facts.conversations.append(
-            {
-                "conversation_id": conversation_id,
-                "contact_id": contact_id,
-                "app_id": _id(conversation.get("app_id")) or said.app_id,
-                "kind": kind,
-                "channel": _id(conversation.get("active_channel")),
-                "at": said.at,
-                "key": said.key,
-            }
-        )
-        if contact_id:
-            facts.sightings.append({"contact_id": contact_id, "at": said.at})
-
-    return read
-
-
-def _contact_event(facts: Facts, notification: dict[str, Any], said: _Said) -> None:
-    _contact(facts, _object(notification.get("contact")), said)
-
-
-def _contact_deleted(facts: Facts, notification: dict[str, Any], said: _Said) -> None:
-    contact_id = _contact(facts, _object(notification.get("contact")), said)
-    if contact_id:
-        facts.deletions.append({"contact_id": contact_id, "deleted_at": said.at})
-
-
-def _contact_merged(facts: Facts, notification: dict[str, Any], said: _Said) -> None:
-    preserved = _contact(facts, _object(notification.get("preserved_contact")), said)
-    deleted = _id(_object(notification.get("deleted_contact")).get("id"))
-    if preserved and deleted and preserved != deleted:
-        facts.merges.append(
-            {
-                "deleted_contact_id": deleted,
-                "preserved_contact_id": preserved,
-                "merged_at": said.at,
-                "merge_key": said.key,
-            }
-        )
-
-
-_READERS: Mapping[Trigger, Callable[[Facts, dict[str, Any], _Said], None]] = {
-    Trigger.MESSAGE_INBOUND: _inbound,
-    Trigger.MESSAGE_DELIVERY: _delivery,
-    Trigger.CONVERSATION_START: _conversation_event("start"),
-    Trigger.CONVERSATION_STOP: _conversation_event("stop"),
-    Trigger.CONVERSATION_DELETE: _conversation_event("delete"),
-    Trigger.CONTACT_CREATE: _contact_event,
-    Trigger.CONTACT_UPDATE: _contact_event,
-    Trigger.CONTACT_DELETE: _contact_deleted,
-    Trigger.CONTACT_MERGE: _contact_merged,
-}
-
-
-def _seen(
-    facts: Facts,
-    said: _Said,
-    at: datetime,
-    channel: str | None,
-    identity: str | None,
-    identity_app: str | None,
-    contact_id: str | None,
-    conversation_id: str | None,
-) -> None:
-    if channel and identity:
-        facts.identities.append(
-            {
-                "channel": channel,
-                "identity": identity,
-                "app_id": identity_app or "",
-                "contact_id": contact_id,
-                "at": at,
-                "key": said.key,
-            }
-        )
-    if contact_id:
-        facts.sightings.append({"contact_id": contact_id, "at": at})
-    if conversation_id:
-        facts.conversations.append(
-            {
-                "conversation_id": conversation_id,
-                "contact_id": contact_id,
-                "app_id": said.app_id,
-                "kind": "activity",
-                "channel": channel,
-                "at": at,
-                "key": said.key,
-            }
-        )
-
-
-def _contact(facts: Facts, contact: dict[str, Any], said: _Said) -> str | None:
-    contact_id = _id(contact.get("id"))
-    if not contact_id:
-        return None
-    facts.sightings.append({"contact_id": contact_id, "at": said.at})
-    if "display_name" in contact:
-        name = contact.get("display_name")
-        facts.names.append(
-            {
-                "contact_id": contact_id,
-                "name": name if isinstance(name, str) and name else None,
-                "at": said.at,
-                "key": said.key,
-            }
-        )
-    identities = contact.get("channel_identities")
-    for item in identities if isinstance(identities, list) else ():
-        channel, identity, identity_app = _channel_identity(item)
-        if channel and identity:
-            facts.identities.append(
-                {
-                    "channel": channel,
-                    "identity": identity,
-                    "app_id": identity_app or "",
-                    "contact_id": contact_id,
-                    "at": said.at,
-                    "key": said.key,
-                }
-            )
-    return contact_id
 
 
 _KINDS = {
