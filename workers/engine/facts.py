@@ -1,8 +1,9 @@
 """What each callback says, read once: its row in the archive and its facts for the tables — pure Python.
 
 `read` goes through a batch once. Each callback gives its archive row (`Archived`: what it is, when, and whom it
-names, which is how erasure finds it) and its `Facts`, by table. Once the archive has said which callbacks are
-new, `Batch.facts` gathers the facts of those. Every fact is a row type (`workers.engine.rows`) whose keys are
+names, which is how erasure finds it), and its facts join the batch's `Facts`, by table, with a mark where each
+callback's end. Once the archive has said which callbacks are new, `Batch.facts` keeps those of the new ones.
+Every fact is a row type (`workers.engine.rows`) whose keys are
 the columns it fills: ``Message``, ``Click`` and ``Delivery`` are rows of ``messages``, ``ad_clicks`` and
 ``delivery_reports`` as they are inserted; the others are combined into their tables.
 
@@ -161,7 +162,7 @@ class Deletion(TypedDict):
 
 @dataclass(slots=True)
 class Facts:
-    """What callbacks say, by table: one callback's, or a batch's."""
+    """What callbacks say, by table."""
 
     sightings: list[Sighting] = field(default_factory=list)
     names: list[Naming] = field(default_factory=list)
