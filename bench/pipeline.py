@@ -1,0 +1,436 @@
+"""End-to-end benchmark: ``ctwa receiver`` → RabbitMQ → one ``ctwa worker`` → Postgres, all on this machine, under
+wrk's load; then, in the same run, the bare confirmed-publish reference (``bench/reference_receiver.py``) under the
+same load.
+
+    python bench/pipeline.py [--duration 30] [--connections 64] [--threads 1] [--rounds 1]
+
+Each pipeline measurement gets a fresh database (migrated) and a fresh broker topology (its own
+``CTWA_AMQP_PREFIX``). The worker starts first, with its default batch settings; the receiver runs with signatures
+on. A pool of realistic callbacks, each with its own business key, is signed right before each wrk run (the
+receiver's tolerance is 300 s), and wrk replays it at ``--connections``. Once wrk stops, the script waits for the
+worker to store what was left on the queue (the catch-up: from wrk's stop to the last row seen stored), then reads
+the ``callbacks`` table:
+
+- that nothing was lost: the callbacks stored equal the callbacks the receiver answered 200 (its own count, which
+  also has the requests wrk left in flight when it stopped). The pool is larger than what a run sends, and
+  ``bench/wrk_pipeline.lua`` counts the requests each wrk thread makes, so no callback is sent twice and every
+  200 is a distinct callback; the script fails if a thread went round its share of the pool;
+- the freshness lag, archived_at minus received_at (the storing transaction's start, ``now()``, less the moment
+  the receiver read the request), p50/p99/max in SQL over every stored callback.
+
+CPU placement: only wrk is pinned, to core 1 as in bench/receiver.py, so the load is generated the same way for the
+pipeline and the reference. The receiver, the worker, RabbitMQ and Postgres are left to the scheduler: four busy
+processes on two cores have to share them, and pinning some of them would be a deployment choice that the pipeline
+as ``docker compose`` runs it does not make. The reference is not pinned either, so that it runs placed as the
+receiver it is compared with (bench/receiver.py pins both its servers to core 0: its reference figures differ).
+One wrk thread by default: wrk loads each further thread's share of the pool (seconds, for this pool) while the
+first thread already sends, a head start that its requests count but its duration does not.
+
+Prints a Markdown table on stdout (medians over the rounds); progress on stderr. Exits 1 if a callback answered 200
+was not stored. Needs wrk (``apt-get install wrk``), RabbitMQ on CTWA_AMQP_URL and PostgreSQL on
+CTWA_DATABASE_URL's server (default the local ones), and the ``ctwa`` console script next to this interpreter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import aio_pika
+from sqlalchemy import make_url, text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+sys.path.insert(0, str(Path(__file__).parent))
+import worker as worker_bench
+from receiver import AMQP_URL, SECRET, delete_topology, parse_wrk, wait_ready, write_requests
+
+from ingest.topology import Topology
+from workers.migrate import upgrade
+
+BENCH = Path(__file__).parent
+CTWA = Path(sys.executable).parent / "ctwa"
+PIPELINE = "pipeline: `ctwa receiver` → RabbitMQ → one `ctwa worker` → Postgres"
+REFERENCE = "reference: bare confirmed publish (`bench/reference_receiver.py`)"
+WRK_CORE = "1"
+# The pool signed for each measurement: this many callbacks per second of --duration (360,000 for 30 s), more than
+# 30 s at ~10,000/s sends (about what the receiver alone reaches here; the whole pipeline makes less), so wrk never
+# repeats a callback and every 2xx is a distinct one. wrk_pipeline.lua's counts check it on every run.
+POOL_RATE = 12_000
+# Waiting for the worker after wrk stops: the last stored row is taken as final once the queue has nothing ready
+# and no row has been added for QUIET_S (or GIVE_UP_S, if fewer rows than 200 answers are stored by then).
+QUIET_S = 1.0
+GIVE_UP_S = 30.0
+
+# The lag over every stored callback, and again over those whose received_at is to the millisecond: a callback the
+# receiver published alone (nothing else in flight) carries its receive time in the AMQP timestamp property, in whole
+# seconds, so its archived received_at is cut to the second and its lag reads up to 1 s long.
+FRESHNESS = text(
+    """
+    SELECT count(*) AS stored,
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY lag) AS p50,
+           percentile_cont(0.99) WITHIN GROUP (ORDER BY lag) AS p99,
+           max(lag) AS max,
+           count(*) FILTER (WHERE whole_second) AS whole_second,
+           percentile_cont(0.99) WITHIN GROUP (ORDER BY lag) FILTER (WHERE NOT whole_second) AS p99_ms_exact,
+           max(lag) FILTER (WHERE NOT whole_second) AS max_ms_exact
+    FROM (
+        SELECT (extract(epoch FROM archived_at - received_at) * 1000)::float8 AS lag,
+               received_at = date_trunc('second', received_at) AS whole_second
+        FROM callbacks
+    ) AS lags
+    """
+)
+
+
+@dataclass
+class Result:
+    server: str
+    accepted_per_s: float
+    accepted: int  # 2xx answers wrk counted
+    p50_ms: float
+    p99_ms: float
+    errors: int  # non-2xx answers and socket errors
+    sent: int  # requests wrk made, counting those still in flight when it stopped
+    # The pipeline's only:
+    answered: int | None = None  # callbacks the receiver answered 200, by its own count: distinct callbacks
+    stored: int | None = None
+    lag_p50_ms: float | None = None
+    lag_p99_ms: float | None = None
+    lag_max_ms: float | None = None
+    whole_second: int | None = None  # callbacks whose received_at is to the second (see FRESHNESS)
+    lag_p99_ms_exact: float | None = None  # p99 and max without those
+    lag_max_ms_exact: float | None = None
+    catch_up_s: float | None = None
+    dead_letters: int | None = None
+
+
+def free_port() -> int:
+    """A port nothing listens on now (the machine is shared: a fixed one may be taken)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=out)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def wait_consuming(process: subprocess.Popen[bytes], log: Path) -> None:
+    for _ in range(600):
+        if process.poll() is not None:
+            raise RuntimeError(f"the worker exited:\n{log.read_text(errors='replace')[-2000:]}")
+        if "consuming" in worker_bench._logged_moments(log.read_text(errors="replace")):
+            return
+        time.sleep(0.1)
+    raise RuntimeError("the worker never started consuming")
+
+
+def rejections(log: Path) -> Counter[str]:
+    """The receiver's refusals by reason, from its JSON log (a stale signature shows here)."""
+    reasons: Counter[str] = Counter()
+    for line in log.read_text(errors="replace").splitlines():
+        with contextlib.suppress(ValueError, AttributeError):
+            record = json.loads(line)
+            if record.get("message") == "callback rejected":
+                reasons[f"{record.get('status')} {record.get('reason')}"] += 1
+    return reasons
+
+
+def load(args: argparse.Namespace, port: int, seed: int, workdir: Path) -> tuple[Result, float]:
+    """Sign a fresh pool and run wrk against ``port``; return its figures and the moment (epoch s) it stopped."""
+    requests = workdir / f"requests-{seed}.txt"
+    signing = time.perf_counter()
+    write_requests(requests, args.pool, seed)
+    print(f"  signed {args.pool:,} callbacks in {time.perf_counter() - signing:.1f} s", file=sys.stderr)
+    command = ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{args.duration}s", "--latency"]
+    command += ["-s", str(BENCH / "wrk_pipeline.lua"), f"http://127.0.0.1:{port}"]
+    env = {
+        **os.environ,
+        "CTWA_BENCH_SCRIPT": str(BENCH / "wrk_callbacks.lua"),
+        "CTWA_BENCH_REQUESTS": str(requests),
+        "CTWA_BENCH_THREADS": str(args.threads),
+    }
+    try:
+        wrk = subprocess.run(["taskset", "-c", WRK_CORE, *command], env=env, capture_output=True, text=True, check=True)
+    finally:
+        requests.unlink()
+    stopped = time.time()
+    made = re.findall(r"^ctwa-bench thread made (\d+) requests of (\d+)$", wrk.stdout, re.MULTILINE)
+    if len(made) != args.threads:
+        raise RuntimeError(f"wrk did not count its threads' requests:\n{wrk.stdout}")
+    if any(int(sent) > int(share) for sent, share in made):
+        raise RuntimeError(
+            f"a wrk thread went round its share of the pool (callbacks sent twice): raise --pool\n{made}"
+        )
+    accepted_per_s, p50, p99, errors = parse_wrk(wrk.stdout, args.duration)
+    accepted = round(accepted_per_s * args.duration)
+    sent = sum(int(count) for count, _ in made)
+    return Result("", accepted_per_s, accepted, p50, p99, errors, sent), stopped
+
+
+def answered(port: int) -> int:
+    """The callbacks the receiver answered 200, by its own ``ctwa_receiver_accepted`` counters, once nothing is in
+    flight. Unlike wrk's count it includes the requests wrk had in flight when it stopped (about one per connection):
+    the receiver answered them, and they are stored too."""
+    for _ in range(100):
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+            metrics = response.read().decode()
+        if re.search(r"^ctwa_receiver_in_flight 0\.0$", metrics, re.MULTILINE):
+            break
+        time.sleep(0.1)
+    else:
+        raise RuntimeError("the receiver still had callbacks in flight 10 s after wrk stopped")
+    counts = re.findall(r"^ctwa_receiver_accepted_total\{.*\} (\S+)$", metrics, re.MULTILINE)
+    return round(sum(float(count) for count in counts))
+
+
+async def wait_drained(database_url: str, topology: Topology, answered: int, stopped: float) -> float:
+    """Wait until the worker has stored what was left when wrk stopped; return the catch-up: seconds from wrk's stop
+    to the moment the last row was seen stored (polled every 0.1 s)."""
+    engine = create_async_engine(database_url, isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as database, await aio_pika.connect(AMQP_URL) as broker:
+            channel = await broker.channel()
+            newest, seen = -1, time.time()
+            while True:
+                # max(id), not count(*): an index lookup, where a count would scan the archive while the worker works.
+                latest = int(await database.scalar(text("SELECT coalesce(max(id), 0) FROM callbacks")) or 0)
+                now = time.time()
+                if latest != newest:
+                    newest, seen = latest, now
+                queue = await channel.declare_queue(topology.queue, passive=True)
+                ready = queue.declaration_result.message_count or 0
+                quiet = now - seen
+                # Ids are consecutive here (no callback comes twice), so max(id) reaching the 200s means all are in.
+                if ready == 0 and ((quiet >= QUIET_S and newest >= answered) or quiet >= GIVE_UP_S):
+                    return max(seen - stopped, 0.0)
+                if quiet >= GIVE_UP_S:
+                    raise RuntimeError(f"the worker stored nothing for {GIVE_UP_S:.0f} s with {ready} messages waiting")
+                await asyncio.sleep(0.1)
+    finally:
+        await engine.dispose()
+
+
+async def freshness(result: Result, database_url: str, topology: Topology) -> None:
+    """Fill in what was stored, the freshness lag and the dead letters, once the queue has drained."""
+    engine = create_async_engine(database_url)
+    try:
+        async with engine.connect() as database:
+            row = (await database.execute(FRESHNESS)).one()
+    finally:
+        await engine.dispose()
+    result.stored, result.whole_second = int(row.stored), int(row.whole_second)
+    result.lag_p50_ms, result.lag_p99_ms, result.lag_max_ms = float(row.p50), float(row.p99), float(row.max)
+    result.lag_p99_ms_exact, result.lag_max_ms_exact = float(row.p99_ms_exact or 0), float(row.max_ms_exact or 0)
+    async with await aio_pika.connect(AMQP_URL) as broker:
+        channel = await broker.channel()
+        dead = await channel.declare_queue(topology.dead_letter_queue, passive=True)
+        result.dead_letters = dead.declaration_result.message_count or 0
+
+
+def run_pipeline(args: argparse.Namespace, seed: int, workdir: Path) -> Result:
+    port = free_port()
+    prefix = f"ctwa-bench-{uuid.uuid4().hex[:8]}"
+    topology = Topology(prefix)
+    database_url = (
+        make_url(worker_bench.SERVER_URL).set(database=prefix.replace("-", "_")).render_as_string(hide_password=False)
+    )
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "CTWA_LOG_FORMAT": "json"}
+    env |= {"CTWA_AMQP_URL": AMQP_URL, "CTWA_AMQP_PREFIX": prefix}
+    worker_env = env | {"CTWA_DATABASE_URL": database_url, "CTWA_WORKER_METRICS_PORT": "0"}
+    receiver_env = env | {
+        "CTWA_HTTP_HOST": "127.0.0.1",
+        "CTWA_HTTP_PORT": str(port),
+        "CTWA_WEBHOOK_SECRETS": SECRET,
+    }
+    worker_log, receiver_log = workdir / f"worker-{seed}.log", workdir / f"receiver-{seed}.log"
+    with contextlib.ExitStack() as cleanup:
+        # Undone in reverse: the receiver, the worker, the broker's queues, the database — each even if one fails.
+        cleanup.callback(lambda: asyncio.run(worker_bench.reset_database(database_url)))
+        asyncio.run(worker_bench.reset_database(database_url))
+        upgrade(database_url)
+        cleanup.callback(lambda: asyncio.run(delete_topology(topology)))
+        worker = start([str(CTWA), "worker"], worker_env, worker_log)
+        cleanup.callback(stop, worker)
+        wait_consuming(worker, worker_log)
+        receiver = start([str(CTWA), "receiver"], receiver_env, receiver_log)
+        cleanup.callback(stop, receiver)
+        wait_ready(port, receiver)
+
+        result, stopped = load(args, port, seed, workdir)
+        print(
+            f"  wrk stopped: {result.accepted:,} answered 2xx of {result.sent:,} sent; waiting for the worker",
+            file=sys.stderr,
+        )
+        if result.errors:
+            print(f"  receiver's refusals: {dict(rejections(receiver_log))}", file=sys.stderr)
+        result.answered = answered(port)
+        result.catch_up_s = asyncio.run(wait_drained(database_url, topology, result.answered, stopped))
+        for process, name in ((worker, "worker"), (receiver, "receiver")):
+            if process.poll() is not None:
+                raise RuntimeError(f"the {name} exited during the run with {process.returncode}")
+        asyncio.run(freshness(result, database_url, topology))
+    result.server = PIPELINE
+    return result
+
+
+def run_reference(args: argparse.Namespace, seed: int, workdir: Path) -> Result:
+    port = free_port()
+    prefix = f"ctwa-bench-{uuid.uuid4().hex[:8]}"
+    command = [sys.executable, str(BENCH / "reference_receiver.py"), str(port), AMQP_URL, prefix]
+    with contextlib.ExitStack() as cleanup:
+        cleanup.callback(lambda: asyncio.run(delete_topology(Topology(prefix))))
+        server = start(command, {**os.environ, "PYTHONUNBUFFERED": "1"}, workdir / f"reference-{seed}.log")
+        cleanup.callback(stop, server)
+        wait_ready(port, server)
+        result, _ = load(args, port, seed, workdir)
+        if server.poll() is not None:
+            raise RuntimeError(f"the reference exited during the run with {server.returncode}")
+    result.server = REFERENCE
+    return result
+
+
+def report(result: Result) -> None:
+    line = (
+        f"  {result.accepted_per_s:,.0f}/s  p50 {result.p50_ms:.1f} ms  p99 {result.p99_ms:.1f} ms  "
+        f"errors {result.errors}"
+    )
+    if result.stored is not None:
+        line += (
+            f"\n  stored {result.stored:,}; the receiver answered {result.answered:,} with 200 ({result.accepted:,} "
+            f"within wrk's count); dead letters {result.dead_letters}; freshness lag p50 {result.lag_p50_ms:.0f} ms "
+            f"p99 {result.lag_p99_ms:.0f} ms max {result.lag_max_ms:.0f} ms (without the {result.whole_second:,} "
+            f"received_at to the second: p99 {result.lag_p99_ms_exact:.0f} ms max {result.lag_max_ms_exact:.0f} ms); "
+            f"catch-up {result.catch_up_s:.1f} s"
+        )
+    print(line, file=sys.stderr)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=int, default=30, help="seconds of wrk load per measurement")
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="wrk threads (default 1: wrk loads each further thread's share of the pool while the first already "
+        "sends, a head start of seconds that its requests/s count but its duration does not)",
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="rounds of the pipeline and the reference, alternating")
+    parser.add_argument(
+        "--pool",
+        type=int,
+        help=f"distinct signed callbacks per measurement (default {POOL_RATE:,} per second of --duration: "
+        "more than a run sends)",
+    )
+    args = parser.parse_args()
+    args.pool = args.pool or POOL_RATE * args.duration
+    # Stopped from outside (SIGTERM), the run still stops its processes and drops its queues and database.
+    signal.signal(signal.SIGTERM, lambda number, frame: sys.exit(128 + number))
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is needed: apt-get install wrk")
+    if not CTWA.exists():
+        sys.exit(f"{CTWA} is missing: pip install -e . in this environment")
+
+    results: list[Result] = []
+    with tempfile.TemporaryDirectory() as workdir:
+        seed = 0
+        for round_number in range(args.rounds):
+            # The order alternates, so a drift in the machine's speed weighs on both alike.
+            runs = (run_pipeline, run_reference) if round_number % 2 == 0 else (run_reference, run_pipeline)
+            for run in runs:
+                seed += 1
+                name = PIPELINE if run is run_pipeline else REFERENCE
+                print(f"round {round_number + 1}/{args.rounds}: {name}", file=sys.stderr)
+                result = run(args, seed, Path(workdir))
+                report(result)
+                results.append(result)
+
+    pipeline = [r for r in results if r.server == PIPELINE]
+    reference = [r for r in results if r.server == REFERENCE]
+
+    def median(rows: list[Result], field: str) -> float:
+        return statistics.median(float(getattr(r, field)) for r in rows)
+
+    rounds = f"{args.rounds} rounds (medians)" if args.rounds > 1 else "1 round"
+    print(
+        f"\n{platform.node()}: {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s on core {WRK_CORE}, {rounds}, "
+        f"{args.pool:,} signed callbacks per measurement\n"
+    )
+    print(
+        "| server | accepted/s | vs reference | HTTP p50 | HTTP p99 | errors | freshness lag p50 | lag p99 | lag max "
+        "| stored / answered 200 | catch-up |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    base = median(reference, "accepted_per_s")
+    for name, rows in ((PIPELINE, pipeline), (REFERENCE, reference)):
+        accepted = median(rows, "accepted_per_s")
+        line = (
+            f"| {name} | {accepted:,.0f} | {accepted / base if base else float('nan'):.0%} "
+            f"| {median(rows, 'p50_ms'):.1f} ms "
+            f"| {median(rows, 'p99_ms'):.1f} ms | {sum(r.errors for r in rows)} |"
+        )
+        if name == PIPELINE:
+            stored, answered_200 = sum(r.stored or 0 for r in rows), sum(r.answered or 0 for r in rows)
+            line += (
+                f" {median(rows, 'lag_p50_ms'):,.0f} ms | {median(rows, 'lag_p99_ms'):,.0f} ms "
+                f"| {max(r.lag_max_ms or 0 for r in rows):,.0f} ms | {stored:,} / {answered_200:,} "
+                f"| {median(rows, 'catch_up_s'):.1f} s |"
+            )
+        else:
+            line += " | | | | |"
+        print(line)
+    whole = sum(r.whole_second or 0 for r in pipeline)
+    print(
+        "\nFreshness lag: archived_at (the storing transaction's start) minus received_at, over every stored callback. "
+        f"{whole:,} of them travelled alone, their received_at cut to the second by the AMQP timestamp, so their lag "
+        f"reads up to 1 s long; without them: p99 {median(pipeline, 'lag_p99_ms_exact'):,.0f} ms, "
+        f"max {max(r.lag_max_ms_exact or 0 for r in pipeline):,.0f} ms. Catch-up: from wrk's stop to the last "
+        "callback stored."
+    )
+
+    lost = sum(max((r.answered or 0) - (r.stored or 0), 0) for r in pipeline)
+    dead = sum(r.dead_letters or 0 for r in pipeline)
+    if lost or dead:
+        print(f"\nLOST: {lost:,} callbacks answered 200 were not stored; {dead:,} dead letters")
+        sys.exit(1)
+    extra = sum(max((r.stored or 0) - (r.answered or 0), 0) for r in pipeline)
+    print(
+        "\nNothing lost: every callback answered 200 was stored"
+        + (f", and {extra:,} refused with an error (to be retried) were stored too." if extra else ".")
+    )
+
+
+if __name__ == "__main__":
+    main()
