@@ -63,7 +63,7 @@ import worker as worker_bench
 from receiver import AMQP_URL, SECRET, delete_topology, parse_wrk, wait_ready, write_requests
 
 from ingest.topology import Topology
-from workers.migrate import upgrade
+from workers.commands.migrate import upgrade
 
 BENCH = Path(__file__).parent
 CTWA = Path(sys.executable).parent / "ctwa"
