@@ -1,4 +1,4 @@
-"""Fixtures around the real RabbitMQ (and, where needed, Postgres).
+"""Fixtures around the real RabbitMQ (and, where needed, Postgres). What tests import lives in support.py.
 
 Every test gets its own broker prefix (``ctwa-test-<run>-<n>``), so tests never see each other's queues
 nor those of a running instance; the exchanges and queues are deleted after each test.
@@ -9,49 +9,40 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import aio_pika
 import pytest
 from aio_pika.abc import AbstractConnection
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from sqlalchemy import make_url, text
+from sqlalchemy import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from support import empty, free_port
+from support import (
+    AMQP_URL,
+    DATABASE_URL,
+    RUN_ID,
+    ReceiverFactory,
+    connect_amqp,
+    drop_database,
+    empty,
+    free_port,
+    unreachable,
+)
 
 from ingest.receiver.app import PUBLISHER, create_app
 from ingest.settings import Settings
 from ingest.topology import Topology
 from workers.commands.migrate import upgrade
 
-# A developer's own CTWA_* settings must not leak into the tests; CTWA_TEST_* point the tests at services.
-for _name in [name for name in os.environ if name.startswith("CTWA_") and not name.startswith("CTWA_TEST_")]:
-    del os.environ[_name]
-
-AMQP_URL = os.environ.get("CTWA_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
-# The server the tests create their own database on (its name is replaced).
-DATABASE_URL = os.environ.get("CTWA_TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres")
-RUN_ID = uuid.uuid4().hex[:8]
 _prefixes = itertools.count()
 
 
-def _unreachable(service: str, error: BaseException) -> None:
-    message = f"{service} is not reachable ({error!r}); start it, or see the README"
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
-
-
-async def connect_amqp() -> AbstractConnection:
-    try:
-        return await aio_pika.connect(AMQP_URL, timeout=5)
-    except Exception as error:
-        _unreachable("RabbitMQ", error)
-        raise
+def pytest_configure(config: pytest.Config) -> None:
+    # A developer's own CTWA_* settings must not leak into the tests; CTWA_TEST_* point the tests at services.
+    for name in [name for name in os.environ if name.startswith("CTWA_") and not name.startswith("CTWA_TEST_")]:
+        del os.environ[name]
 
 
 @pytest.fixture
@@ -77,16 +68,9 @@ async def database_url() -> AsyncIterator[str]:
     try:
         await asyncio.to_thread(upgrade, url)
     except (OSError, DBAPIError) as error:
-        _unreachable("PostgreSQL", error)
+        unreachable("PostgreSQL", error)
     yield url
     await drop_database(url)
-
-
-async def drop_database(url: str) -> None:
-    engine = create_async_engine(make_url(url).set(database="postgres"), isolation_level="AUTOCOMMIT")
-    async with engine.connect() as connection:
-        await connection.execute(text(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)'))
-    await engine.dispose()
 
 
 @pytest.fixture
@@ -115,9 +99,6 @@ def settings(topology: Topology) -> Settings:
 def worker_settings(settings: Settings, db: AsyncEngine, database_url: str) -> Settings:
     """Settings for a worker on the test's queues and the (emptied) test database."""
     return settings.model_copy(update={"database_url": database_url})
-
-
-ReceiverFactory = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
 
 
 @pytest.fixture

@@ -1,19 +1,26 @@
-"""Helpers the tests share: Sinch example callbacks, queue inspection, and a TCP relay that can fail on cue."""
+"""Helpers the tests share: where the services are, Sinch example callbacks, queue inspection, and a TCP relay
+that can fail on cue."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
+import os
 import socket
-from collections.abc import Sequence
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
+import aio_pika
+import pytest
 from aio_pika.abc import AbstractConnection, AbstractIncomingMessage
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from sqlalchemy import make_url, text
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from yarl import URL
 
 from ingest.callback import Incoming, business_key, identify, parse_body, read
@@ -24,7 +31,37 @@ from ingest.topology import Topology
 from workers.engine.schema import metadata
 from workers.engine.store import Store, distinct
 
+AMQP_URL = os.environ.get("CTWA_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+# The server the tests create their own database on (its name is replaced).
+DATABASE_URL = os.environ.get("CTWA_TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres")
+RUN_ID = uuid.uuid4().hex[:8]
 FIXTURES = Path(__file__).parent / "fixtures" / "sinch"
+
+# ``start_receiver``'s type: ``await start_receiver(clock=..., wait_ready=..., **setting_overrides)``.
+ReceiverFactory = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
+
+
+def unreachable(service: str, error: BaseException) -> NoReturn:
+    """Skip the test, loudly, because ``service`` can't be reached; with ``CI`` set, fail it."""
+    message = f"{service} is not reachable ({error!r}); start it, or see the README"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+async def connect_amqp() -> AbstractConnection:
+    """A connection to the tests' RabbitMQ; the test skips (fails under CI) if the broker can't be reached."""
+    try:
+        return await aio_pika.connect(AMQP_URL, timeout=5)
+    except Exception as error:
+        unreachable("RabbitMQ", error)
+
+
+async def drop_database(url: str) -> None:
+    engine = create_async_engine(make_url(url).set(database="postgres"), isolation_level="AUTOCOMMIT")
+    async with engine.connect() as connection:
+        await connection.execute(text(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)'))
+    await engine.dispose()
 
 
 def fixture_bytes(name: str) -> bytes:

@@ -20,10 +20,9 @@ import aiohttp
 import orjson
 import pytest
 from aio_pika.abc import AbstractConnection
-from conftest import AMQP_URL, RUN_ID, ReceiverFactory, drop_database
 from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from support import TcpRelay, free_port, snapshot, store, take_all
+from support import AMQP_URL, RUN_ID, ReceiverFactory, TcpRelay, drop_database, free_port, snapshot, store, take_all
 from yarl import URL
 
 from ingest.settings import Settings

@@ -12,8 +12,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 from aio_pika.abc import AbstractConnection
-from conftest import AMQP_URL
-from support import TcpRelay, fixture_bytes, free_port, take_all
+from support import AMQP_URL, TcpRelay, fixture_bytes, free_port, take_all
 from yarl import URL
 
 from ingest.topology import Topology

@@ -12,8 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import ReceiverFactory
-from support import free_port
+from support import ReceiverFactory, free_port
 
 from ingest.settings import Settings
 from workers.cli import build_parser

@@ -15,12 +15,11 @@ import pytest
 from aio_pika.abc import AbstractConnection
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from conftest import AMQP_URL, RUN_ID, connect_amqp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
-from support import fixture_bytes, fixture_names, raw_post, take_all
+from support import AMQP_URL, RUN_ID, connect_amqp, fixture_bytes, fixture_names, raw_post, take_all
 
 from ingest.receiver.app import PUBLISHER, create_app
 from ingest.receiver.signature import signed_headers

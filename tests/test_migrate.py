@@ -10,9 +10,9 @@ from collections.abc import AsyncIterator
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from conftest import RUN_ID, drop_database
 from sqlalchemy import Connection, inspect, make_url
 from sqlalchemy.ext.asyncio import create_async_engine
+from support import RUN_ID, drop_database
 
 from workers.engine.schema import metadata
 

@@ -11,10 +11,9 @@ from datetime import UTC, datetime, timedelta
 import aio_pika
 from aio_pika.abc import AbstractConnection
 from callbacks import contact_event
-from conftest import AMQP_URL
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
-from support import enqueue, fixture_bytes, inbound_bodies, snapshot, store, take_all
+from support import AMQP_URL, enqueue, fixture_bytes, inbound_bodies, snapshot, store, take_all
 
 from ingest.settings import Settings
 from ingest.topology import Topology

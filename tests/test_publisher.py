@@ -14,8 +14,7 @@ import pytest
 from aio_pika.abc import AbstractConnection
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-from conftest import AMQP_URL, ReceiverFactory, connect_amqp
-from support import TcpRelay, fixture_bytes, queued_keys
+from support import AMQP_URL, ReceiverFactory, TcpRelay, connect_amqp, fixture_bytes, queued_keys
 from yarl import URL
 
 from ingest.callback import Trigger

@@ -11,8 +11,7 @@ import pytest
 from aio_pika.abc import AbstractConnection
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-from conftest import ReceiverFactory
-from support import fixture_bytes, fixture_names, signature_vectors, take_all
+from support import ReceiverFactory, fixture_bytes, fixture_names, signature_vectors, take_all
 
 from ingest.callback import Trigger
 from ingest.envelope import BATCH_CONTENT_TYPE, UNVERIFIED_APP_ID, VERIFIED_APP_ID, unpack

@@ -12,11 +12,10 @@ from dataclasses import dataclass
 
 import pytest
 from callbacks import contact_event, delivery, inbound, merge, referral
-from conftest import RUN_ID, ReceiverFactory
 from sqlalchemy import make_url, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from support import fixture_bytes, fixture_names, raw_post, store
+from support import RUN_ID, ReceiverFactory, fixture_bytes, fixture_names, raw_post, store
 
 from ingest.receiver.signature import signed_headers
 from ingest.settings import Settings

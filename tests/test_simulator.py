@@ -8,9 +8,9 @@ import os
 import sys
 from datetime import UTC, datetime
 
-from conftest import ReceiverFactory
 from sinch.domains.conversation.sinch_events.v1.conversation_sinch_event import ConversationSinchEvent
 from sqlalchemy.ext.asyncio import AsyncEngine
+from support import ReceiverFactory
 
 from ingest.callback import Trigger, identify, parse_body
 from ingest.receiver.signature import signed_headers

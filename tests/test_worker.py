@@ -9,10 +9,19 @@ from datetime import UTC, datetime
 import aio_pika
 import pytest
 from aio_pika.abc import AbstractConnection
-from conftest import AMQP_URL, ReceiverFactory
 from sqlalchemy import func, make_url, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
-from support import TcpRelay, enqueue, fixture_bytes, fixture_names, inbound_bodies, key_of, take_all
+from support import (
+    AMQP_URL,
+    ReceiverFactory,
+    TcpRelay,
+    enqueue,
+    fixture_bytes,
+    fixture_names,
+    inbound_bodies,
+    key_of,
+    take_all,
+)
 from yarl import URL
 
 from ingest.callback import Callback, Trigger
