@@ -17,13 +17,13 @@ from aio_pika.abc import AbstractConnection
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import make_url
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from support import (
     AMQP_URL,
     DATABASE_URL,
     RUN_ID,
     ReceiverFactory,
+    cannot_connect,
     connect_amqp,
     drop_database,
     empty,
@@ -67,8 +67,11 @@ async def database_url() -> AsyncIterator[str]:
     url = make_url(DATABASE_URL).set(database=f"ctwa_test_{RUN_ID}").render_as_string(hide_password=False)
     try:
         await asyncio.to_thread(upgrade, url)
-    except (OSError, DBAPIError) as error:
-        unreachable("PostgreSQL", error)
+    except Exception as error:
+        if cannot_connect(error):
+            unreachable("PostgreSQL", error)
+        await drop_database(url)
+        raise  # a migration that fails is a failure, not a service that is down
     yield url
     await drop_database(url)
 

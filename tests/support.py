@@ -20,6 +20,7 @@ from aio_pika.abc import AbstractConnection, AbstractIncomingMessage
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from sqlalchemy import make_url, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from yarl import URL
 
@@ -30,6 +31,7 @@ from ingest.receiver.publisher import Publisher
 from ingest.topology import Topology
 from workers.engine.schema import metadata
 from workers.engine.store import Store, distinct
+from workers.runtime.database import sqlstate
 
 AMQP_URL = os.environ.get("CTWA_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 # The server the tests create their own database on (its name is replaced).
@@ -49,12 +51,30 @@ def unreachable(service: str, error: BaseException) -> NoReturn:
     pytest.skip(message)
 
 
+# OSErrors that are about files, not about reaching a server.
+_FILE_ERRORS = (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError)
+
+
+def cannot_connect(error: BaseException) -> bool:
+    """Whether ``error`` says a service could not be reached — down, refusing, unknown host, starting up, or not
+    letting us in — rather than that something asked of it failed."""
+    if isinstance(error, OSError):  # refused, reset, timed out, no route; aiormq's connection errors too
+        return not isinstance(error, _FILE_ERRORS)
+    if isinstance(error, DBAPIError):
+        code = sqlstate(error) or ""
+        # 08: connection exception; 28: invalid authorization; 57P03: cannot connect now (starting up).
+        return code.startswith(("08", "28")) or code == "57P03"
+    return False
+
+
 async def connect_amqp() -> AbstractConnection:
     """A connection to the tests' RabbitMQ; the test skips (fails under CI) if the broker can't be reached."""
     try:
         return await aio_pika.connect(AMQP_URL, timeout=5)
     except Exception as error:
-        unreachable("RabbitMQ", error)
+        if cannot_connect(error):
+            unreachable("RabbitMQ", error)
+        raise
 
 
 async def drop_database(url: str) -> None:
