@@ -18,7 +18,7 @@ from ingest.settings import Settings
 from workers.cli import build_parser
 from workers.runtime.worker import Worker
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES: dict[str, Any] = COMPOSE["services"]
 OURS = {name: service for name, service in SERVICES.items() if service.get("image") == "ctwa-ingest:latest"}

@@ -11,7 +11,7 @@ from support import empty, snapshot
 
 from workers.tools.simulator import scenario
 
-sys.path.insert(0, str(Path(__file__).parent.parent / "bench"))
+sys.path.insert(0, str(Path(__file__).parents[2] / "bench"))
 import database_only
 
 
