@@ -1,5 +1,5 @@
-"""Helpers the tests share: where the services are, Sinch example callbacks, queue inspection, and a TCP relay
-that can fail on cue."""
+"""Helpers the tests share: where the services are, Sinch example callbacks, queue inspection, a TCP relay that can
+fail on cue, and ``ctwa`` and the worker run as an operator runs them."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import socket
+import sys
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
@@ -28,10 +29,12 @@ from ingest.callback import Incoming, business_key, identify, parse_body, read
 from ingest.envelope import BATCH_CONTENT_TYPE, unpack
 from ingest.receiver.metrics import ReceiverMetrics
 from ingest.receiver.publisher import Publisher
+from ingest.settings import Settings
 from ingest.topology import Topology
 from workers.engine.schema import metadata
 from workers.engine.store import Store, distinct
 from workers.runtime.database import sqlstate
+from workers.runtime.worker import Worker
 
 AMQP_URL = os.environ.get("CTWA_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 # The server the tests create their own database on (its name is replaced).
@@ -293,3 +296,51 @@ async def queued_keys(connection: AbstractConnection, queue: str) -> list[str]:
         else:
             keys.append(message.message_id or "")
     return keys
+
+
+# Valid JSON that Postgres refuses: jsonb can't hold a NUL character.
+NUL = b'{"message": {"id": "01KNUL", "contact_message": {"text_message": {"text": "a\\u0000b"}}}}'
+
+
+async def ctwa(*args: str, settings: Settings, expect: int = 0) -> tuple[str, str]:
+    """Run ``ctwa *args`` as a process on the services of ``settings``; (stdout, stderr), once it exited ``expect``."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "workers",
+        *args,
+        env={
+            **os.environ,
+            "CTWA_AMQP_URL": settings.amqp_url,
+            "CTWA_AMQP_PREFIX": settings.amqp_prefix,
+            "CTWA_DATABASE_URL": settings.database_url,
+        },
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 120)
+    assert process.returncode == expect, err.decode()
+    return out.decode(), err.decode()
+
+
+async def drain(settings: Settings) -> Worker:
+    """Run a worker until the queue is empty."""
+    worker = Worker(settings, drain=True)
+    await asyncio.wait_for(worker.run(), 120)
+    return worker
+
+
+async def dead_letters(settings: Settings, amqp: AbstractConnection, topology: Topology) -> None:
+    """Three dead letters: two the worker refused, one RabbitMQ gave up on after its delivery limit."""
+    await enqueue(AMQP_URL, topology, inbound_bodies(5))
+    async with amqp.channel() as channel:
+        exchange = await channel.get_exchange(topology.exchange)
+        for body in (b"not json", NUL):
+            await exchange.publish(aio_pika.Message(body, message_id="hand-published"), "message.inbound")
+    await drain(settings)
+    await enqueue(AMQP_URL, topology, [fixture_bytes("03_delivery_delivered.json")])
+    async with amqp.channel() as channel:
+        queue = await channel.get_queue(topology.queue)
+        for _ in range(settings.delivery_limit + 1):
+            message = await queue.get(timeout=5)
+            await message.nack(requeue=True)

@@ -15,6 +15,7 @@ from support import (
     AMQP_URL,
     ReceiverFactory,
     TcpRelay,
+    drain,
     enqueue,
     fixture_bytes,
     fixture_names,
@@ -31,13 +32,6 @@ from ingest.topology import Topology
 from workers.engine.schema import callbacks
 from workers.runtime.consumer import REASON_HEADER
 from workers.runtime.worker import Worker
-
-
-async def drain(settings: Settings) -> Worker:
-    """Run a worker until the queue is empty."""
-    worker = Worker(settings, drain=True)
-    await asyncio.wait_for(worker.run(), 120)
-    return worker
 
 
 async def archived_keys(db: AsyncEngine) -> list[str]:
@@ -307,30 +301,6 @@ async def test_delivery_limit_dead_letters_a_message_redelivered_too_often(
         await asyncio.sleep(0.05)
     [dead] = dead_letters
     assert dead.headers["x-death"][0]["reason"] == "delivery_limit"  # type: ignore[index]
-
-
-async def test_worker_serves_health_and_metrics(worker_settings: Settings, topology: Topology) -> None:
-    await enqueue(AMQP_URL, topology, inbound_bodies(5))
-    port = 19_000 + (hash(topology.prefix) % 1000)
-    worker = Worker(worker_settings.model_copy(update={"worker_metrics_port": port}))
-    running = asyncio.create_task(worker.run())
-    try:
-        while counter(worker, "ctwa_worker_processed_total", trigger="MESSAGE_INBOUND") < 5:
-            await asyncio.sleep(0.02)
-        import aiohttp
-
-        async with aiohttp.ClientSession() as session:
-            async with session.get(f"http://127.0.0.1:{port}/healthz") as response:
-                assert response.status == 200
-                assert (await response.json())["broker_connected"] is True
-            async with session.get(f"http://127.0.0.1:{port}/metrics") as response:
-                metrics = await response.text()
-        assert 'ctwa_worker_processed_total{trigger="MESSAGE_INBOUND"} 5.0' in metrics
-        assert "ctwa_worker_batch_size_count" in metrics
-        assert "ctwa_worker_commit_seconds_count" in metrics
-    finally:
-        worker.stop()
-        await running
 
 
 @pytest.mark.parametrize("batch_size", [1, 500])
