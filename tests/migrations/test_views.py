@@ -1,76 +1,21 @@
-"""The analytics views, pinned on a hand-built stream whose answers are worked out here, by hand.
-
-People (minutes after 2025-11-03 09:00 UTC; the attribution window is 7 days = 10,080 minutes):
-
-- P1, contact C1: clicks ad A at 0 (M1), writes again at 30; clicks post B on day 2 at 2,880 (M1c).
-  The business's reply OUT1 is DELIVERED at 10 and READ at 20.
-- P2, contact C2: clicks A at 60 (M2) — delivered twice by Sinch. Reply OUT2 FAILED at 70.
-- P3, DISPATCH, identity 333 only: clicks B at 100 (M3), writes again at 200. Reply OUT3 DELIVERED at 150.
-- P4, contact C4, and C5 merged into C4 at 500: C5 clicks A at 300 (M5); C4 clicks ad C on day 1 at 1,440 (M4).
-- P6, contact C6: clicks C at 400 (M6); deleted at 3,000.
-- P7, contact C7: clicks A at 0 (M7), writes again on day 9 (12,960): outside the window.
-- P8, contact C8: writes at 50, never clicked.
-"""
+"""The analytics views (migration 0003), pinned on the hand-built stream of attribution.py, whose answers are
+worked out there, by hand."""
 
 from __future__ import annotations
 
-import asyncio
-import csv
-import io
-import json
-import os
-import sys
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
 import pytest
-from callbacks import T0, contact_event, delivery, inbound, merge, referral
+from attribution import DAY0, DAY1, DAY2, A, B, C, minute, store_stream
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
-from support import store
-
-A, B, C = "120000A", "120000B", "120000C"
-DAY0, DAY1, DAY2 = date(2025, 11, 3), date(2025, 11, 4), date(2025, 11, 5)
-
-
-def minute(value: float) -> datetime:
-    return T0 + timedelta(minutes=value)
-
-
-def _click(source: str, clid: str | None, source_type: str = "ad") -> str:
-    return referral(source, clid, source_type=source_type, headline=f"Headline {source}", media_type="image")
-
-
-STREAM = [
-    inbound("M1", 0, identity="111", contact="C1", conversation="V1", metadata=_click(A, "CL1")),
-    inbound("M1b", 30, identity="111", contact="C1", conversation="V1"),
-    delivery("OUT1", "DELIVERED", 10, identity="111", contact="C1", conversation="V1"),
-    delivery("OUT1", "READ", 20, identity="111", contact="C1", conversation="V1"),
-    inbound("M1c", 2880, identity="111", contact="C1", conversation="V1", metadata=_click(B, None, "post")),
-    inbound("M2", 60, identity="222", contact="C2", conversation="V2", metadata=_click(A, "CL2")),
-    inbound("M2", 60, identity="222", contact="C2", conversation="V2", metadata=_click(A, "CL2")),
-    delivery("OUT2", "FAILED", 70, identity="222", contact="C2", conversation="V2"),
-    inbound("M3", 100, identity="333", metadata=_click(B, None, "post")),
-    inbound("M3b", 200, identity="333"),
-    delivery("OUT3", "DELIVERED", 150, identity="333"),
-    inbound("M5", 300, identity="555", contact="C5", conversation="V5", metadata=_click(A, "CL5")),
-    inbound("M4", 1440, identity="444", contact="C4", conversation="V4", metadata=_click(C, "CL4")),
-    merge("C4", "C5", 500, name="Four", identities=["444", "555"]),
-    inbound("M6", 400, identity="666", contact="C6", conversation="V6", metadata=_click(C, "CL6")),
-    contact_event("delete", "C6", 3000, name="Six", identities=["666"]),
-    inbound("M7", 0, identity="777", contact="C7", conversation="V7", metadata=_click(A, "CL7")),
-    inbound("M7b", 12960, identity="777", contact="C7", conversation="V7"),
-    inbound("M8", 50, identity="888", contact="C8", conversation="V8"),
-]
 
 
 @pytest.fixture
 async def stream(db: AsyncEngine) -> AsyncEngine:
-    # Scrambled, in small batches: the answers must not depend on it.
-    scrambled = STREAM[::3] + STREAM[1::3] + STREAM[2::3]
-    await store(db, scrambled, batch_size=3)
-    return db
+    return await store_stream(db)
 
 
 async def query(db: AsyncEngine, sql: str, **params: Any) -> list[dict[str, Any]]:
@@ -242,62 +187,3 @@ async def test_the_window_is_set_in_one_place(stream: AsyncEngine) -> None:
                     "LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT interval '7 days' $$"
                 )
             )
-
-
-async def _report(database_url: str, *args: str) -> str:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "workers",
-        "report",
-        *args,
-        env={**os.environ, "CTWA_DATABASE_URL": database_url},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode == 0, err.decode()
-    return out.decode()
-
-
-async def test_ctwa_report_prints_ad_performance(stream: AsyncEngine, database_url: str) -> None:
-    data = json.loads(await _report(database_url, "--since", "2025-11-03", "--until", "2025-11-05", "--format", "json"))
-    by_ad = {r["source_id"]: r for r in data}
-    # Over the three days: A as on day 0; B twice, by two people (P3, P1), one new; C twice, by P6 and P4.
-    assert (by_ad[A]["clicks"], by_ad[A]["people"], by_ad[A]["new_people"], by_ad[A]["conversations"]) == (4, 4, 4, 4)
-    assert (by_ad[B]["clicks"], by_ad[B]["people"], by_ad[B]["new_people"], by_ad[B]["conversations"]) == (2, 2, 1, 1)
-    assert (by_ad[C]["clicks"], by_ad[C]["people"], by_ad[C]["new_people"], by_ad[C]["conversations"]) == (2, 2, 1, 2)
-    assert by_ad[A]["headline"] == f"Headline {A}"
-
-    day_one = list(
-        csv.DictReader(
-            io.StringIO(
-                await _report(database_url, "--since", "2025-11-04", "--until", "2025-11-04", "--format", "csv")
-            )
-        )
-    )
-    assert [(r["source_id"], r["clicks"], r["people"], r["new_people"]) for r in day_one] == [(C, "1", "1", "0")]
-
-    daily = json.loads(
-        await _report(database_url, "--since", "2025-11-03", "--until", "2025-11-05", "--daily", "--format", "json")
-    )
-    assert [(r["day"], r["source_id"], r["clicks"]) for r in daily][:1] == [("2025-11-03", A, 4)]
-
-    table = await _report(database_url, "--since", "2025-11-03", "--until", "2025-11-05", "--format", "table")
-    lines = table.splitlines()
-    assert lines[0].split()[:3] == ["source_id", "headline", "source_type"]
-    assert any(line.startswith(A) and " 4 " in line for line in lines)
-
-
-async def test_ctwa_report_people(stream: AsyncEngine, database_url: str) -> None:
-    data = json.loads(
-        await _report(database_url, "people", "--since", "2025-11-03", "--until", "2025-11-05", "--format", "json")
-    )
-    assert [(r["contact_id"], r["identity"], r["clicks"]) for r in data] == [
-        ("C1", "111", 2),  # latest click first: P1 clicked B on day 2
-        ("C4", "444", 2),
-        (None, "333", 1),
-        ("C2", "222", 1),
-        ("C7", "777", 1),
-    ]
-    assert data[0]["first_clicked_at"] == minute(0).astimezone(UTC).isoformat()
