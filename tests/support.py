@@ -226,6 +226,17 @@ async def store(engine: AsyncEngine, bodies: Sequence[bytes], batch_size: int = 
         await writer.write(unique)
 
 
+async def rows(db: AsyncEngine, query: str, **params: Any) -> list[dict[str, Any]]:
+    """The rows ``query`` gives, as dicts."""
+    async with db.connect() as connection:
+        return [dict(row._mapping) for row in await connection.execute(text(query), params)]
+
+
+def utc(value: str) -> datetime:
+    """An ISO-8601 time, in UTC."""
+    return datetime.fromisoformat(value).astimezone(UTC)
+
+
 # What "the same final state" compares: every projection, and the archive minus when it was written.
 _SNAPSHOT = {
     "callbacks": "key, trigger, app_id, project_id, event_time, accepted_time, received_at, payload, contact_ids, "
