@@ -1,4 +1,5 @@
-"""The receiver when the broker fails: never 200 without a confirm, 503 instead, and recovery without a restart."""
+"""The receiver's publisher: callbacks arriving together share one confirmed message (group commit); and when the
+broker fails, never 200 without a confirm, 503 instead, and recovery without a restart."""
 
 from __future__ import annotations
 
@@ -14,11 +15,13 @@ import pytest
 from aio_pika.abc import AbstractConnection
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-from support import AMQP_URL, ReceiverFactory, TcpRelay, connect_amqp, fixture_bytes, queued_keys
+from support import AMQP_URL, ReceiverFactory, TcpRelay, connect_amqp, fixture_bytes, queued_keys, take_all
 from yarl import URL
 
 from ingest.callback import Trigger
+from ingest.envelope import BATCH_CONTENT_TYPE, unpack
 from ingest.receiver.app import PUBLISHER
+from ingest.settings import Settings
 from ingest.topology import Topology
 
 Client = TestClient[web.Request, web.Application]
@@ -209,3 +212,66 @@ async def test_rabbitmqctl_close_all_connections_mid_run(receiver: Client, topol
     async with await connect_amqp() as amqp:  # every earlier connection was closed
         queued = set(await queued_keys(amqp, topology.queue))
     assert accepted <= queued
+
+
+def _numbered(n: int) -> bytes:
+    return fixture_bytes("01_inbound_ctwa_referral.json").replace(
+        b"01K94FXHR0TEWH0AVNH9DN65R6", f"01K94FXHR0TEWH0AVNH9D{n:05d}".encode()
+    )
+
+
+async def test_concurrent_callbacks_share_confirmed_messages_byte_identical(
+    start_receiver: ReceiverFactory, amqp: AbstractConnection, topology: Topology
+) -> None:
+    # The product's confirm timeout, not the fixtures' short one: 300 requests at once share this test's event loop
+    # with the receiver, and on a slow machine answering them all can take longer than 2 s.
+    receiver = await start_receiver(publish_timeout_s=Settings.model_fields["publish_timeout_s"].default)
+
+    async def send(n: int) -> int:
+        response = await receiver.post("/webhooks/sinch", data=_numbered(n))
+        return response.status
+
+    statuses = await asyncio.gather(*(send(n) for n in range(300)))
+    assert set(statuses) == {200}
+    messages = await take_all(amqp, topology.queue)
+    assert len(messages) < 300  # group commit: callbacks arriving together went in one message
+    batches = [m for m in messages if m.content_type == BATCH_CONTENT_TYPE]
+    assert batches
+    carried = {}
+    for message in messages:
+        if message.content_type == BATCH_CONTENT_TYPE:
+            assert message.routing_key == "batch"
+            assert message.delivery_mode == 2
+            for callback in unpack(message.body):
+                carried[callback.key] = callback
+        else:
+            carried[message.message_id or ""] = None
+    assert sorted(carried) == [f"MESSAGE_INBOUND:01K94FXHR0TEWH0AVNH9D{n:05d}" for n in range(300)]
+    for n in range(300):
+        callback = carried[f"MESSAGE_INBOUND:01K94FXHR0TEWH0AVNH9D{n:05d}"]
+        if callback is not None:
+            assert callback.body == _numbered(n)  # the raw bytes, unchanged
+            assert callback.trigger is Trigger.MESSAGE_INBOUND
+            assert callback.signature_verified is False
+            assert abs(callback.received_at.timestamp() - time.time()) < 60
+
+
+async def test_without_a_linger_every_callback_is_its_own_message(
+    start_receiver: ReceiverFactory, amqp: AbstractConnection, topology: Topology
+) -> None:
+    client = await start_receiver(publish_linger_ms=0)
+    statuses = await asyncio.gather(*(client.post("/webhooks/sinch", data=_numbered(n)) for n in range(100)))
+    assert {response.status for response in statuses} == {200}
+    messages = await take_all(amqp, topology.queue)
+    assert sorted(m.message_id or "" for m in messages) == [
+        f"MESSAGE_INBOUND:01K94FXHR0TEWH0AVNH9D{n:05d}" for n in range(100)
+    ]
+    assert {m.content_type for m in messages} == {"application/json"}
+
+
+async def test_a_lone_callback_does_not_wait_for_the_linger(start_receiver: ReceiverFactory) -> None:
+    client = await start_receiver(publish_linger_ms=500)
+    for n in range(5):
+        started = time.monotonic()
+        assert (await client.post("/webhooks/sinch", data=_numbered(n))).status == 200
+        assert time.monotonic() - started < 0.25

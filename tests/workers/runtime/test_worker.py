@@ -284,25 +284,6 @@ async def test_broker_connection_lost_mid_stream_the_worker_reconnects(
     assert await archived_keys(db) == sorted(keys)
 
 
-async def test_delivery_limit_dead_letters_a_message_redelivered_too_often(
-    worker_settings: Settings, amqp: AbstractConnection, topology: Topology
-) -> None:
-    limited = Topology(topology.prefix, delivery_limit=2)
-    await enqueue(AMQP_URL, limited, inbound_bodies(1))
-    async with amqp.channel() as channel:
-        queue = await channel.get_queue(limited.queue)
-        for _ in range(3):
-            message = await queue.get(timeout=5)
-            await message.nack(requeue=True)
-    # RabbitMQ dead-letters it itself, a moment later: not a confirmed publish of ours to wait for.
-    for _ in range(100):
-        if dead_letters := await take_all(amqp, limited.dead_letter_queue):
-            break
-        await asyncio.sleep(0.05)
-    [dead] = dead_letters
-    assert dead.headers["x-death"][0]["reason"] == "delivery_limit"  # type: ignore[index]
-
-
 @pytest.mark.parametrize("batch_size", [1, 500])
 async def test_drain_stops_once_the_queue_is_empty(
     worker_settings: Settings, db: AsyncEngine, topology: Topology, batch_size: int
