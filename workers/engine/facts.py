@@ -205,7 +205,8 @@ class Batch:
         return bool(self.said.merges or self.said.deletions)
 
     def facts(self, keys: Collection[str] | None = None) -> Facts:
-        """The facts of the callbacks whose business key is in ``keys`` (of all, without), by table."""
+        """The facts of the callbacks whose business key is in ``keys`` — keys of this batch's callbacks, as the
+        archive returns them — or of all, without ``keys``; by table."""
         if keys is None or len(keys) == len(self.archived):
             return self.said
         kept = Facts()
