@@ -42,6 +42,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -122,6 +123,7 @@ class Result:
     lag_max_ms_exact: float | None = None
     catch_up_s: float | None = None
     stored_per_s: float | None = None  # stored over the load and the catch-up: what the pipeline sustained
+    cpu_us: dict[str, float] | None = None  # CPU per callback (stored, or accepted by the reference), by process
     dead_letters: int | None = None
 
 
@@ -168,12 +170,53 @@ def rejections(log: Path) -> Counter[str]:
     return reasons
 
 
-def load(args: argparse.Namespace, port: int, seed: int, workdir: Path) -> tuple[Result, float]:
-    """Sign a fresh pool and run wrk against ``port``; return its figures and the moment (epoch s) it stopped."""
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU seconds spent from `start` to `stop` by each role: the given processes, Postgres's processes, RabbitMQ's
+    (beam.smp), and wrk (a child that exits in between, so counted by this process's children's usage)."""
+
+    def __init__(self, processes: dict[str, int]) -> None:
+        self._processes = processes
+        self._start: dict[str, float] = {}
+
+    def _now(self) -> dict[str, float]:
+        spent: Counter[str] = Counter()
+        roles = {pid: name for name, pid in self._processes.items()}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                text = stat.read_text()
+                pid, comm = int(text.split(" ", 1)[0]), text[text.index("(") + 1 : text.rindex(")")]
+                fields = text[text.rindex(")") + 2 :].split()
+                role = roles.get(pid) or {"postgres": "postgres", "beam.smp": "rabbitmq"}.get(comm)
+                if role:
+                    spent[role] += (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        spent["wrk"] = children.ru_utime + children.ru_stime
+        return dict(spent)
+
+    def start(self) -> None:
+        self._start = self._now()
+
+    def per_callback_us(self, callbacks: int) -> dict[str, float]:
+        end = self._now()
+        spent = {role: seconds - self._start.get(role, 0.0) for role, seconds in end.items()}
+        return {role: seconds / callbacks * 1e6 for role, seconds in spent.items()} if callbacks else {}
+
+
+def sign(args: argparse.Namespace, seed: int, workdir: Path) -> Path:
+    """A fresh pool of signed callbacks, in wrk's line format."""
     requests = workdir / f"requests-{seed}.txt"
     signing = time.perf_counter()
     write_requests(requests, args.pool, seed)
     print(f"  signed {args.pool:,} callbacks in {time.perf_counter() - signing:.1f} s", file=sys.stderr)
+    return requests
+
+
+def load(args: argparse.Namespace, port: int, requests: Path) -> tuple[Result, float]:
+    """Run wrk against ``port`` with the pool ``requests`` (deleted after); return its figures and the moment
+    (epoch s) it stopped."""
     command = ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{args.duration}s", "--latency"]
     command += ["-s", str(BENCH / "wrk_pipeline.lua"), f"http://127.0.0.1:{port}"]
     env = {
@@ -289,7 +332,10 @@ def run_pipeline(args: argparse.Namespace, seed: int, workdir: Path) -> Result:
         cleanup.callback(stop, receiver)
         wait_ready(port, receiver)
 
-        result, stopped = load(args, port, seed, workdir)
+        requests = sign(args, seed, workdir)
+        cpu = CpuMeter({"receiver": receiver.pid, "worker": worker.pid})
+        cpu.start()
+        result, stopped = load(args, port, requests)
         print(
             f"  wrk stopped: {result.accepted:,} answered 2xx of {result.sent:,} sent; waiting for the worker",
             file=sys.stderr,
@@ -298,6 +344,7 @@ def run_pipeline(args: argparse.Namespace, seed: int, workdir: Path) -> Result:
             print(f"  receiver's refusals: {dict(rejections(receiver_log))}", file=sys.stderr)
         result.answered = answered(port)
         result.catch_up_s = asyncio.run(wait_drained(database_url, topology, result.answered, stopped))
+        result.cpu_us = cpu.per_callback_us(result.answered)
         for process, name in ((worker, "worker"), (receiver, "receiver")):
             if process.poll() is not None:
                 raise RuntimeError(f"the {name} exited during the run with {process.returncode}")
@@ -316,7 +363,11 @@ def run_reference(args: argparse.Namespace, seed: int, workdir: Path) -> Result:
         server = start(command, {**os.environ, "PYTHONUNBUFFERED": "1"}, workdir / f"reference-{seed}.log")
         cleanup.callback(stop, server)
         wait_ready(port, server)
-        result, _ = load(args, port, seed, workdir)
+        requests = sign(args, seed, workdir)
+        cpu = CpuMeter({"reference": server.pid})
+        cpu.start()
+        result, _ = load(args, port, requests)
+        result.cpu_us = cpu.per_callback_us(result.accepted)
         if server.poll() is not None:
             raise RuntimeError(f"the reference exited during the run with {server.returncode}")
     result.server = REFERENCE
@@ -335,6 +386,10 @@ def report(result: Result) -> None:
             f"p99 {result.lag_p99_ms:.0f} ms max {result.lag_max_ms:.0f} ms (without the {result.whole_second:,} "
             f"received_at to the second: p99 {result.lag_p99_ms_exact:.0f} ms max {result.lag_max_ms_exact:.0f} ms); "
             f"catch-up {result.catch_up_s:.1f} s; {result.stored_per_s:,.0f} stored/s with the catch-up"
+        )
+    if result.cpu_us:
+        line += "\n  CPU per callback: " + ", ".join(
+            f"{role} {us:.0f} µs" for role, us in sorted(result.cpu_us.items())
         )
     print(line, file=sys.stderr)
 
@@ -424,6 +479,15 @@ def main() -> None:
         "callback stored. Stored/s with the catch-up: the callbacks stored over the load and the catch-up, what the "
         "pipeline sustained end to end."
     )
+
+    roles = ("receiver", "worker", "postgres", "rabbitmq", "reference", "wrk")
+    print("\nCPU per callback (stored by the pipeline, accepted by the reference), medians, µs:\n")
+    print("| server | " + " | ".join(roles) + " | all |")
+    print("|---|" + "---:|" * (len(roles) + 1))
+    for name, rows in ((PIPELINE, pipeline), (REFERENCE, reference)):
+        spent = {role: statistics.median((r.cpu_us or {}).get(role, 0.0) for r in rows) for role in roles}
+        cells = " | ".join(f"{spent[role]:.0f}" if spent[role] >= 0.5 else "" for role in roles)
+        print(f"| {name} | {cells} | {sum(spent.values()):.0f} |")
 
     lost = sum(max((r.answered or 0) - (r.stored or 0), 0) for r in pipeline)
     dead = sum(r.dead_letters or 0 for r in pipeline)
