@@ -53,7 +53,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -182,7 +182,7 @@ class CpuMeter:
         self._start: dict[str, float] = {}
 
     def _now(self) -> dict[str, float]:
-        spent: Counter[str] = Counter()
+        spent: defaultdict[str, float] = defaultdict(float)
         roles = {pid: name for name, pid in self._processes.items()}
         for stat in Path("/proc").glob("[0-9]*/stat"):
             with contextlib.suppress(OSError, ValueError, IndexError):
