@@ -25,7 +25,7 @@ import aiohttp
 from ingest.receiver.signature import signed_headers
 from workers.tools.progress import Progress
 
-__all__ = ["Ad", "Callback", "Scenario", "Summary", "print_summary", "scenario", "send"]
+__all__ = ["Ad", "Scenario", "Scripted", "Summary", "print_summary", "scenario", "send"]
 
 CONVERSATION_APP = "01KSIMCONVERSATIONAPP00001"
 DISPATCH_APP = "01KSIMDISPATCHAPP000000001"
@@ -51,8 +51,9 @@ class Ad:
 
 
 @dataclass(frozen=True, slots=True)
-class Callback:
-    """One callback to send: its body, the minute of its event in the scenario, and the ad click it is, if any."""
+class Scripted:
+    """One callback the scenario sends: its body, the minute of its event, and the ad click it is, if any. (What
+    the receiver makes of a body is an `ingest.callback.Callback`.)"""
 
     body: bytes
     minute: float
@@ -62,7 +63,7 @@ class Callback:
 
 @dataclass(slots=True)
 class Scenario:
-    callbacks: list[Callback]
+    callbacks: list[Scripted]
     ads: list[Ad]
 
 
@@ -126,14 +127,14 @@ class _Writer:
     def __init__(self, rng: random.Random, origin: datetime) -> None:
         self.rng = rng
         self.origin = origin
-        self.callbacks: list[Callback] = []
+        self.callbacks: list[Scripted] = []
 
     def at(self, minute: float) -> str:
         return (self.origin + timedelta(minutes=minute)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
     def emit(self, payload: dict[str, Any], minute: float, key: str, click: tuple[str, str] | None = None) -> None:
         body = json.dumps(payload, ensure_ascii=False).encode()
-        self.callbacks.append(Callback(body, minute, key, click))
+        self.callbacks.append(Scripted(body, minute, key, click))
 
     def envelope(self, person: _Person, minute: float, event: bool) -> dict[str, Any]:
         envelope = {"app_id": person.app, "accepted_time": self.at(minute + 0.01), "project_id": PROJECT}
@@ -303,7 +304,7 @@ class Summary:
         accepted = sum(count for status, count in self.statuses.items() if 200 <= status < 300)
         return f"{self.sent:,} requests, {accepted:,} accepted, {self.retried:,} retried"
 
-    def count(self, callback: Callback, bodies: list[bytes]) -> None:
+    def count(self, callback: Scripted, bodies: list[bytes]) -> None:
         self.callbacks += 1
         if len(bodies) > 1:
             if bodies[1] == bodies[0]:
@@ -332,14 +333,14 @@ class Summary:
 
 
 def _deliveries(
-    callbacks: list[Callback], rng: random.Random, duplicates: float, reserialised: float, disorder: int
-) -> Iterator[tuple[Callback, list[bytes]]]:
+    callbacks: list[Scripted], rng: random.Random, duplicates: float, reserialised: float, disorder: int
+) -> Iterator[tuple[Scripted, list[bytes]]]:
     """Each callback with the copies Sinch sends of it, in about the order Sinch would: each one leaves a window
     of ``disorder`` callbacks at random. A share ``duplicates`` is sent twice as is, a share ``reserialised`` is
     retried re-serialised with another ``accepted_time``."""
-    window: list[Callback] = []
+    window: list[Scripted] = []
 
-    def copies(callback: Callback) -> tuple[Callback, list[bytes]]:
+    def copies(callback: Scripted) -> tuple[Scripted, list[bytes]]:
         bodies = [callback.body]
         roll = rng.random()
         if roll < duplicates:
@@ -362,7 +363,7 @@ def _deliveries(
 
 async def send(
     url: str,
-    callbacks: list[Callback],
+    callbacks: list[Scripted],
     *,
     secret: str | None,
     rate: float,
@@ -380,7 +381,7 @@ async def send(
     """
     rng = random.Random(seed)
     summary = Summary()
-    queue: asyncio.Queue[tuple[Callback, list[bytes]] | None] = asyncio.Queue(maxsize=concurrency * 2)
+    queue: asyncio.Queue[tuple[Scripted, list[bytes]] | None] = asyncio.Queue(maxsize=concurrency * 2)
     started = time.monotonic()
     meter = Progress(progress, total=len(callbacks), unit="callbacks")
 
