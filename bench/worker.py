@@ -54,7 +54,7 @@ SERVER_URL = os.environ.get("CTWA_DATABASE_URL", "postgresql+asyncpg://postgres@
 async def enqueue(topology: Topology, bodies: list[bytes], per_message: int) -> None:
     """Publish ``bodies`` as the receiver does: ``per_message`` callbacks to a message (1: one each)."""
     publisher = Publisher(
-        AMQP_URL,
+        [AMQP_URL],
         topology,
         ReceiverMetrics(),
         confirm_timeout=60,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -58,9 +59,21 @@ class Settings(BaseSettings):
     @field_validator("amqp_url")
     @classmethod
     def _check_amqp_url(cls, value: str) -> str:
-        if not value.startswith(("amqp://", "amqps://")):
-            raise ValueError("must start with amqp:// or amqps://")
-        return value
+        urls = [url.strip() for url in value.split(",")]
+        for number, url in enumerate(urls, 1):
+            # The message names the address by its place only: URLs may hold passwords.
+            place = f"address {number} of {len(urls)}" if len(urls) > 1 else "the address"
+            if not url.startswith(("amqp://", "amqps://")):
+                raise ValueError(f"{place} must start with amqp:// or amqps://")
+            try:
+                parsed = urlsplit(url)
+                if parsed.port == 0:  # reading the port raises for one that is not a number below 65536
+                    raise ValueError
+            except ValueError:
+                raise ValueError(f"{place} has no valid port") from None
+            if not parsed.hostname:
+                raise ValueError(f"{place} names no host")
+        return ",".join(urls)
 
     @field_validator("amqp_prefix")
     @classmethod
@@ -89,6 +102,11 @@ class Settings(BaseSettings):
     @property
     def signatures_enabled(self) -> bool:
         return bool(self.webhook_secrets)
+
+    @property
+    def amqp_urls(self) -> tuple[str, ...]:
+        """The broker's addresses: ``CTWA_AMQP_URL`` holds one, or several separated by commas (a cluster's nodes)."""
+        return tuple(self.amqp_url.split(","))
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -201,7 +201,7 @@ def key_of(body: bytes) -> str:
 
 async def enqueue(amqp_url: str, topology: Topology, bodies: Sequence[bytes]) -> list[str]:
     """Put ``bodies`` on the queue exactly as the receiver does; return their business keys."""
-    publisher = Publisher(amqp_url, topology, ReceiverMetrics(), confirm_timeout=30)
+    publisher = Publisher([amqp_url], topology, ReceiverMetrics(), confirm_timeout=30)
     await publisher.start()
     try:
         assert await publisher.wait_ready(10)

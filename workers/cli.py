@@ -109,7 +109,7 @@ def _dlq(settings: Settings, args: argparse.Namespace) -> int:
     from workers.commands import output
     from workers.commands.dlq import DeadLetters
 
-    dead_letters = DeadLetters(settings.amqp_url, Topology(settings.amqp_prefix, settings.delivery_limit))
+    dead_letters = DeadLetters(settings.amqp_urls, Topology(settings.amqp_prefix, settings.delivery_limit))
     if args.action == "list":
         rows = asyncio.run(dead_letters.summary())
         output.render(rows, ("count", "reason", "first_seen", "last_seen", "first_position"), args.format)

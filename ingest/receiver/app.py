@@ -56,7 +56,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
 async def _broker(app: web.Application) -> AsyncIterator[None]:
     settings = app[_SETTINGS]
     publisher = Publisher(
-        settings.amqp_url,
+        settings.amqp_urls,
         Topology(settings.amqp_prefix, settings.delivery_limit),
         app[_METRICS],
         confirm_timeout=settings.publish_timeout_s,
@@ -104,8 +104,9 @@ async def _accept(request: web.Request, settings: Settings, metrics: ReceiverMet
     try:
         await request.app[PUBLISHER].publish(callback)
     except BrokerUnavailable as error:
-        # An outage is logged once by the publisher; a broker that is up but won't confirm is worth a line each.
-        level = logging.DEBUG if error.reason == "broker_unavailable" else logging.WARNING
+        # An outage or an alarm is logged once by the publisher; a broker that is up but won't confirm is worth a
+        # line each.
+        level = logging.DEBUG if error.reason in ("broker_unavailable", "broker_blocked") else logging.WARNING
         log.log(level, "callback not confirmed by the broker", extra={"reason": error.reason})
         response = _reject(metrics, 503, error.reason, "the broker did not confirm the callback; retry")
         response.headers["Retry-After"] = str(RETRY_AFTER_S)
@@ -122,10 +123,12 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Ready: a confirm channel to the broker is open."""
-    if request.app[PUBLISHER].ready:
+    """Ready: a confirm channel to the broker is open, and the broker takes publishes (no resource alarm)."""
+    publisher = request.app[PUBLISHER]
+    if publisher.ready:
         return web.json_response({"status": "ready"})
-    return web.json_response({"status": "unavailable", "reason": "no broker channel"}, status=503)
+    reason = "the broker blocks publishing (a resource alarm)" if publisher.blocked else "no broker channel"
+    return web.json_response({"status": "unavailable", "reason": reason}, status=503)
 
 
 def _reject(metrics: ReceiverMetrics, status: int, reason: str, detail: str) -> web.Response:

@@ -51,3 +51,8 @@ class ReceiverMetrics:
             "1 while the receiver holds a confirmed channel to the broker.",
             registry=self.registry,
         )
+        self.broker_blocked = Gauge(
+            "ctwa_receiver_broker_blocked",
+            "1 while the broker blocks the receiver's publishes (a memory or disk alarm): callbacks get 503 at once.",
+            registry=self.registry,
+        )

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Sequence
 
 import aiormq.abc
 from aio_pika.abc import AbstractChannel
@@ -38,13 +39,14 @@ class Publisher:
     at most ``linger`` seconds, and not at all when no publish is waiting for its confirm. Each caller returns
     only once the message carrying its callback is confirmed. Without a linger, one message per callback.
 
-    While there is no channel, `publish` fails at once rather than queueing: the caller answers 503 and Sinch
-    retries, so nothing waits in this process's memory.
+    While there is no channel, or while the broker blocks the connection (``connection.blocked``: a memory or disk
+    alarm, during which a publish would wait until it clears), `publish` fails at once rather than queueing: the
+    caller answers 503 and Sinch retries, so nothing waits in this process's memory.
     """
 
     def __init__(
         self,
-        url: str,
+        urls: Sequence[str],
         topology: Topology,
         metrics: ReceiverMetrics,
         *,
@@ -63,7 +65,9 @@ class Publisher:
         # aio-pika opens and declares; publishes go straight to its underlying aiormq channel, which skips
         # building an aio_pika.Message per callback (a fifth of the receiver's CPU under load).
         self._channel: aiormq.abc.AbstractChannel | None = None
-        self._link = BrokerLink(url, connection_name, self._on_channel, self._on_channel_lost)
+        self._link = BrokerLink(urls, connection_name, self._on_channel, self._on_channel_lost)
+        self._blocked = False  # as last seen, to log the changes
+        metrics.broker_blocked.set_function(lambda: float(self._link.blocked))
         self._pending: list[tuple[Callback, asyncio.Future[None]]] = []
         self._pending_bytes = 0
         self._flush_at: asyncio.Handle | None = None
@@ -72,7 +76,19 @@ class Publisher:
 
     @property
     def ready(self) -> bool:
-        return self._channel is not None
+        return self._channel is not None and not self.blocked
+
+    @property
+    def blocked(self) -> bool:
+        """Whether the broker blocks publishing now (a resource alarm)."""
+        blocked = self._link.blocked
+        if blocked != self._blocked:
+            self._blocked = blocked
+            if blocked:
+                log.warning("the broker blocks publishing (a resource alarm): callbacks get 503 until it clears")
+            else:
+                log.info("the broker takes publishes again")
+        return blocked
 
     async def wait_ready(self, within: float) -> bool:
         """Whether a channel is open, waiting up to ``within`` seconds for one."""
@@ -91,6 +107,8 @@ class Publisher:
         """Return once the broker has confirmed ``callback`` into a durable queue; else raise `BrokerUnavailable`."""
         if self._channel is None:
             raise BrokerUnavailable("broker_unavailable")
+        if self.blocked:
+            raise BrokerUnavailable("broker_blocked")
         if not self._linger:
             await self._send_one(callback)
             return

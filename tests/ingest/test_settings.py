@@ -74,3 +74,33 @@ def test_settings_are_immutable() -> None:
     settings = Settings()
     with pytest.raises(Exception, match="frozen"):
         settings.http_port = 1  # type: ignore[misc]
+
+
+def test_several_broker_addresses(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CTWA_AMQP_URL", "amqp://u:p@rabbit-1:5672/ctwa, amqp://u:p@rabbit-2/ctwa ,amqps://u:p@lb:5671/")
+    settings = load_settings()
+    assert settings.amqp_urls == ("amqp://u:p@rabbit-1:5672/ctwa", "amqp://u:p@rabbit-2/ctwa", "amqps://u:p@lb:5671/")
+    assert load_settings(amqp_url="amqp://guest:guest@127.0.0.1:5672/").amqp_urls == (
+        "amqp://guest:guest@127.0.0.1:5672/",
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("amqp://u:s3cret@a:5672/,http://u:s3cret@b/", "address 2 of 2 must start with amqp:// or amqps://"),
+        ("amqp://u:s3cret@a:5672/,", "address 2 of 2 must start with amqp:// or amqps://"),
+        ("amqp://u:s3cret@:5672/", "the address names no host"),
+        ("amqp://u:s3cret@a:99999/,amqp://u:s3cret@b/", "address 1 of 2 has no valid port"),
+        ("amqp://u:s3cret@a:port/", "the address has no valid port"),
+    ],
+)
+def test_every_broker_address_is_checked_and_none_is_echoed(
+    monkeypatch: pytest.MonkeyPatch, value: str, problem: str
+) -> None:
+    monkeypatch.setenv("CTWA_AMQP_URL", value)
+    with pytest.raises(SettingsError) as raised:
+        load_settings()
+    assert problem in str(raised.value)
+    assert "s3cret" not in str(raised.value)
+    assert "u:" not in str(raised.value)

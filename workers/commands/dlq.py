@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
+from ingest.broker import connect
 from ingest.topology import Topology
 from workers.runtime.consumer import AT_HEADER, HISTORY_HEADER, REASON_HEADER, copy_of
 from workers.tools.progress import Progress
@@ -59,14 +59,14 @@ class DeadLetter:
 class DeadLetters:
     """The dead-letter queue of ``topology`` on the broker at ``url``."""
 
-    def __init__(self, url: str, topology: Topology) -> None:
-        self._url = url
+    def __init__(self, urls: Sequence[str], topology: Topology) -> None:
+        self._urls = urls
         self._topology = topology
 
     @asynccontextmanager
     async def _held(self) -> AsyncIterator[tuple[AbstractChannel, list[DeadLetter]]]:
         """Every dead letter, held unacknowledged; back in the queue when this ends, unless acknowledged."""
-        async with await aio_pika.connect(self._url, client_properties={"connection_name": "ctwa-dlq"}) as connection:
+        async with await connect(self._urls, "ctwa-dlq") as connection:
             channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
             await self._topology.declare(channel)
             queue = await channel.get_queue(self._topology.dead_letter_queue)
@@ -143,7 +143,7 @@ class DeadLetters:
 
     async def purge(self) -> int:
         """Drop every dead letter; how many there were."""
-        async with await aio_pika.connect(self._url, client_properties={"connection_name": "ctwa-dlq"}) as connection:
+        async with await connect(self._urls, "ctwa-dlq") as connection:
             channel = await connection.channel()
             await self._topology.declare(channel)
             queue = await channel.get_queue(self._topology.dead_letter_queue)

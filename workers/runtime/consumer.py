@@ -19,7 +19,9 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage, AbstractQueue
 from aio_pika.exceptions import CONNECTION_EXCEPTIONS, ChannelInvalidStateError
+from pamqp.commands import Basic
 
+from ingest.backoff import backoff
 from ingest.broker import BrokerLink
 from ingest.callback import Callback
 from ingest.envelope import Single
@@ -56,7 +58,9 @@ class BrokerLost(Exception):
 class Consumer:
     """Consumes the main queue, reconnecting by itself; messages wait in `buffer` until the worker takes them."""
 
-    def __init__(self, url: str, topology: Topology, *, prefetch: int, connection_name: str = "ctwa-worker") -> None:
+    def __init__(
+        self, urls: Sequence[str], topology: Topology, *, prefetch: int, connection_name: str = "ctwa-worker"
+    ) -> None:
         self._topology = topology
         self._prefetch = prefetch
         self.buffer: deque[AbstractIncomingMessage] = deque()
@@ -66,7 +70,8 @@ class Consumer:
         self._dead_letter_exchange: AbstractExchange | None = None
         self._consumer_tag: str | None = None
         self._consuming = True
-        self._link = BrokerLink(url, connection_name, self._on_channel, self._on_channel_lost)
+        self._resubscribing: asyncio.Task[None] | None = None
+        self._link = BrokerLink(urls, connection_name, self._on_channel, self._on_channel_lost)
 
     @property
     def connected(self) -> bool:
@@ -77,6 +82,10 @@ class Consumer:
 
     async def close(self) -> None:
         """Close the connection; unacknowledged messages go back to the queue."""
+        if self._resubscribing is not None:
+            self._resubscribing.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._resubscribing
         await self._link.close()
 
     async def stop_consuming(self) -> None:
@@ -174,12 +183,39 @@ class Consumer:
 
     async def _on_channel(self, channel: AbstractChannel) -> None:
         await channel.set_qos(prefetch_count=self._prefetch)
+        (await channel.get_underlay_channel()).on_consumer_cancel_callbacks.add(self._on_cancelled)
         _, queue = await self._topology.declare(channel)
         self._dead_letter_exchange = await channel.get_exchange(self._topology.dead_letter_exchange, ensure=False)
         self._channel, self._queue = channel, queue
         if self._consuming:
             self._consumer_tag = await queue.consume(self._on_message)
         log.info("consuming", extra={"queue": self._topology.queue, "prefetch": self._prefetch})
+
+    async def _on_cancelled(self, frame: Basic.Cancel) -> None:
+        """The broker cancelled our consumer (``basic.cancel``: the queue was deleted, or moved away from under it):
+        subscribe again on the same channel, which keeps what it was handed — declaring the queue again if need be —
+        until the channel is lost, when the link starts over anyway."""
+        if frame.consumer_tag != self._consumer_tag:
+            return
+        self._consumer_tag = None
+        log.warning("the broker cancelled the consumer; subscribing again", extra={"queue": self._topology.queue})
+        self._resubscribing = asyncio.create_task(self._subscribe_again())
+
+    async def _subscribe_again(self) -> None:
+        delays = backoff(initial=0.1, cap=5.0)
+        while self._consuming and self._consumer_tag is None:
+            channel = self._channel
+            if channel is None or channel.is_closed:
+                return  # the link sets up a new channel, and consumes there
+            try:
+                _, queue = await self._topology.declare(channel)
+                self._queue = queue
+                self._consumer_tag = await queue.consume(self._on_message)
+                log.info("consuming again", extra={"queue": self._topology.queue})
+                return
+            except (*CONNECTION_EXCEPTIONS, TimeoutError) as error:
+                log.warning("subscribing again failed, retrying", extra={"error": repr(error)})
+                await asyncio.sleep(next(delays))
 
     def _on_channel_lost(self) -> None:
         self._channel = self._queue = self._dead_letter_exchange = None

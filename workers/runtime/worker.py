@@ -86,7 +86,7 @@ class Worker:
         self._name = name
         self.metrics = WorkerMetrics()
         self._consumer = Consumer(
-            settings.amqp_url,
+            settings.amqp_urls,
             Topology(settings.amqp_prefix, settings.delivery_limit),
             prefetch=settings.prefetch,
             connection_name=name,

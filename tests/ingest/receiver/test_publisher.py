@@ -18,6 +18,7 @@ from aiohttp.test_utils import TestClient
 from support import AMQP_URL, ReceiverFactory, TcpRelay, connect_amqp, fixture_bytes, queued_keys, take_all
 from yarl import URL
 
+from ingest.broker import address
 from ingest.callback import Trigger
 from ingest.envelope import BATCH_CONTENT_TYPE, unpack
 from ingest.receiver.app import PUBLISHER
@@ -275,3 +276,85 @@ async def test_a_lone_callback_does_not_wait_for_the_linger(start_receiver: Rece
         started = time.monotonic()
         assert (await client.post("/webhooks/sinch", data=_numbered(n))).status == 200
         assert time.monotonic() - started < 0.25
+
+
+async def test_with_two_addresses_the_receiver_moves_to_the_one_that_answers(
+    start_receiver: ReceiverFactory, amqp: AbstractConnection, topology: Topology
+) -> None:
+    first, second = TcpRelay(URL(AMQP_URL)), TcpRelay(URL(AMQP_URL))
+    await first.start()
+    await second.start()
+    try:
+        receiver = await start_receiver(amqp_url=f"{first.url},{second.url}")
+        link = receiver.app[PUBLISHER]._link
+        assert (await _post(receiver, 0))[0] == 200
+        connected = {first.url: first, second.url: second}
+        [dropped] = [relay for url, relay in connected.items() if address(url) == link.broker]
+        [other] = [relay for relay in connected.values() if relay is not dropped]
+        await dropped.cut()  # that address is gone for good: the receiver must use the other, unrestarted
+
+        statuses = [await _post(receiver, 1)]
+        assert await receiver.app[PUBLISHER].wait_ready(15)
+        assert link.broker == address(other.url)
+        statuses += [(await _post(receiver, n))[0] for n in range(2, 12)]
+        assert set(statuses[1:]) == {200}
+        assert {key for _, key in [_callback(n) for n in range(2, 12)]} <= set(await queued_keys(amqp, topology.queue))
+    finally:
+        await first.close()
+        await second.close()
+
+
+_MEMORY_ALARM = "{resource_limit, memory, node()}"
+
+
+def _alarm(raised: bool) -> None:
+    """Raise or clear RabbitMQ's memory alarm on the local node, as crossing the memory watermark does."""
+    expression = (
+        f"rabbit_alarm:set_alarm({{{_MEMORY_ALARM}, []}})." if raised else f"rabbit_alarm:clear_alarm({_MEMORY_ALARM})."
+    )
+    subprocess.run(["rabbitmqctl", "eval", expression], check=True, capture_output=True, timeout=60)
+
+
+@pytest.mark.skipif(
+    shutil.which("rabbitmqctl") is None and not os.environ.get("CI"),
+    reason="rabbitmqctl is not on this machine (it is in CI)",
+)
+async def test_a_blocked_connection_gets_503_at_once_and_recovers_when_unblocked(
+    receiver: Client, amqp: AbstractConnection, topology: Topology
+) -> None:
+    assert (await _post(receiver, 0))[0] == 200
+    publisher = receiver.app[PUBLISHER]
+    try:
+        await asyncio.to_thread(_alarm, True)
+        # RabbitMQ blocks a connection when it next publishes: that callback waits for its confirm, in vain.
+        assert (await _post(receiver, 1))[0] == 503
+        deadline = time.monotonic() + 10
+        while not publisher.blocked and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert publisher.blocked, "RabbitMQ's alarm never blocked the receiver's connection"
+
+        started = time.monotonic()
+        response = await receiver.post("/webhooks/sinch", data=_callback(2)[0])
+        assert response.status == 503
+        assert (await response.json())["error"] == "broker_blocked"
+        assert response.headers["Retry-After"] == "5"
+        assert time.monotonic() - started < 0.5  # at once, not after the publish timeout
+        ready = await receiver.get("/readyz")
+        assert ready.status == 503
+        assert "alarm" in (await ready.json())["reason"]
+        metrics = await (await receiver.get("/metrics")).text()
+        assert re.search(r"^ctwa_receiver_broker_blocked 1\.0$", metrics, re.MULTILINE)
+    finally:
+        await asyncio.to_thread(_alarm, False)
+
+    deadline = time.monotonic() + 10
+    while publisher.blocked and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert (await receiver.get("/readyz")).status == 200
+    assert (await _post(receiver, 3))[0] == 200
+    metrics = await (await receiver.get("/metrics")).text()
+    assert re.search(r"^ctwa_receiver_broker_blocked 0\.0$", metrics, re.MULTILINE)
+    # The callback that waited went out once the alarm cleared (Sinch's retry of it is a harmless duplicate); the
+    # one refused at once never did.
+    queued = set(await queued_keys(amqp, topology.queue))
+    assert {_callback(0)[1], _callback(3)[1]} <= queued <= {_callback(n)[1] for n in (0, 1, 3)}

@@ -36,7 +36,7 @@ async def start_consumer(topology: Topology) -> AsyncIterator[StartConsumer]:
     consumers: list[Consumer] = []
 
     async def start(url: str = AMQP_URL) -> Consumer:
-        consumer = Consumer(url, topology, prefetch=100, connection_name="ctwa-test-consumer")
+        consumer = Consumer([url], topology, prefetch=100, connection_name="ctwa-test-consumer")
         consumers.append(consumer)
         await consumer.start()
         await until(lambda: consumer.connected, "connected")
@@ -191,3 +191,36 @@ async def test_a_lost_connection_empties_the_buffer_and_the_broker_delivers_agai
         await consumer.ack(list(consumer.buffer))
     finally:
         await relay.close()
+
+
+async def consumers_of(amqp: AbstractConnection, queue: str) -> int | None:
+    """How many consumers ``queue`` has; ``None`` while it does not exist."""
+    try:
+        async with amqp.channel() as channel:
+            declared = await channel.declare_queue(queue, passive=True)
+    except aio_pika.exceptions.ChannelNotFoundEntity:
+        return None
+    return declared.declaration_result.consumer_count
+
+
+async def test_a_consumer_the_broker_cancels_subscribes_again(
+    start_consumer: StartConsumer, amqp: AbstractConnection, topology: Topology
+) -> None:
+    consumer = await start_consumer()
+    first = await enqueue(AMQP_URL, topology, inbound_bodies(1, tag="X"))
+    await until(lambda: len(consumer.buffer) == 1, "the first delivery")
+    async with amqp.channel() as channel:
+        await channel.queue_delete(topology.queue)  # RabbitMQ cancels the queue's consumers (basic.cancel)
+    # The consumer declares the queue again and consumes from it, on the channel it had.
+    for _ in range(300):
+        if await consumers_of(amqp, topology.queue) == 1:
+            break
+        await asyncio.sleep(0.05)
+    assert await consumers_of(amqp, topology.queue) == 1
+
+    second = await enqueue(AMQP_URL, topology, inbound_bodies(2, tag="Y"))
+    await until(lambda: len(consumer.buffer) == 3, "deliveries after the cancel")
+    assert consumer.connected
+    assert [message.message_id for message in consumer.buffer] == [*first, *second]
+    await consumer.ack(list(consumer.buffer)[1:])  # the new subscription's deliveries are settled as usual
+    assert await ready(amqp, topology.queue) == 0
