@@ -114,6 +114,14 @@ class BrokerLink:
                 await self._task
             self._task = None
 
+    async def replace(self) -> None:
+        """Close the connection in use: the link starts over with the next address (or the same, if it is the only
+        one)."""
+        connection = self.connection
+        if connection is not None:
+            with suppress(*CONNECTION_EXCEPTIONS, TimeoutError):
+                await connection.close()
+
     def _next_address(self) -> None:
         """Go on with the next address: the current one is tried again last."""
         self._urls.append(self._urls.pop(0))

@@ -36,6 +36,7 @@ class Settings(BaseSettings):
     publish_timeout_s: float = Field(default=5.0, gt=0, le=60)
     publish_linger_ms: float = Field(default=2.0, ge=0, le=1000)
     publish_batch_max: int = Field(default=64, ge=1, le=10_000)
+    publish_replace_after_s: float = Field(default=10.0, gt=0, le=3600)
     delivery_limit: int = Field(default=20, ge=1)
     batch_size: int = Field(default=500, ge=1, le=10_000)
     batch_linger_ms: int = Field(default=50, ge=0, le=10_000)

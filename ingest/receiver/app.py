@@ -62,6 +62,7 @@ async def _broker(app: web.Application) -> AsyncIterator[None]:
         confirm_timeout=settings.publish_timeout_s,
         linger=settings.publish_linger_ms / 1000,
         batch_max=settings.publish_batch_max,
+        replace_after=settings.publish_replace_after_s,
     )
     await publisher.start()
     app[PUBLISHER] = publisher

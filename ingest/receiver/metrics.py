@@ -51,6 +51,11 @@ class ReceiverMetrics:
             "1 while the receiver holds a confirmed channel to the broker.",
             registry=self.registry,
         )
+        self.replaced = Counter(
+            "ctwa_receiver_broker_replaced",
+            "Broker connections replaced because every publish on them was refused (nacked or unconfirmed).",
+            registry=self.registry,
+        )
         self.broker_blocked = Gauge(
             "ctwa_receiver_broker_blocked",
             "1 while the broker blocks the receiver's publishes (a memory or disk alarm): callbacks get 503 at once.",

@@ -54,6 +54,7 @@ class Publisher:
         linger: float = 0.0,
         batch_max: int = 64,
         batch_bytes: int = 1024 * 1024,
+        replace_after: float = 10.0,
         connection_name: str = "ctwa-receiver",
     ) -> None:
         self._topology = topology
@@ -67,6 +68,9 @@ class Publisher:
         self._channel: aiormq.abc.AbstractChannel | None = None
         self._link = BrokerLink(urls, connection_name, self._on_channel, self._on_channel_lost)
         self._blocked = False  # as last seen, to log the changes
+        self._replace_after = replace_after
+        self._refused_since: float | None = None  # the first of the publishes refused since the last confirm
+        self._replacing: asyncio.Task[None] | None = None
         metrics.broker_blocked.set_function(lambda: float(self._link.blocked))
         self._pending: list[tuple[Callback, asyncio.Future[None]]] = []
         self._pending_bytes = 0
@@ -101,6 +105,8 @@ class Publisher:
         self._flush()
         if self._sends:
             await asyncio.wait(self._sends)
+        if self._replacing is not None:
+            await self._replacing
         await self._link.close()
 
     async def publish(self, callback: Callback) -> None:
@@ -193,17 +199,38 @@ class Publisher:
                 timeout=self._confirm_timeout,
             )
         except TimeoutError:
+            self._refused()
             raise BrokerUnavailable("confirm_timeout") from None
         except PublishError:
             # Returned as unroutable: no queue holds it, so it must not count as accepted.
             raise BrokerUnavailable("unroutable") from None
         except DeliveryError:
+            self._refused()
             raise BrokerUnavailable("nacked") from None
         except CONNECTION_EXCEPTIONS as error:
             log.debug("publish failed: %r", error)
             raise BrokerUnavailable("publish_failed") from None
+        self._refused_since = None
         self._metrics.confirm_seconds.observe(time.perf_counter() - started)
         self._metrics.message_callbacks.observe(count)
+
+    def _refused(self) -> None:
+        """A publish was nacked or never confirmed. When nothing but that has happened for ``replace_after``
+        seconds, the channel is replaced, on another address if there is one: a channel can stay refusing while
+        the broker would take the same publish on a new one (RabbitMQ 3.10's quorum queues, a channel opened just
+        after the leader's node died, kept a stale leader and nacked everything)."""
+        now = time.monotonic()
+        if self._refused_since is None:
+            self._refused_since = now
+        elif now - self._refused_since >= self._replace_after and self._replacing is None:
+            log.warning(
+                "every publish refused, replacing the broker connection",
+                extra={"refused_for_s": round(now - self._refused_since, 1), "broker": self._link.broker},
+            )
+            self._refused_since = None
+            self._metrics.replaced.inc()
+            self._replacing = asyncio.create_task(self._link.replace())
+            self._replacing.add_done_callback(lambda _: setattr(self, "_replacing", None))
 
     async def _on_channel(self, channel: AbstractChannel) -> None:
         await self._topology.declare(channel)

@@ -358,3 +358,47 @@ async def test_a_blocked_connection_gets_503_at_once_and_recovers_when_unblocked
     # one refused at once never did.
     queued = set(await queued_keys(amqp, topology.queue))
     assert {_callback(0)[1], _callback(3)[1]} <= queued <= {_callback(n)[1] for n in (0, 1, 3)}
+
+
+def _policy(name: str, queue: str | None) -> None:
+    """Set (for ``queue``) or clear a RabbitMQ policy that lets the queue hold nothing: with the queue's
+    reject-publish overflow, the broker then nacks every publish to it."""
+    command = (
+        ["set_policy", "--apply-to", "queues", name, f"^{re.escape(queue)}$", '{"max-length": 0}']
+        if queue
+        else ["clear_policy", name]
+    )
+    subprocess.run(["rabbitmqctl", *command], check=True, capture_output=True, timeout=60)
+
+
+@pytest.mark.skipif(
+    shutil.which("rabbitmqctl") is None and not os.environ.get("CI"),
+    reason="rabbitmqctl is not on this machine (it is in CI)",
+)
+async def test_a_connection_that_only_refuses_is_replaced(
+    start_receiver: ReceiverFactory, amqp: AbstractConnection, topology: Topology
+) -> None:
+    receiver = await start_receiver(publish_replace_after_s=1.0)
+    link = receiver.app[PUBLISHER]._link
+    assert (await _post(receiver, 0))[0] == 200
+    policy = f"{topology.prefix}-refuse"
+    statuses = []
+    try:
+        await asyncio.to_thread(_policy, policy, topology.queue)
+        for n in range(1, 200):
+            response = await receiver.post("/webhooks/sinch", data=_callback(n)[0])
+            statuses.append((response.status, (await response.json()).get("error")))
+            if link.reconnects:
+                break
+            await asyncio.sleep(0.05)
+        assert link.reconnects == 1, "the connection was never replaced"
+        metrics = await (await receiver.get("/metrics")).text()
+        assert re.search(r"^ctwa_receiver_broker_replaced_total 1\.0$", metrics, re.MULTILINE)
+    finally:
+        await asyncio.to_thread(_policy, policy, None)
+    assert statuses
+    assert {status for status, _ in statuses} == {503}
+    assert {error for _, error in statuses} <= {"nacked", "broker_unavailable"}
+    assert await receiver.app[PUBLISHER].wait_ready(15)
+    assert (await _post(receiver, 500))[0] == 200
+    assert set(await queued_keys(amqp, topology.queue)) == {_callback(0)[1], _callback(500)[1]}
