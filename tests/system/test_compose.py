@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import yaml
 from support import ReceiverFactory, free_port
+from yarl import URL
 
 from ingest.settings import Settings
 from workers.cli import build_parser
@@ -53,7 +54,8 @@ def test_every_ctwa_variable_compose_sets_is_a_setting() -> None:
 
 
 def test_defaults_are_those_of_env_example_and_no_guest_account() -> None:
-    defaults = dict(re.findall(r"\$\{(\w+):-([^}]*)\}", (ROOT / "docker-compose.yml").read_text()))
+    # Innermost defaults: CTWA_AMQP_URL's own default is built of two of them (test_the_cluster_profile…).
+    defaults = dict(re.findall(r"\$\{(\w+):-([^}$]*)\}", (ROOT / "docker-compose.yml").read_text()))
     assert defaults.pop("CTWA_WEBHOOK_SECRETS") == ""  # signatures off unless .env sets a secret
     assert defaults == {name: value for name, value in EXAMPLE.items() if name in defaults}
     assert set(defaults) == set(EXAMPLE) - {"CTWA_WEBHOOK_SECRETS"}
@@ -77,21 +79,59 @@ def test_services_are_healthchecked_and_started_in_order() -> None:
     assert SERVICES["postgres"]["image"] == "postgres:16"
     assert SERVICES["rabbitmq"]["image"].endswith("-management")
     assert SERVICES["migrate"]["depends_on"] == {"postgres": {"condition": "service_healthy"}}
+    cluster = {node: {"condition": "service_healthy", "required": False} for node in ("rabbitmq-2", "rabbitmq-3")}
     assert SERVICES["receiver"]["depends_on"] == {
         "rabbitmq": {"condition": "service_healthy"},
         "migrate": {"condition": "service_completed_successfully"},
+        **cluster,
     }
     assert SERVICES["worker"]["depends_on"] == {
         "rabbitmq": {"condition": "service_healthy"},
         "postgres": {"condition": "service_healthy"},
         "migrate": {"condition": "service_completed_successfully"},
+        **cluster,
     }
     assert SERVICES["worker"]["deploy"]["replicas"] == 2
     assert SERVICES["migrate"]["restart"] == "no"
     assert SERVICES["receiver"]["ports"] == ["8080:8080"]
-    assert set(COMPOSE["volumes"]) == {"postgres-data", "rabbitmq-data"}
+    assert set(COMPOSE["volumes"]) == {"postgres-data", "rabbitmq-data", "rabbitmq-2-data", "rabbitmq-3-data"}
     assert SERVICES["postgres"]["volumes"] == ["postgres-data:/var/lib/postgresql/data"]
     assert SERVICES["rabbitmq"]["volumes"] == ["rabbitmq-data:/var/lib/rabbitmq"]
+
+
+def test_the_cluster_profile_runs_three_nodes_that_join_and_the_services_can_use_them_all() -> None:
+    nodes = ("rabbitmq", "rabbitmq-2", "rabbitmq-3")
+    for node in nodes:
+        service = SERVICES[node]
+        assert service["hostname"] == node  # its node name is rabbit@<hostname>
+        assert service["image"] == SERVICES["rabbitmq"]["image"]
+        assert service["healthcheck"] == SERVICES["rabbitmq"]["healthcheck"]
+        [cookie] = [config for config in service["configs"] if config["source"] == "erlang-cookie"]
+        assert cookie["target"] == "/var/lib/rabbitmq/.erlang.cookie"
+        assert (cookie["uid"], cookie["mode"]) == ("999", 0o400)  # the image's rabbitmq user; RabbitMQ wants 0400
+        assert service["volumes"] == [f"{node}-data:/var/lib/rabbitmq"]
+    assert "profiles" not in SERVICES["rabbitmq"]  # the first node also runs alone, by default
+    for node in nodes[1:]:
+        service = SERVICES[node]
+        assert service["profiles"] == ["cluster"]
+        assert service["depends_on"] == {"rabbitmq": {"condition": "service_healthy"}}
+        [join] = [config for config in service["configs"] if config["source"] == "join-rabbitmq"]
+        assert join["target"].startswith("/etc/rabbitmq/conf.d/")
+    joining = COMPOSE["configs"]["join-rabbitmq"]["content"].splitlines()
+    assert "cluster_formation.peer_discovery_backend = classic_config" in joining
+    assert "cluster_formation.classic_config.nodes.1 = rabbit@rabbitmq" in joining
+    assert COMPOSE["configs"]["erlang-cookie"]["content"] == "${RABBITMQ_ERLANG_COOKIE:-change-me-erlang-cookie}"
+
+    # By default the services name the one node; .env.example's line for the profile names all three, and is valid.
+    user, password = "${RABBITMQ_USER:-ctwa}", "${RABBITMQ_PASSWORD:-change-me-rabbitmq}"
+    single = f"amqp://{user}:{password}@rabbitmq:5672/"
+    assert COMPOSE["x-ctwa"]["environment"]["CTWA_AMQP_URL"] == "${CTWA_AMQP_URL:-" + single + "}"
+    [line] = [line for line in (ROOT / ".env.example").read_text().splitlines() if "CTWA_AMQP_URL=" in line]
+    urls = Settings(amqp_url=line.removeprefix("# CTWA_AMQP_URL=")).amqp_urls
+    assert [URL(url).host for url in urls] == list(nodes)
+    assert {(URL(url).user, URL(url).password) for url in urls} == {
+        (EXAMPLE["RABBITMQ_USER"], EXAMPLE["RABBITMQ_PASSWORD"])
+    }
 
 
 def test_the_tests_service_runs_the_readme_test_command() -> None:
