@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from sqlalchemy.exc import DBAPIError, DisconnectionError
+import asyncpg  # type: ignore[import-untyped]
+from sqlalchemy import event
+from sqlalchemy.engine import ExceptionContext
+from sqlalchemy.exc import DBAPIError, DisconnectionError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-__all__ = ["create_engine", "is_data_error", "sqlstate"]
+__all__ = ["DATABASE_ERRORS", "create_engine", "is_data_error", "sqlstate"]
 
 # SQLSTATE classes that mean "this data can never be stored": 22 data exception (a NUL in a JSON string, a value
 # out of range), 23 integrity constraint violation, 54 program limit exceeded (JSON nested too deep for Postgres).
@@ -14,17 +17,36 @@ __all__ = ["create_engine", "is_data_error", "sqlstate"]
 # database's state, not the message's: retried, never dead-lettered.
 _DATA_ERROR_CLASSES = ("22", "23", "54")
 
+# A connection still alive but of no more use: 25006, read-only — after a failover it leads to a standby not yet
+# promoted, or to the old primary, demoted. Retrying on it would fail forever, so the pool is dropped, as after a
+# lost connection, and the retry connects anew: to the new primary, or to a read-only server again until there is one.
+_STALE_CONNECTION_STATES = ("25006",)
+
+# What reaching or using the database raises. SQLAlchemy wraps the driver's errors in its own, but SQLAlchemy 2.0
+# (which the project allows) lets asyncpg's through unwrapped when *connecting* — 57P03 "the database system is
+# starting up" during a failover, a connection closed mid-handshake (08003). Missing here, those were taken for a
+# failure of the worker's own code on the data, and every callback of the batch was dead-lettered.
+DATABASE_ERRORS: tuple[type[BaseException], ...] = (SQLAlchemyError, asyncpg.PostgresError, OSError, TimeoutError)
+
 
 def create_engine(url: str, *, application_name: str = "ctwa-worker", connections: int = 2) -> AsyncEngine:
     """An engine for ``connections`` batches at a time: connections checked before use, named in
     ``pg_stat_activity``, and a couple more for what else runs alongside."""
-    return create_async_engine(
+    engine = create_async_engine(
         url,
         pool_size=connections,
         max_overflow=2,
         pool_pre_ping=True,
         connect_args={"server_settings": {"application_name": application_name}, "timeout": 10},
     )
+    event.listen(engine.sync_engine, "handle_error", _drop_stale_connections)
+    return engine
+
+
+def _drop_stale_connections(context: ExceptionContext) -> None:
+    """Treat a read-only server as a lost connection: this connection, and every other the pool holds, is dropped."""
+    if sqlstate(context.original_exception) in _STALE_CONNECTION_STATES:
+        context.is_disconnect = True
 
 
 def sqlstate(error: BaseException) -> str | None:

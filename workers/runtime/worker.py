@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from datetime import UTC
 
 from aio_pika.abc import AbstractIncomingMessage
-from sqlalchemy.exc import SQLAlchemyError
 
 from ingest.backoff import backoff
 from ingest.callback import Incoming
@@ -30,7 +29,7 @@ from ingest.settings import Settings
 from ingest.topology import Topology
 from workers.engine.store import Store, distinct
 from workers.runtime.consumer import BrokerLost, Consumer
-from workers.runtime.database import create_engine, is_data_error, sqlstate
+from workers.runtime.database import DATABASE_ERRORS, create_engine, is_data_error, sqlstate
 from workers.runtime.messages import Rejected, decode
 from workers.runtime.metrics import WorkerMetrics
 from workers.runtime.monitor import Monitor
@@ -224,7 +223,7 @@ class Worker:
                 log.warning("broker channel lost mid-batch; the broker redelivers it", extra={"error": str(error)})
                 self.metrics.retries.labels("broker").inc()
                 return
-            except (SQLAlchemyError, OSError, TimeoutError) as error:
+            except DATABASE_ERRORS as error:
                 delay = next(delays)
                 log.warning(
                     "database unavailable, retrying the batch",
@@ -257,7 +256,7 @@ class Worker:
         started = time.perf_counter()
         try:
             new = await self._store.write(items)
-        except (SQLAlchemyError, OSError, TimeoutError) as error:
+        except DATABASE_ERRORS as error:
             if not is_data_error(error):
                 raise
             if len(items) == 1:

@@ -4,17 +4,22 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
+import struct
 import sys
+from collections.abc import Awaitable
 from datetime import UTC, datetime
+from typing import Any
 
 import aio_pika
 import pytest
 from aio_pika.abc import AbstractConnection
 from sqlalchemy import func, make_url, select, text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_connection
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from support import (
     AMQP_URL,
     ReceiverFactory,
@@ -408,3 +413,169 @@ async def test_sigterm_finishes_the_batch_in_hand_acknowledges_and_exits(
     log = (await process.stderr.read()).decode()
     assert "stopping" in log
     assert "worker stopped" in log
+
+
+def dead_lettered(worker: Worker) -> float:
+    """Messages ``worker`` dead-lettered, whatever the reason."""
+    return sum(
+        sample.value
+        for metric in worker.metrics.registry.collect()
+        if metric.name == "ctwa_worker_dead_lettered"
+        for sample in metric.samples
+        if sample.name == "ctwa_worker_dead_lettered_total"
+    )
+
+
+def retried_on(caplog: pytest.LogCaptureFixture, code: str) -> int:
+    """Batches the worker retried after the database refused them with SQLSTATE ``code``, by its log."""
+    return sum(1 for record in caplog.records if getattr(record, "sqlstate", None) == code)
+
+
+async def stopped(worker: Worker, running: asyncio.Task[None]) -> None:
+    """``worker`` (whose run is ``running``) stopped, if it still runs: no worker outlives its test."""
+    if not running.done():
+        worker.stop()
+        await running
+
+
+async def _terminate_backends(admin: AsyncEngine, application_name: str) -> None:
+    async with admin.begin() as connection:
+        await connection.execute(
+            text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = :name"),
+            {"name": application_name},
+        )
+
+
+async def test_postgres_read_only_mid_stream_is_retried_until_writable_never_dead_lettered(
+    worker_settings: Settings,
+    db: AsyncEngine,
+    database_url: str,
+    amqp: AbstractConnection,
+    topology: Topology,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A failover as the worker sees it: its connections drop, and the server it connects to next is read-only (a
+    # standby not yet promoted, or the old primary demoted) and refuses every write with 25006 — until it is
+    # writable again, while the worker's sessions on it stay open.
+    caplog.set_level("WARNING", logger=Worker.__module__)
+    keys = await enqueue(AMQP_URL, topology, inbound_bodies(3000))
+    name = "ctwa-worker-read-only"
+    worker = Worker(worker_settings.model_copy(update={"batch_size": 50}), drain=True, name=name)
+    database = make_url(database_url).database
+    # The test's own sessions ask for read-write at startup, which outranks the database's default.
+    admin = create_async_engine(
+        database_url, connect_args={"server_settings": {"default_transaction_read_only": "off"}}
+    )
+    running = asyncio.create_task(worker.run())
+    try:
+        try:
+            while counter(worker, "ctwa_worker_processed_total", trigger="MESSAGE_INBOUND") < 300:
+                assert not running.done()
+                await asyncio.sleep(0.01)
+            async with admin.begin() as connection:
+                await connection.execute(text(f'ALTER DATABASE "{database}" SET default_transaction_read_only = on'))
+            # Its sessions drop; those it opens now are read-only. Terminated again until batches have met the
+            # read-only server, so that no session opened just before the change lives on.
+            while retried_on(caplog, "25006") < 3:
+                assert not running.done()
+                assert dead_lettered(worker) == 0
+                await _terminate_backends(admin, name)
+                await asyncio.sleep(0.2)
+            held = counter(worker, "ctwa_worker_processed_total", trigger="MESSAGE_INBOUND")
+            while retried_on(caplog, "25006") < 6:
+                assert not running.done()
+                await asyncio.sleep(0.05)
+            assert counter(worker, "ctwa_worker_processed_total", trigger="MESSAGE_INBOUND") == held  # it holds
+            assert counter(worker, "ctwa_worker_retries_total", cause="database") >= 6
+            assert dead_lettered(worker) == 0
+        finally:
+            # Other tests share the database: writable again, whatever happened.
+            async with admin.begin() as connection:
+                await connection.execute(text(f'ALTER DATABASE "{database}" RESET default_transaction_read_only'))
+        # Its read-only sessions are not terminated: the worker has to leave them for writable ones by itself.
+        await asyncio.wait_for(asyncio.shield(running), 60)
+    finally:
+        await admin.dispose()
+        await stopped(worker, running)
+    assert await archived_keys(db) == sorted(keys)  # each once
+    assert counter(worker, "ctwa_worker_processed_total", trigger="MESSAGE_INBOUND") == len(keys)
+    assert dead_lettered(worker) == 0
+    assert await take_all(amqp, topology.dead_letter_queue) == []
+    assert await take_all(amqp, topology.queue) == []
+
+
+class StartingPostgres(TcpRelay):
+    """Postgres starting up, as a client sees it: each connection is refused after its startup message with 57P03
+    "the database system is starting up" — until ``started``, from when connections are relayed to the real server."""
+
+    def __init__(self, target: URL) -> None:
+        super().__init__(target)
+        self.started = False
+        self.refused = 0
+
+    async def _relay(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        if self.started:
+            await super()._relay(client_reader, client_writer)
+            return
+        with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+            while True:  # SSL and GSS encryption declined, up to the startup message
+                length, code = struct.unpack("!ii", await client_reader.readexactly(8))
+                await client_reader.readexactly(length - 8)
+                if code not in (80877103, 80877104):
+                    break
+                client_writer.write(b"N")
+            fields = b"SFATAL\0VFATAL\0C57P03\0Mthe database system is starting up\0\0"
+            client_writer.write(b"E" + struct.pack("!i", 4 + len(fields)) + fields)
+            await client_writer.drain()
+            self.refused += 1
+        client_writer.close()
+
+
+async def _connect_as_sqlalchemy_2_0(
+    cls: type[AsyncAdapt_asyncpg_connection], dbapi: Any, connection: Awaitable[Any], **kw: Any
+) -> AsyncAdapt_asyncpg_connection:
+    return cls(dbapi, await connection, **kw)  # what asyncpg raises while connecting goes through unwrapped
+
+
+@pytest.mark.parametrize("wrapped", [True, False], ids=["wrapped", "unwrapped"])
+async def test_postgres_starting_up_refuses_connections_the_worker_holds_never_dead_letters(
+    worker_settings: Settings,
+    db: AsyncEngine,
+    amqp: AbstractConnection,
+    topology: Topology,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    wrapped: bool,
+) -> None:
+    # SQLAlchemy 2.1 wraps the asyncpg error a refused connection raises (CannotConnectNowError) in a DBAPIError;
+    # 2.0, which the project allows too, lets it through as it is.
+    if not wrapped:
+        monkeypatch.setattr(
+            AsyncAdapt_asyncpg_connection, "create", classmethod(_connect_as_sqlalchemy_2_0), raising=False
+        )
+    caplog.set_level("WARNING", logger=Worker.__module__)
+    keys = await enqueue(AMQP_URL, topology, inbound_bodies(300))
+    database = make_url(worker_settings.database_url)
+    server = StartingPostgres(
+        URL.build(scheme="postgresql", host=database.host or "127.0.0.1", port=database.port or 5432)
+    )
+    await server.start()
+    starting = database.set(host="127.0.0.1", port=server.port).render_as_string(hide_password=False)
+    worker = Worker(worker_settings.model_copy(update={"database_url": starting}), drain=True)
+    running = asyncio.create_task(worker.run())
+    try:
+        while retried_on(caplog, "57P03") < 3:
+            assert not running.done(), "the worker gave up on a database that is starting up"
+            assert dead_lettered(worker) == 0
+            await asyncio.sleep(0.05)
+        assert server.refused >= 3
+        assert await archived_keys(db) == []
+        assert dead_lettered(worker) == 0
+        server.started = True
+        await asyncio.wait_for(asyncio.shield(running), 60)
+    finally:
+        await stopped(worker, running)
+        await server.close()
+    assert await archived_keys(db) == sorted(keys)
+    assert dead_lettered(worker) == 0
+    assert await take_all(amqp, topology.dead_letter_queue) == []
