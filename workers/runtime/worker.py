@@ -122,6 +122,9 @@ class Worker:
             work = asyncio.create_task(self._work(), name="ctwa-work")
             watch = asyncio.create_task(self._monitor.watch(), name="ctwa-watch")
             stopping = asyncio.create_task(self._stopping.wait())
+            # Cancelled itself (a caller's timeout), `run` takes its tasks along: none may go on writing.
+            for task in (work, watch, stopping):
+                stack.callback(task.cancel)
             await asyncio.wait((work, stopping), return_when=asyncio.FIRST_COMPLETED)
             stopping.cancel()
             watch.cancel()

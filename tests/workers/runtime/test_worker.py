@@ -579,3 +579,17 @@ async def test_postgres_starting_up_refuses_connections_the_worker_holds_never_d
     assert await archived_keys(db) == sorted(keys)
     assert dead_lettered(worker) == 0
     assert await take_all(amqp, topology.dead_letter_queue) == []
+
+
+async def test_a_cancelled_run_leaves_no_task_behind(worker_settings: Settings) -> None:
+    worker = Worker(worker_settings)  # not draining: it would work on forever
+    running = asyncio.create_task(worker.run())
+    for _ in range(200):
+        if any(task.get_name() == "ctwa-work" for task in asyncio.all_tasks()):
+            break
+        await asyncio.sleep(0.01)
+    running.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await running
+    await asyncio.sleep(0.1)
+    assert [task.get_name() for task in asyncio.all_tasks() if task.get_name().startswith("ctwa-")] == []
