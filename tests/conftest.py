@@ -16,6 +16,7 @@ import pytest
 from aio_pika.abc import AbstractConnection
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from cluster import Cluster, ClusterUnavailable
 from sqlalchemy import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from support import (
@@ -28,6 +29,7 @@ from support import (
     drop_database,
     empty,
     free_port,
+    unavailable,
     unreachable,
 )
 
@@ -74,6 +76,21 @@ async def database_url() -> AsyncIterator[str]:
         raise  # a migration that fails is a failure, not a service that is down
     yield url
     await drop_database(url)
+
+
+@pytest.fixture(scope="session")
+async def rabbitmq_cluster() -> AsyncIterator[Cluster]:
+    """A real three-node RabbitMQ cluster of this run's own (tests/cluster.py), started once (about 15 s) by the
+    first test that asks for it; every node is killed and its files removed at the end of the run. Skips loudly if
+    ``rabbitmq-server`` is missing or the cluster does not form (with the nodes' logs); with ``CI`` set, fails."""
+    try:
+        cluster = await Cluster.start_all(RUN_ID)
+    except ClusterUnavailable as error:
+        unavailable(f"no RabbitMQ cluster: {error}")
+    try:
+        yield cluster
+    finally:
+        await cluster.close()
 
 
 @pytest.fixture

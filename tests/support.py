@@ -46,12 +46,16 @@ FIXTURES = Path(__file__).parent / "fixtures" / "sinch"
 ReceiverFactory = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
 
 
-def unreachable(service: str, error: BaseException) -> NoReturn:
-    """Skip the test, loudly, because ``service`` can't be reached; with ``CI`` set, fail it."""
-    message = f"{service} is not reachable ({error!r}); start it, or see the README"
+def unavailable(message: str) -> NoReturn:
+    """Skip the test, loudly, because something it needs is missing on this machine; with ``CI`` set, fail it."""
     if os.environ.get("CI"):
         pytest.fail(message)
     pytest.skip(message)
+
+
+def unreachable(service: str, error: BaseException) -> NoReturn:
+    """Skip the test, loudly, because ``service`` can't be reached; with ``CI`` set, fail it."""
+    unavailable(f"{service} is not reachable ({error!r}); start it, or see the README")
 
 
 # OSErrors that are about files, not about reaching a server.
