@@ -28,6 +28,8 @@ class Settings(BaseSettings):
     amqp_prefix: str = "ctwa"
     database_url: str = "postgresql+asyncpg://postgres@127.0.0.1:5432/ctwa"
     migrate_database_url: str | None = None
+    # False behind a pooler in transaction mode (PgBouncer): no prepared statement outlives its transaction.
+    database_statement_cache: bool = True
     webhook_secrets: Annotated[tuple[str, ...], NoDecode] = Field(default=(), repr=False)
     http_host: str = "0.0.0.0"
     http_port: int = Field(default=8080, ge=1, le=65535)

@@ -49,14 +49,15 @@ def _report(settings: Settings, args: argparse.Namespace) -> int:
     if since > until:
         print("ctwa report: --since is after --until", file=sys.stderr)
         return 2
+    cache = settings.database_statement_cache
     if args.what == "people":
-        rows = asyncio.run(report.people(settings.database_url, since, until, args.limit))
+        rows = asyncio.run(report.people(settings.database_url, since, until, args.limit, statement_cache=cache))
         output.render(rows, report.PEOPLE_COLUMNS, args.format)
     elif args.daily:
-        rows = asyncio.run(report.daily(settings.database_url, since, until))
+        rows = asyncio.run(report.daily(settings.database_url, since, until, statement_cache=cache))
         output.render(rows[: args.limit] if args.limit else rows, report.DAILY_COLUMNS, args.format)
     else:
-        rows = asyncio.run(report.ads(settings.database_url, since, until))
+        rows = asyncio.run(report.ads(settings.database_url, since, until, statement_cache=cache))
         output.render(rows[: args.limit] if args.limit else rows, report.AD_COLUMNS, args.format)
     return 0
 
@@ -147,6 +148,7 @@ def _replay(settings: Settings, args: argparse.Namespace) -> int:
                 triggers=args.trigger or (),
                 everything=args.all,
                 progress=sys.stderr,
+                statement_cache=settings.database_statement_cache,
             )
         )
     except ReplayRefused as refused:
@@ -161,7 +163,14 @@ def _prune(settings: Settings, args: argparse.Namespace) -> int:
 
     from workers.commands.prune import prune
 
-    count = asyncio.run(prune(settings.database_url, args.archive_older_than, progress=sys.stderr))
+    count = asyncio.run(
+        prune(
+            settings.database_url,
+            args.archive_older_than,
+            progress=sys.stderr,
+            statement_cache=settings.database_statement_cache,
+        )
+    )
     print(f"{count} archived callbacks deleted; the tables built from them stay", file=sys.stderr)
     return 0
 

@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 from typing import TextIO
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
 
+from workers.runtime.database import create_engine
 from workers.tools.progress import Progress
 
 __all__ = ["parse_age", "prune"]
@@ -25,11 +25,16 @@ def parse_age(value: str) -> timedelta:
 
 
 async def prune(
-    database_url: str, older_than: timedelta, *, progress: TextIO | None = None, now: datetime | None = None
+    database_url: str,
+    older_than: timedelta,
+    *,
+    progress: TextIO | None = None,
+    now: datetime | None = None,
+    statement_cache: bool = True,
 ) -> int:
     """Delete the callbacks received more than ``older_than`` ago, in chunks; how many."""
     cutoff = (now or datetime.now(UTC)) - older_than
-    engine = create_async_engine(database_url)
+    engine = create_engine(database_url, application_name="ctwa-prune", connections=1, statement_cache=statement_cache)
     deleted = 0
     try:
         async with engine.begin() as connection:

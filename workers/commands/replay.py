@@ -14,12 +14,13 @@ from typing import Any, TextIO
 
 import orjson
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ingest.callback import Callback, Incoming, Trigger
 from workers.engine import facts, rollups
 from workers.engine.facts import Facts
 from workers.engine.store import Store, lock
+from workers.runtime.database import create_engine
 from workers.tools.progress import Progress
 
 __all__ = ["PROJECTIONS", "ReplayRefused", "replay"]
@@ -54,9 +55,10 @@ async def replay(
     everything: bool = False,
     batch_size: int = 500,
     progress: TextIO | None = None,
+    statement_cache: bool = True,
 ) -> int:
     """Re-project the archived callbacks received in ``[since, until)`` (all of them with ``everything``); how many."""
-    engine = create_async_engine(database_url)
+    engine = create_engine(database_url, application_name="ctwa-replay", connections=1, statement_cache=statement_cache)
     try:
         if everything:
             await _empty_projections(engine)

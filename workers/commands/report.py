@@ -6,7 +6,8 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
+
+from workers.runtime.database import create_engine
 
 __all__ = ["ADS_REPORT", "AD_COLUMNS", "PEOPLE_COLUMNS", "ads", "daily", "default_range", "people"]
 
@@ -86,22 +87,26 @@ def default_range(today: date | None = None) -> tuple[date, date]:
     return until - timedelta(days=29), until
 
 
-async def ads(database_url: str, since: date, until: date) -> list[dict[str, Any]]:
-    return await _fetch(database_url, ADS_REPORT, {"since": since, "until": until})
+async def ads(database_url: str, since: date, until: date, *, statement_cache: bool = True) -> list[dict[str, Any]]:
+    return await _fetch(database_url, ADS_REPORT, {"since": since, "until": until}, statement_cache)
 
 
-async def daily(database_url: str, since: date, until: date) -> list[dict[str, Any]]:
-    return await _fetch(database_url, _DAILY, {"since": since, "until": until})
+async def daily(database_url: str, since: date, until: date, *, statement_cache: bool = True) -> list[dict[str, Any]]:
+    return await _fetch(database_url, _DAILY, {"since": since, "until": until}, statement_cache)
 
 
-async def people(database_url: str, since: date, until: date, limit: int | None) -> list[dict[str, Any]]:
+async def people(
+    database_url: str, since: date, until: date, limit: int | None, *, statement_cache: bool = True
+) -> list[dict[str, Any]]:
     start = datetime.combine(since, datetime.min.time(), UTC)
     end = datetime.combine(until + timedelta(days=1), datetime.min.time(), UTC)
-    return await _fetch(database_url, _PEOPLE, {"start": start, "end": end, "limit": limit})
+    return await _fetch(database_url, _PEOPLE, {"start": start, "end": end, "limit": limit}, statement_cache)
 
 
-async def _fetch(database_url: str, statement: Any, params: dict[str, Any]) -> list[dict[str, Any]]:
-    engine = create_async_engine(database_url)
+async def _fetch(
+    database_url: str, statement: Any, params: dict[str, Any], statement_cache: bool
+) -> list[dict[str, Any]]:
+    engine = create_engine(database_url, application_name="ctwa-report", connections=1, statement_cache=statement_cache)
     try:
         async with engine.connect() as connection:
             return [dict(row._mapping) for row in await connection.execute(statement, params)]

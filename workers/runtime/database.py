@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy import event
 from sqlalchemy.engine import ExceptionContext
@@ -29,15 +31,25 @@ _STALE_CONNECTION_STATES = ("25006",)
 DATABASE_ERRORS: tuple[type[BaseException], ...] = (SQLAlchemyError, asyncpg.PostgresError, OSError, TimeoutError)
 
 
-def create_engine(url: str, *, application_name: str = "ctwa-worker", connections: int = 2) -> AsyncEngine:
+def create_engine(
+    url: str, *, application_name: str = "ctwa-worker", connections: int = 2, statement_cache: bool = True
+) -> AsyncEngine:
     """An engine for ``connections`` batches at a time: connections checked before use, named in
-    ``pg_stat_activity``, and a couple more for what else runs alongside."""
+    ``pg_stat_activity``, and a couple more for what else runs alongside.
+
+    Without ``statement_cache`` (``CTWA_DATABASE_STATEMENT_CACHE=false``) no prepared statement is reused after its
+    transaction, as a pooler in transaction mode requires: it may hand the next transaction to another server
+    connection, where a cached statement does not exist. asyncpg then prepares unnamed statements, which need no
+    name of their own.
+    """
+    connect_args: dict[str, Any] = {"server_settings": {"application_name": application_name}, "timeout": 10}
+    if not statement_cache:
+        connect_args |= {
+            "statement_cache_size": 0,  # asyncpg's own cache
+            "prepared_statement_cache_size": 0,  # SQLAlchemy's, in its asyncpg dialect
+        }
     engine = create_async_engine(
-        url,
-        pool_size=connections,
-        max_overflow=2,
-        pool_pre_ping=True,
-        connect_args={"server_settings": {"application_name": application_name}, "timeout": 10},
+        url, pool_size=connections, max_overflow=2, pool_pre_ping=True, connect_args=connect_args
     )
     event.listen(engine.sync_engine, "handle_error", _drop_stale_connections)
     return engine

@@ -112,6 +112,7 @@ class Worker:
                 self._settings.database_url,
                 application_name=self._name,
                 connections=self._settings.worker_concurrency,
+                statement_cache=self._settings.database_statement_cache,
             )
             stack.push_async_callback(engine.dispose)
             self._store = Store(engine)
