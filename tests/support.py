@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import aio_pika
+import aiohttp
 import pytest
 from aio_pika.abc import AbstractConnection, AbstractIncomingMessage
 from aiohttp import web
@@ -359,3 +360,63 @@ async def dead_letters(settings: Settings, amqp: AbstractConnection, topology: T
         for _ in range(settings.delivery_limit + 1):
             message = await queue.get(timeout=5)
             await message.nack(requeue=True)
+
+
+class WorkerProcess:
+    """``ctwa worker`` as a process the harness can kill and restart; its counters are read while it lives."""
+
+    def __init__(self, settings: Settings, amqp_url: str) -> None:
+        self.port = free_port()
+        self.environment = {
+            **os.environ,
+            "CTWA_AMQP_URL": amqp_url,
+            "CTWA_AMQP_PREFIX": settings.amqp_prefix,
+            "CTWA_DATABASE_URL": settings.database_url,
+            "CTWA_BATCH_SIZE": "200",
+            "CTWA_WORKER_METRICS_PORT": str(self.port),
+            "CTWA_HTTP_HOST": "127.0.0.1",
+        }
+        self.process: asyncio.subprocess.Process | None = None
+        self.lifetimes: list[dict[str, float]] = []
+        self.current: dict[str, float] = {}
+
+    async def start(self) -> None:
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "workers",
+            "worker",
+            env=self.environment,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        self.current = {}
+
+    async def stop(self, signum: int) -> int:
+        assert self.process is not None
+        await self.scrape()
+        self.process.send_signal(signum)
+        code = await asyncio.wait_for(self.process.wait(), 60)
+        self.lifetimes.append(self.current)
+        return code
+
+    async def scrape(self) -> None:
+        try:
+            async with (
+                aiohttp.ClientSession() as session,
+                session.get(f"http://127.0.0.1:{self.port}/metrics", timeout=aiohttp.ClientTimeout(total=2)) as r,
+            ):
+                text_ = await r.text()
+        except (aiohttp.ClientError, TimeoutError):
+            return
+        for line in text_.splitlines():
+            if line.startswith("ctwa_worker_") and not line.startswith("#") and "_created" not in line:
+                name, value = line.rsplit(" ", 1)
+                self.current[name] = float(value)
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.returncode is None:
+            self.process.kill()
+
+    def total(self, prefix: str) -> float:
+        return sum(value for counters in self.lifetimes for name, value in counters.items() if name.startswith(prefix))
