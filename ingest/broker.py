@@ -50,14 +50,17 @@ async def connect(urls: Sequence[str], name: str) -> AbstractConnection:
 
 def is_blocked(connection: AbstractConnection) -> bool:
     """Whether RabbitMQ has blocked ``connection`` (``connection.blocked``: a memory or disk alarm): its publishes
-    would wait until the alarm clears.
+    would wait until the alarm clears."""
+    unblocked = _unblocked(connection)
+    return unblocked is not None and not unblocked.is_set()
 
-    aiormq keeps the state to hold its writer back but publishes no accessor: this reads its event
-    (tests/ingest/receiver/test_publisher.py raises a real alarm to check it still can).
-    """
+
+def _unblocked(connection: AbstractConnection) -> asyncio.Event | None:
+    """The event aiormq keeps to hold its writer back while the connection is blocked: it publishes no accessor
+    (tests/ingest/receiver/test_publisher.py raises a real alarm to check this still reads it)."""
     underlay = connection.transport
     unblocked = getattr(underlay.connection, "_Connection__connection_unblocked", None) if underlay else None
-    return isinstance(unblocked, asyncio.Event) and not unblocked.is_set()
+    return unblocked if isinstance(unblocked, asyncio.Event) else None
 
 
 class BrokerLink:
@@ -81,6 +84,7 @@ class BrokerLink:
         self._connected = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.connection: AbstractConnection | None = None
+        self._unblocked: asyncio.Event | None = None  # the connection's, read on every publish
         self.reconnects = 0
         self.connected_at = 0.0
 
@@ -91,7 +95,7 @@ class BrokerLink:
     @property
     def blocked(self) -> bool:
         """Whether the broker has blocked this connection (a resource alarm); see `is_blocked`."""
-        return self.connection is not None and is_blocked(self.connection)
+        return self._unblocked is not None and not self._unblocked.is_set()
 
     @property
     def broker(self) -> str | None:
@@ -153,7 +157,7 @@ class BrokerLink:
             try:
                 channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
                 await self._setup(channel)
-                self.connection = connection
+                self.connection, self._unblocked = connection, _unblocked(connection)
                 self._connected.set()
                 self.connected_at = time.monotonic()
                 delays = backoff(initial=0.1, cap=5.0)
@@ -169,7 +173,7 @@ class BrokerLink:
                 if self._connected.is_set():
                     self.reconnects += 1
                 self._connected.clear()
-                self.connection = None
+                self.connection = self._unblocked = None
                 self._teardown()
                 with suppress(*CONNECTION_EXCEPTIONS, TimeoutError):
                     await connection.close()
