@@ -115,6 +115,8 @@ class Eraser:
             "channels": [channel for channel, _ in erased],
             "identities": [identity for _, identity in erased],
             "opaques": list(erased.values()),
+            "members": list(members),
+            "member_roots": list(members.values()),
         }
         for statement in _ERASE_ROWS:
             await connection.execute(statement, mapping)
@@ -178,6 +180,24 @@ _ERASE_ROWS = [
             """
         )
         for table in ("ad_clicks", "delivery_reports")
+    ),
+    # An erased person's conversions are never sent from now on; their identity and custom data go.
+    text(
+        f"""
+        UPDATE conversion_events SET identity = erased.opaque, custom_data = NULL,
+            status = CASE WHEN status IN ('pending', 'unattributed') THEN 'erased' ELSE status END
+        FROM {_MAPPING} AS erased(channel, identity, opaque)
+        WHERE conversion_events.channel = erased.channel AND conversion_events.identity = erased.identity
+        """
+    ),
+    text(
+        """
+        UPDATE conversion_events SET custom_data = NULL,
+            identity = CASE WHEN identity IS NULL OR identity LIKE 'erased:%' THEN identity ELSE 'erased:' || merged.root END,
+            status = CASE WHEN status IN ('pending', 'unattributed') THEN 'erased' ELSE status END
+        FROM unnest(CAST(:members AS text[]), CAST(:member_roots AS text[])) AS merged(member, root)
+        WHERE conversion_events.contact_id = merged.member
+        """
     ),
     # An identity row becomes the opaque one; several numbers of one contact on a channel become one row.
     text(

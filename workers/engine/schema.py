@@ -37,7 +37,8 @@ __all__ = [
     "contact_merges",
     "contacts",
     "conversations",
-    "conversions",
+    "conversion_events",
+    "conversion_sender",
     "delivery_reports",
     "erased_identities",
     "erasure_key",
@@ -308,19 +309,62 @@ ad_daily_conversations = Table(
     UniqueConstraint("day", "source_id", "conversation_id", postgresql_nulls_not_distinct=True),
 )
 
-# Conversions reported to Meta's Conversions API for a click (written by whatever sends them).
-conversions = Table(
-    "conversions",
+# Conversions the business records for Meta's Conversions API (plain SQL or `ctwa conversions add`), and what the
+# sender did with each (docs/conversions.md). A trigger of migration 0006 refuses what Meta could never take.
+conversion_events = Table(
+    "conversion_events",
     metadata,
     Column("id", BigInteger, Identity(always=True), primary_key=True),
-    Column("ctwa_clid", Text, nullable=False),
-    Column("event_name", Text, nullable=False, comment="LeadSubmitted, Purchase, AddToCart, …"),
-    Column("event_time", Time, nullable=False),
-    Column("event_id", Text, unique=True, comment="Meta's deduplication id, when given"),
-    Column("value", Numeric),
-    Column("currency", Text),
-    Column("reported_at", Time, nullable=False, server_default=func.now()),
-    Index(None, "ctwa_clid"),
+    Column("event_id", Text, nullable=False, unique=True, comment="the business's id of the conversion; unique"),
+    Column("event_name", Text, nullable=False, comment="one of Meta's 14: Purchase, LeadSubmitted, …"),
+    Column("event_time", Time, nullable=False, comment="when the conversion happened"),
+    Column("contact_id", Text, comment="the person, as a Sinch contact id"),
+    Column("channel", Text, comment="the person, as a channel identity: its channel"),
+    Column("identity", Text, comment="… and its identity (a phone number)"),
+    Column("ctwa_clid", Text, comment="the click, when the business knows it"),
+    Column("value", Numeric, comment="in currency units, not cents"),
+    Column("currency", Text, comment="ISO 4217"),
+    Column("custom_data", JSONB, comment="sent as is"),
+    Column("recorded_at", Time, nullable=False, server_default=func.now()),
+    Column("status", Text, nullable=False, server_default="pending", comment="see docs/conversions.md"),
+    Column("attempts", Integer, nullable=False, server_default="0", comment="requests it was in"),
+    Column("next_attempt_at", Time, nullable=False, server_default=func.now()),
+    Column("claimed_at", Time, comment="sending: since when"),
+    Column("sent_at", Time, comment="when Meta counted it"),
+    Column("sent_ctwa_clid", Text, comment="the click id it was sent with"),
+    Column("click_message_id", Text, comment="the click it was attributed to, if known"),
+    Column("fbtrace_id", Text, comment="Meta's trace id of its request"),
+    Column("error_code", Integer),
+    Column("error_subcode", Integer),
+    Column("last_error", Text, comment="why it is failed, unconfirmed or retried"),
+    CheckConstraint(
+        "status IN ('pending', 'sending', 'sent', 'unattributed', 'expired', 'erased', 'failed', 'unconfirmed')",
+        name="status",
+    ),
+    Index(
+        "ix_conversion_events_sendable",
+        "next_attempt_at",
+        "id",
+        postgresql_where="status IN ('pending', 'sending')",
+    ),
+    Index(None, "status"),
+    Index(None, "contact_id"),
+    Index(None, "channel", "identity"),
+    Index(None, "click_message_id"),
+    Index(None, "event_time"),
+)
+
+# The conversion senders' shared state: parked (Meta refused the token, a permission or the dataset) and why.
+conversion_sender = Table(
+    "conversion_sender",
+    metadata,
+    Column("id", SmallInteger, primary_key=True),
+    Column("parked_reason", Text, comment="why the senders stopped sending, if they did"),
+    Column("parked_code", Integer, comment="Meta's error code that parked them"),
+    Column("parked_at", Time),
+    Column("last_request_at", Time),
+    Column("last_success_at", Time),
+    CheckConstraint("id = 1", name="single_row"),
 )
 
 # Every `ctwa prune` of the archive: after one, the archive no longer holds everything the tables were built from.
