@@ -6,12 +6,12 @@ import re
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["Settings", "SettingsError", "load_settings"]
 
-_UNECHOED = frozenset({"webhook_secrets", "amqp_url", "database_url", "migrate_database_url"})
+_UNECHOED = frozenset({"webhook_secrets", "amqp_url", "database_url", "migrate_database_url", "meta_access_token"})
 _PREFIX_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,100}")
 
 
@@ -46,6 +46,22 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(default=2, ge=1, le=16)
     worker_metrics_port: int = Field(default=9100, ge=0, le=65535)
     shutdown_grace_s: float = Field(default=30.0, gt=0)
+    # Meta's Conversions API, for `ctwa conversions send` (docs/conversions.md).
+    meta_graph_url: str = "https://graph.facebook.com"
+    meta_api_version: str = Field(default="v25.0", pattern=r"^v\d+\.\d+$")
+    meta_dataset_id: str | None = None
+    meta_access_token: str | None = Field(default=None, repr=False)
+    meta_waba_id: str | None = None
+    meta_partner_agent: str | None = None
+    meta_test_event_code: str | None = None
+    meta_timeout_s: float = Field(default=30.0, gt=0, le=300)
+    conversions_batch_size: int = Field(default=1000, ge=1, le=1000)
+    conversions_poll_s: float = Field(default=2.0, gt=0, le=3600)
+    conversions_backoff_s: float = Field(default=5.0, gt=0, le=3600)
+    conversions_backoff_max_s: float = Field(default=900.0, gt=0, le=86_400)
+    # A request not settled after this long was cut short by its sender's death: its events become unconfirmed.
+    conversions_lease_s: float = Field(default=120.0, gt=0)
+    conversions_metrics_port: int = Field(default=9101, ge=0, le=65535)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["auto", "json", "text"] = "auto"
 
@@ -97,6 +113,19 @@ class Settings(BaseSettings):
             raise ValueError("must be a postgresql:// or postgresql+asyncpg:// URL")
         return value
 
+    @field_validator("meta_graph_url")
+    @classmethod
+    def _check_graph_url(cls, value: str) -> str:
+        if not value.startswith(("https://", "http://")):
+            raise ValueError("must be an http(s):// URL")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _lease_outlasts_a_request(self) -> Settings:
+        if self.conversions_lease_s <= self.meta_timeout_s:
+            raise ValueError("CTWA_CONVERSIONS_LEASE_S must exceed CTWA_META_TIMEOUT_S")
+        return self
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, value: object) -> object:
@@ -119,7 +148,10 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as error:
         lines = []
         for problem in error.errors():
-            field = str(problem["loc"][0]) if problem["loc"] else "?"
+            if not problem["loc"]:  # a rule between settings: its message names them; the input is all of them
+                lines.append(problem["msg"].removeprefix("Value error, "))
+                continue
+            field = str(problem["loc"][0])
             # Secrets and URLs (which may hold a password) are never echoed back.
             shown = "" if field in _UNECHOED else f" (got {problem['input']!r})"
             lines.append(f"CTWA_{field.upper()}: {problem['msg']}{shown}")

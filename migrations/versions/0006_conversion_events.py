@@ -205,7 +205,7 @@ def upgrade() -> None:
         "conversion_events",
         ["next_attempt_at", "id"],
         unique=False,
-        postgresql_where=sa.text("status IN ('pending', 'sending')"),
+        postgresql_where=sa.text("status IN ('pending', 'unattributed')"),
     )
     op.create_index(op.f("ix_conversion_events_status"), "conversion_events", ["status"], unique=False)
     op.create_index(op.f("ix_conversion_events_contact_id"), "conversion_events", ["contact_id"], unique=False)

@@ -193,7 +193,8 @@ _ERASE_ROWS = [
     text(
         """
         UPDATE conversion_events SET custom_data = NULL,
-            identity = CASE WHEN identity IS NULL OR identity LIKE 'erased:%' THEN identity ELSE 'erased:' || merged.root END,
+            identity = CASE WHEN identity IS NULL OR identity LIKE 'erased:%' THEN identity
+                            ELSE 'erased:' || merged.root END,
             status = CASE WHEN status IN ('pending', 'unattributed') THEN 'erased' ELSE status END
         FROM unnest(CAST(:members AS text[]), CAST(:member_roots AS text[])) AS merged(member, root)
         WHERE conversion_events.contact_id = merged.member

@@ -18,7 +18,7 @@ from workers.engine.facts import Merge
 from workers.engine.precedence import take_newer
 from workers.engine.rows import columns, encode, recordset
 
-__all__ = ["Resolved", "apply", "chain_members", "members"]
+__all__ = ["Resolved", "apply", "chain_members", "members", "resolve"]
 
 
 class Resolved(NamedTuple):
@@ -48,7 +48,7 @@ async def apply(connection: AsyncConnection, merges: Sequence[Merge], contact_id
     recorded under every contact merged into the merges' roots to those roots."""
     if merges:
         await connection.execute(_RECORD, {"merge_rows": encode(merges)})
-    roots = await _resolve(connection, contact_ids)
+    roots = await resolve(connection, contact_ids)
     moved = await _rekey(connection, {roots[merge["deleted_contact_id"]] for merge in merges}) if merges else set()
     return Resolved(roots, moved)
 
@@ -59,7 +59,8 @@ async def members(connection: AsyncConnection, roots: Collection[str]) -> list[t
     return [(member, root) for member, root in rows]
 
 
-async def _resolve(connection: AsyncConnection, contact_ids: Collection[str]) -> dict[str, str]:
+async def resolve(connection: AsyncConnection, contact_ids: Collection[str]) -> dict[str, str]:
+    """Each of ``contact_ids`` with its root: the contact it was merged into, through any chain (itself if none)."""
     if not contact_ids:
         return {}
     rows = await connection.execute(_RESOLVE, {"ids": sorted(contact_ids)})

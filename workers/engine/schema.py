@@ -345,7 +345,7 @@ conversion_events = Table(
         "ix_conversion_events_sendable",
         "next_attempt_at",
         "id",
-        postgresql_where="status IN ('pending', 'sending')",
+        postgresql_where="status IN ('pending', 'unattributed')",
     ),
     Index(None, "status"),
     Index(None, "contact_id"),

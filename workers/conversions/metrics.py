@@ -1,0 +1,44 @@
+"""Prometheus metrics of a conversions sender. The token never appears in them: labels are outcomes and codes."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+__all__ = ["SenderMetrics"]
+
+
+class SenderMetrics:
+    """One registry per sender, so several senders in one process (tests) never share counters."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.sent = Counter("ctwa_conversions_sent", "Events Meta counted.", registry=self.registry)
+        self.refused = Counter(
+            "ctwa_conversions_refused",
+            "Events Meta refused for good (marked failed), by Meta's error subcode (or code).",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.settled = Counter(
+            "ctwa_conversions_settled_unsent",
+            "Events settled without being counted: unattributed, erased, expired, unconfirmed.",
+            ["status"],
+            registry=self.registry,
+        )
+        self.requests = Counter(
+            "ctwa_conversions_requests",
+            "Requests to Meta, by outcome: counted, retry, throttled, park, refused, unknown.",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.pending = Gauge("ctwa_conversions_pending", "Events waiting to be sent.", registry=self.registry)
+        self.oldest_pending = Gauge(
+            "ctwa_conversions_oldest_pending_age_seconds",
+            "How long the oldest pending event has waited since it was recorded.",
+            registry=self.registry,
+        )
+        self.parked = Gauge(
+            "ctwa_conversions_parked",
+            "1 while Meta refuses the sender's token, permissions or dataset: nothing is sent.",
+            registry=self.registry,
+        )
