@@ -37,10 +37,27 @@ def _subcommands() -> set[str]:
 
 
 def test_the_roles_run_real_ctwa_subcommands() -> None:
-    assert set(OURS) == {"migrate", "receiver", "worker"}
+    assert set(OURS) == {"migrate", "receiver", "worker", "conversions"}
     for name, service in OURS.items():
         assert service["command"][0] in _subcommands(), name
-        assert service["command"] == [name]
+        assert service["command"] == ([name] if name != "conversions" else ["conversions", "send"])
+    build_parser().parse_args(OURS["conversions"]["command"])  # a real subcommand of the group
+
+
+def test_the_conversions_sender_runs_on_demand_with_metas_settings_from_env() -> None:
+    sender = SERVICES["conversions"]
+    assert sender["profiles"] == ["conversions"]  # unconfigured by default: it would only stop, saying what is missing
+    assert sender["environment"]["CTWA_DATABASE_URL"] == SERVICES["worker"]["environment"]["CTWA_DATABASE_URL"]
+    for name in ("DATASET_ID", "ACCESS_TOKEN", "WABA_ID", "PARTNER_AGENT", "TEST_EVENT_CODE"):
+        variable = f"CTWA_META_{name}"
+        assert sender["environment"][variable] == "${" + variable + ":-}"
+        assert EXAMPLE[variable] == ""
+    assert sender["depends_on"] == {
+        "postgres": {"condition": "service_healthy"},
+        "migrate": {"condition": "service_completed_successfully"},
+    }
+    assert ":9101/healthz" in sender["healthcheck"]["test"][-1]
+    assert Settings().conversions_metrics_port == 9101
 
 
 def test_every_ctwa_variable_compose_sets_is_a_setting() -> None:
@@ -160,7 +177,9 @@ async def _healthcheck(service: str, port: int) -> int:
     """Run the service's own healthcheck command, aimed at ``port`` on this machine."""
     command = SERVICES[service]["healthcheck"]["test"]
     assert command[:2] == ["CMD", "python"]
-    script = command[-1].replace(":8080/", f":{port}/").replace(":9100/", f":{port}/")
+    script = command[-1]
+    for default in (":8080/", ":9100/", ":9101/"):
+        script = script.replace(default, f":{port}/")
     process = await asyncio.create_subprocess_exec(
         sys.executable, *command[2:-1], script, stderr=asyncio.subprocess.DEVNULL
     )

@@ -315,7 +315,9 @@ async def _settle(
 async def park(connection: AsyncConnection, verdict: Verdict) -> None:
     await connection.execute(
         text(
-            "UPDATE conversion_sender SET parked_reason = :reason, parked_code = :code, parked_at = now() WHERE id = 1"
+            "INSERT INTO conversion_sender (id, parked_reason, parked_code, parked_at) VALUES (1, :reason, :code, now()) "
+            "ON CONFLICT (id) DO UPDATE SET parked_reason = EXCLUDED.parked_reason, "
+            "parked_code = EXCLUDED.parked_code, parked_at = EXCLUDED.parked_at"
         ),
         {"reason": verdict.reason, "code": verdict.code},
     )
@@ -335,8 +337,10 @@ async def parked(connection: AsyncConnection) -> str | None:
 async def note_request(connection: AsyncConnection, *, success: bool) -> None:
     await connection.execute(
         text(
-            "UPDATE conversion_sender SET last_request_at = now(), "
-            "last_success_at = CASE WHEN :success THEN now() ELSE last_success_at END WHERE id = 1"
+            "INSERT INTO conversion_sender AS sender (id, last_request_at, last_success_at) "
+            "VALUES (1, now(), CASE WHEN :success THEN now() END) "
+            "ON CONFLICT (id) DO UPDATE SET last_request_at = now(), "
+            "last_success_at = coalesce(EXCLUDED.last_success_at, sender.last_success_at)"
         ),
         {"success": success},
     )
