@@ -151,7 +151,8 @@ async def test_click_ids_and_reported_conversions(stream: AsyncEngine) -> None:
             text(
                 "INSERT INTO conversion_events (event_id, event_name, event_time, ctwa_clid, status, sent_ctwa_clid, "
                 "sent_at) VALUES ('e1', 'LeadSubmitted', :at, 'CL1', 'sent', 'CL1', :at), "
-                "('e2', 'Purchase', :at, 'CL1', 'sent', 'CL1', :at), ('e3', 'Purchase', :at, 'CL2', 'pending', NULL, NULL)"
+                "('e2', 'Purchase', :at, 'CL1', 'sent', 'CL1', :at), "
+                "('e3', 'Purchase', :at, 'CL2', 'pending', NULL, NULL)"
             ),
             {"at": minute(100)},
         )
