@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 
 from ingest import __version__
 from ingest.logs import setup_logging
@@ -64,7 +66,6 @@ def _report(settings: Settings, args: argparse.Namespace) -> int:
 
 def _simulate(settings: Settings, args: argparse.Namespace) -> int:
     import asyncio
-    import json
 
     from workers.tools import simulator
 
@@ -175,6 +176,83 @@ def _prune(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _conversions_add(settings: Settings, args: argparse.Namespace) -> int:
+    import asyncio
+
+    from workers.commands import conversions
+
+    if args.contact_id is not None and (args.channel is not None or args.identity is not None):
+        print("ctwa conversions add: give --contact-id, or --channel and --identity, not both", file=sys.stderr)
+        return 2
+    names = ("event_id", "event_name", "contact_id", "channel", "identity", "ctwa_clid", "value", "currency")
+    event = {name: getattr(args, name) for name in names} | {
+        "event_time": args.time or datetime.now(UTC),
+        "custom_data": args.custom_data,
+    }
+    try:
+        new = asyncio.run(
+            conversions.add(settings.database_url, event, statement_cache=settings.database_statement_cache)
+        )
+    except conversions.Refused as refused:
+        print(f"ctwa conversions add: refused: {refused}", file=sys.stderr)
+        return 2
+    print(f"{args.event_id}: {'recorded' if new else 'already recorded; left as it was'}")
+    return 0
+
+
+def _conversions_status(settings: Settings, args: argparse.Namespace) -> int:
+    import asyncio
+
+    from workers.commands import conversions
+
+    summary = asyncio.run(conversions.summary(settings.database_url, statement_cache=settings.database_statement_cache))
+    conversions.print_summary(summary, args.format, sys.stdout)
+    return 1 if summary["parked"] else 0
+
+
+def _conversions_list(settings: Settings, args: argparse.Namespace) -> int:
+    import asyncio
+
+    from workers.commands import conversions, output
+
+    if args.limit < 0:
+        print("ctwa conversions list: --limit is a number of events (0: all)", file=sys.stderr)
+        return 2
+    rows = asyncio.run(
+        conversions.events(
+            settings.database_url,
+            args.status or (),
+            args.limit or None,
+            statement_cache=settings.database_statement_cache,
+        )
+    )
+    output.render(rows, conversions.EVENT_COLUMNS, args.format)
+    return 0
+
+
+def _conversions_retry(settings: Settings, args: argparse.Namespace) -> int:
+    import asyncio
+
+    from workers.commands import conversions
+
+    if (refusal := conversions.retry_refusal(args.status)) is not None:
+        print(f"ctwa conversions retry: {args.status} events are not sent again: {refusal}", file=sys.stderr)
+        return 2
+    if args.status == "unconfirmed":
+        print(
+            "ctwa conversions retry: warning: Meta may have counted unconfirmed events already (their request "
+            "reached it, its answer never came back); each one it did will count twice",
+            file=sys.stderr,
+        )
+    count = asyncio.run(
+        conversions.retry(
+            settings.database_url, args.status, args.event_id or (), statement_cache=settings.database_statement_cache
+        )
+    )
+    print(f"{count} {args.status} events set back to pending")
+    return 0
+
+
 def _moment(value: str) -> datetime:
     try:
         moment = datetime.fromisoformat(value)
@@ -197,6 +275,31 @@ def _day(value: str) -> date:
         return date.fromisoformat(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {value!r}") from None
+
+
+def _conversion_status(value: str) -> str:
+    from workers.engine.schema import CONVERSION_STATUSES
+
+    if value not in CONVERSION_STATUSES:
+        raise argparse.ArgumentTypeError(f"not a status ({', '.join(CONVERSION_STATUSES)}): {value!r}")
+    return value
+
+
+def _amount(value: str) -> Decimal:
+    try:
+        amount = Decimal(value)
+    except ArithmeticError:
+        amount = Decimal("NaN")
+    if not amount.is_finite():
+        raise argparse.ArgumentTypeError(f"not an amount in currency units (59.9): {value!r}")
+    return amount
+
+
+def _json(value: str) -> object:
+    try:
+        return json.loads(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"not JSON ({error}): {value!r}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -284,6 +387,72 @@ def build_parser() -> argparse.ArgumentParser:
     prune = commands.add_parser("prune", help="delete old callbacks from the archive; the tables stay")
     prune.add_argument("--archive-older-than", type=_age, required=True, metavar="AGE", help="e.g. 90d, 12h, 2w")
     prune.set_defaults(run=_prune)
+
+    conversions = commands.add_parser(
+        "conversions",
+        help="record conversions for Meta's Conversions API, see what the senders did, send failed ones again",
+        description="Conversion events for Meta's Conversions API (table conversion_events, docs/tables.md).",
+    )
+    conversions_commands = conversions.add_subparsers(dest="conversions_command", required=True, metavar="ACTION")
+
+    conversion_add = conversions_commands.add_parser(
+        "add",
+        help="record a conversion (a second add of its event id changes nothing)",
+        description="Record a conversion, as the business's own INSERT would: exit 0 whether it is new or was "
+        "recorded already (left as it was); exit 2, saying why, when Meta could never take it.",
+    )
+    conversion_add.add_argument("--event-id", required=True, help="your id of the conversion; unique")
+    conversion_add.add_argument("--name", dest="event_name", required=True, help="Purchase, LeadSubmitted, …")
+    conversion_add.add_argument(
+        "--time",
+        type=_moment,
+        metavar="WHEN",
+        help="when it happened, ISO 8601; UTC unless a zone is given (default: now)",
+    )
+    conversion_add.add_argument("--contact-id", help="the person, as a Sinch contact id")
+    conversion_add.add_argument("--channel", help="the person, as a channel identity: WHATSAPP, …")
+    conversion_add.add_argument("--identity", help="… and the identity (a phone number)")
+    conversion_add.add_argument("--ctwa-clid", help="the ad click, when you know it")
+    conversion_add.add_argument("--value", type=_amount, help="in currency units, not cents: 59.9")
+    conversion_add.add_argument("--currency", help="ISO 4217: EUR")
+    conversion_add.add_argument("--custom-data", type=_json, metavar="JSON", help='sent as is: \'{"order_id": "42"}\'')
+    conversion_add.set_defaults(run=_conversions_add)
+
+    conversion_status = conversions_commands.add_parser(
+        "status",
+        help="events per status, the oldest pending, whether the senders are parked; exit 1 when they are",
+        description="Events per status, the oldest one pending, whether the senders are parked (Meta refused the "
+        "token, a permission or the dataset) and why, their last request and last success. Exit 0; exit 1 when "
+        "the senders are parked, so a health check can run it.",
+    )
+    conversion_status.add_argument("--format", choices=("table", "json"), default="table")
+    conversion_status.set_defaults(run=_conversions_status)
+
+    conversion_list = conversions_commands.add_parser(
+        "list",
+        help="the events, newest first, and what the senders did with each",
+        description="The events, newest first (by event time). The person shows as contact_id only: no identity "
+        "(a phone number) and no custom data, so a listing carries no personal data.",
+    )
+    conversion_list.add_argument(
+        "--status", type=_conversion_status, action="append", metavar="STATUS", help="only these (repeatable)"
+    )
+    conversion_list.add_argument("--limit", type=int, default=100, metavar="N", help="at most N (default 100; 0: all)")
+    conversion_list.add_argument("--format", choices=("auto", "table", "csv", "json"), default="auto")
+    conversion_list.set_defaults(run=_conversions_list)
+
+    conversion_retry = conversions_commands.add_parser(
+        "retry",
+        help="send failed, unconfirmed or unattributed events again",
+        description="Set events back to pending, due now, their error cleared (attempts kept). Only failed, "
+        "unconfirmed (Meta may have counted those already: each one it did will count twice) and unattributed "
+        "ones; sent, expired, erased, pending and sending events are refused (exit 2).",
+    )
+    conversion_retry.add_argument(
+        "--status", type=_conversion_status, required=True, help="failed, unconfirmed or unattributed"
+    )
+    conversion_retry.add_argument("--event-id", action="append", help="only this event (repeatable)")
+    conversion_retry.set_defaults(run=_conversions_retry)
     return parser
 
 

@@ -1,1 +1,2 @@
-"""What an operator runs besides the services: ``ctwa migrate``, ``report``, ``replay``, ``prune`` and ``dlq``."""
+"""What an operator runs besides the services: ``ctwa migrate``, ``report``, ``replay``, ``prune``, ``dlq`` and
+``conversions``."""

@@ -27,6 +27,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 __all__ = [
+    "CONVERSION_STATUSES",
     "ad_clicks",
     "ad_daily",
     "ad_daily_conversations",
@@ -309,6 +310,9 @@ ad_daily_conversations = Table(
     UniqueConstraint("day", "source_id", "conversation_id", postgresql_nulls_not_distinct=True),
 )
 
+# What the sender did with a conversion event (docs/tables.md says what each means).
+CONVERSION_STATUSES = ("pending", "sending", "sent", "unattributed", "expired", "erased", "failed", "unconfirmed")
+
 # Conversions the business records for Meta's Conversions API (plain SQL or `ctwa conversions add`), and what the
 # sender did with each (docs/conversions.md). A trigger of migration 0006 refuses what Meta could never take.
 conversion_events = Table(
@@ -337,10 +341,7 @@ conversion_events = Table(
     Column("error_code", Integer),
     Column("error_subcode", Integer),
     Column("last_error", Text, comment="why it is failed, unconfirmed or retried"),
-    CheckConstraint(
-        "status IN ('pending', 'sending', 'sent', 'unattributed', 'expired', 'erased', 'failed', 'unconfirmed')",
-        name="status",
-    ),
+    CheckConstraint("status IN (" + ", ".join(f"'{status}'" for status in CONVERSION_STATUSES) + ")", name="status"),
     Index(
         "ix_conversion_events_sendable",
         "next_attempt_at",
