@@ -176,6 +176,16 @@ def _prune(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _conversions_send(settings: Settings, args: argparse.Namespace) -> int:
+    from workers.conversions.sender import ConfigurationMissing, run
+
+    try:
+        return run(settings, drain=args.drain)
+    except ConfigurationMissing as error:
+        print(f"ctwa conversions send: {error}", file=sys.stderr)
+        return 2
+
+
 def _conversions_add(settings: Settings, args: argparse.Namespace) -> int:
     import asyncio
 
@@ -390,10 +400,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     conversions = commands.add_parser(
         "conversions",
-        help="record conversions for Meta's Conversions API, see what the senders did, send failed ones again",
-        description="Conversion events for Meta's Conversions API (table conversion_events, docs/tables.md).",
+        help="send conversions to Meta's Conversions API, record them, see what the senders did, retry them",
+        description="Conversion events for Meta's Conversions API (table conversion_events, docs/conversions.md).",
     )
     conversions_commands = conversions.add_subparsers(dest="conversions_command", required=True, metavar="ACTION")
+
+    conversion_send = conversions_commands.add_parser(
+        "send",
+        help="send recorded conversions to Meta, exactly once (a service; several may run side by side)",
+        description="Send the pending events of conversion_events to Meta's Conversions API (CTWA_META_*), each "
+        "once: docs/conversions.md. Exit 2 when a CTWA_META_* setting it needs is missing.",
+    )
+    conversion_send.add_argument(
+        "--drain",
+        action="store_true",
+        help="exit once nothing is pending: 0, or 1 if Meta refuses the token, a permission or the dataset",
+    )
+    conversion_send.set_defaults(run=_conversions_send)
 
     conversion_add = conversions_commands.add_parser(
         "add",

@@ -81,8 +81,8 @@ _CHECK_FUNCTION = f"""
             RAISE EXCEPTION 'conversion event %: currency % is not an ISO 4217 code (three capital letters)',
                 NEW.event_id, quote_literal(NEW.currency) USING ERRCODE = 'check_violation';
         END IF;
-        IF NEW.value < 0 THEN
-            RAISE EXCEPTION 'conversion event %: value % is negative', NEW.event_id, NEW.value
+        IF NEW.value < 0 OR NEW.value IN ('NaN', 'Infinity') THEN
+            RAISE EXCEPTION 'conversion event %: value % is not a number of at least 0', NEW.event_id, NEW.value
                 USING ERRCODE = 'check_violation';
         END IF;
         IF NEW.value IS NOT NULL AND NEW.currency IS NULL THEN

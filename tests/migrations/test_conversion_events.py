@@ -85,7 +85,8 @@ async def test_empty_strings_are_null_and_any_of_the_three_names_the_person(db: 
         ({"contact_id": "", "identity": "34600000001"}, "identity '34600000001' needs its channel"),
         ({"currency": "eur"}, "currency 'eur' is not an ISO 4217 code (three capital letters)"),
         ({"currency": "EURO"}, "currency 'EURO' is not an ISO 4217 code"),
-        ({"value": Decimal(-1)}, "value -1 is negative"),
+        ({"value": Decimal(-1)}, "value -1 is not a number of at least 0"),
+        ({"value": Decimal("NaN")}, "value NaN is not a number of at least 0"),
         ({"currency": None}, "value 59.9 needs its currency"),
         ({"custom_data": '["order-42"]'}, "custom_data must be a JSON object"),
         ({"custom_data": '"order-42"'}, "custom_data must be a JSON object"),
@@ -111,7 +112,7 @@ async def test_an_unknown_name_is_refused_with_the_names_meta_takes(db: AsyncEng
 
 async def test_an_update_is_checked_while_the_event_is_pending_only(db: AsyncEngine) -> None:
     await insert(db)
-    with pytest.raises(DBAPIError, match="is negative"):
+    with pytest.raises(DBAPIError, match="is not a number of at least 0"):
         async with db.begin() as connection:
             await connection.execute(text("UPDATE conversion_events SET value = -5"))
     async with db.begin() as connection:

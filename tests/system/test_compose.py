@@ -7,16 +7,22 @@ from __future__ import annotations
 import asyncio
 import re
 import sys
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from meta import FakeMeta
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 from support import ReceiverFactory, free_port
 from yarl import URL
 
 from ingest.settings import Settings
 from workers.cli import build_parser
+from workers.conversions.sender import Sender, client_of
+from workers.runtime.database import create_engine
 from workers.runtime.worker import Worker
 
 ROOT = Path(__file__).parents[2]
@@ -208,3 +214,44 @@ async def test_the_worker_healthcheck_passes_while_it_runs(worker_settings: Sett
         worker.stop()
         await running
     assert await _healthcheck("worker", port) != 0
+
+
+async def test_the_conversions_healthcheck_passes_while_sending_and_fails_while_parked(
+    db: AsyncEngine, database_url: str
+) -> None:
+    async with FakeMeta() as meta:
+        settings = Settings(
+            database_url=database_url,
+            meta_graph_url=meta.url,
+            meta_dataset_id=meta.dataset_id,
+            meta_access_token=meta.token,
+            meta_waba_id=meta.waba_id,
+            conversions_poll_s=0.05,
+        )
+        engine = create_engine(database_url)
+        port = free_port()
+        results = []
+        for token in (meta.token, "a-revoked-token"):
+            async with (
+                AsyncExitStack() as stack,
+                client_of(settings.model_copy(update={"meta_access_token": token})) as client,
+            ):
+                sender = Sender(engine, client, settings)
+                await sender.serve(stack, "127.0.0.1", port)
+                running = asyncio.create_task(sender.run())
+                async with engine.begin() as connection:
+                    await connection.execute(
+                        text(
+                            "INSERT INTO conversion_events (event_id, event_name, event_time, ctwa_clid) "
+                            "VALUES (:event, 'Purchase', now(), 'CLID-1')"
+                        ),
+                        {"event": f"order-{token}"},
+                    )
+                await meta.wait_requests(len(meta.requests) + 1)
+                await asyncio.sleep(0.2)
+                results.append(await _healthcheck("conversions", port))
+                sender.stop()
+                await running
+        await engine.dispose()
+    assert results[0] == 0
+    assert results[1] != 0

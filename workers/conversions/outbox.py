@@ -315,7 +315,8 @@ async def _settle(
 async def park(connection: AsyncConnection, verdict: Verdict) -> None:
     await connection.execute(
         text(
-            "INSERT INTO conversion_sender (id, parked_reason, parked_code, parked_at) VALUES (1, :reason, :code, now()) "
+            "INSERT INTO conversion_sender (id, parked_reason, parked_code, parked_at) "
+            "VALUES (1, :reason, :code, now()) "
             "ON CONFLICT (id) DO UPDATE SET parked_reason = EXCLUDED.parked_reason, "
             "parked_code = EXCLUDED.parked_code, parked_at = EXCLUDED.parked_at"
         ),

@@ -238,7 +238,7 @@ def client_of(settings: Settings) -> MetaClient:
         if not getattr(settings, name)
     ]
     if missing:
-        raise ConfigurationMissing(f"ctwa conversions send needs {', '.join(missing)} (docs/conversions.md)")
+        raise ConfigurationMissing(f"missing {', '.join(missing)} (docs/conversions.md)")
     return MetaClient(
         graph_url=settings.meta_graph_url,
         version=settings.meta_api_version,

@@ -102,7 +102,7 @@ async def test_add_records_an_event_and_a_second_add_changes_nothing(on_db: Sett
         (("--name", "Purchase"), "no person: give contact_id, or channel and identity, or ctwa_clid"),
         (("--name", "Purchase", "--identity", "34600000001"), "identity '34600000001' needs its channel"),
         (("--name", "Purchase", "--ctwa-clid", "CL1", "--value", "5", "--currency", "eur"), "currency 'eur' is not"),
-        (("--name", "Purchase", "--ctwa-clid", "CL1", "--value", "-5", "--currency", "EUR"), "value -5 is negative"),
+        (("--name", "Purchase", "--ctwa-clid", "CL1", "--value", "-5", "--currency", "EUR"), "value -5 is not a"),
         (("--name", "Purchase", "--ctwa-clid", "CL1", "--value", "5"), "value 5 needs its currency"),
         (("--name", "Purchase", "--ctwa-clid", "CL1", "--custom-data", "[42]"), "custom_data must be a JSON object"),
     ],

@@ -123,6 +123,13 @@ async def test_an_erased_persons_events_are_never_sent(clicks: AsyncEngine) -> N
     await record(clicks, "by-identity", hours_ago(1), channel="WHATSAPP", identity="111")
     await record(clicks, "explicit", hours_ago(1), ctwa_clid="CLID-1b", contact_id="C1")
     await store(clicks, [contact_event("delete", "C1", ago(0.5), name="Ann", identities=["111"])])
+    # The worker's erasure reaches them: nothing personal left, never to be sent.
+    erased = await statuses(clicks)
+    assert {event: (row["status"], row["identity"], row["custom_data"]) for event, row in erased.items()} == {
+        "by-contact": ("erased", None, None),
+        "by-identity": ("erased", "erased:C1", None),
+        "explicit": ("erased", None, None),
+    }
     await record(clicks, "recorded-after", hours_ago(1), channel="WHATSAPP", identity="111")
 
     claimed = await claim(clicks)
