@@ -124,31 +124,32 @@ _CLICK_CONVERSIONS = """
 """
 
 # Conversions per ad and UTC day of the event: those the sender attributed to one of the ad's clicks (whether
-# Meta took them or not: failed ones are left out), the people they came from, and their value per currency.
+# Meta took them or not: failed ones are left out), the people they came from, and their value per currency (a
+# currency whose events carry no value has no key; `{}` when none has one). One pass over the events, so that a
+# range of days reads only those days' events: the sub-select's aggregates belong to the outer group, so it sums
+# that ad and day's own events per currency.
 _AD_CONVERSIONS_DAILY = """
     CREATE VIEW ad_conversions_daily AS
-    SELECT per_currency.day, per_currency.source_id,
-           sum(per_currency.conversions)::int AS conversions,
-           people.people_converted,
-           jsonb_object_agg(per_currency.currency, per_currency.value)
-               FILTER (WHERE per_currency.currency IS NOT NULL) AS value_by_currency
+    SELECT attributed.day, attributed.source_id,
+           count(*)::int AS conversions,
+           count(DISTINCT attributed.person_key)::int AS people_converted,
+           (
+               SELECT coalesce(jsonb_object_agg(currency, value), '{}')
+               FROM (
+                   SELECT currency, sum(value) AS value
+                   FROM unnest(array_agg(attributed.currency), array_agg(attributed.value)) AS event(currency, value)
+                   WHERE value IS NOT NULL
+                   GROUP BY currency
+               ) AS per_currency
+           ) AS value_by_currency
     FROM (
-        SELECT (event.event_time AT TIME ZONE 'UTC')::date AS day, click.source_id, event.currency,
-               count(*) AS conversions, sum(event.value) AS value
+        SELECT (event.event_time AT TIME ZONE 'UTC')::date AS day, click.source_id, click.person_key,
+               event.currency, event.value
         FROM conversion_events AS event
         JOIN ad_clicks AS click ON click.message_id = event.click_message_id
         WHERE event.status IN ('pending', 'sending', 'sent', 'unconfirmed')
-        GROUP BY 1, 2, 3
-    ) AS per_currency
-    JOIN (
-        SELECT (event.event_time AT TIME ZONE 'UTC')::date AS day, click.source_id,
-               count(DISTINCT click.person_key)::int AS people_converted
-        FROM conversion_events AS event
-        JOIN ad_clicks AS click ON click.message_id = event.click_message_id
-        WHERE event.status IN ('pending', 'sending', 'sent', 'unconfirmed')
-        GROUP BY 1, 2
-    ) AS people ON people.day = per_currency.day AND people.source_id IS NOT DISTINCT FROM per_currency.source_id
-    GROUP BY per_currency.day, per_currency.source_id, people.people_converted
+    ) AS attributed
+    GROUP BY attributed.day, attributed.source_id
 """
 
 _CLICK_CONVERSIONS_0003 = """

@@ -1,14 +1,15 @@
-"""The analytics views (migration 0003), pinned on the hand-built stream of attribution.py, whose answers are
-worked out there, by hand."""
+"""The analytics views (migrations 0003 and 0006), pinned on the hand-built stream of attribution.py, whose
+answers are worked out there, by hand."""
 
 from __future__ import annotations
 
+import json
 from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
 import pytest
-from attribution import DAY0, DAY1, DAY2, A, B, C, minute, store_stream
+from attribution import DAY0, DAY1, DAY2, A, B, C, minute, store_conversions, store_stream
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -18,8 +19,14 @@ async def stream(db: AsyncEngine) -> AsyncEngine:
     return await store_stream(db)
 
 
-async def query(db: AsyncEngine, sql: str, **params: Any) -> list[dict[str, Any]]:
+@pytest.fixture
+async def converted(stream: AsyncEngine) -> AsyncEngine:
+    return await store_conversions(stream)
+
+
+async def query(db: AsyncEngine, sql: str, time_zone: str = "UTC", **params: Any) -> list[dict[str, Any]]:
     async with db.connect() as connection:
+        await connection.execute(text(f"SET TIME ZONE '{time_zone}'"))
         return [dict(row._mapping) for row in await connection.execute(text(sql), params)]
 
 
@@ -168,6 +175,38 @@ async def test_click_ids_and_reported_conversions(stream: AsyncEngine) -> None:
         "CL7": (False, 0),
     }
     assert {r["ctwa_clid"]: r["report_until"] for r in rows}["CL1"] == minute(0) + timedelta(days=7)
+
+
+# As text, so the amounts stay decimals (the driver would read them as floats).
+_CONVERSIONS_DAILY = (
+    "SELECT day, source_id, conversions, people_converted, value_by_currency::text AS value "
+    "FROM ad_conversions_daily ORDER BY day, source_id"
+)
+
+
+async def test_conversions_per_ad_and_day(converted: AsyncEngine) -> None:
+    rows = await query(converted, _CONVERSIONS_DAILY)
+    assert [money(r) for r in rows] == [
+        # K1, K2 (P1), K3 (P2), K4 (P4, no value); not K10 failed, K11 expired, K13 unattributed nor K14 on no click.
+        (DAY0, A, 4, 3, {"EUR": Decimal("79.90"), "USD": Decimal("10.00")}),
+        # K7: P6 was deleted after buying; the conversion was sent, and stays. Not K12, erased before it was sent.
+        (DAY0, C, 1, 1, {"EUR": Decimal("30")}),
+        (DAY1, A, 1, 1, {"EUR": Decimal("5.00")}),  # K5, at midnight
+        (DAY1, C, 2, 1, {}),  # K8 has no value, K9 a currency but no value
+        (DAY2, A, 1, 1, {"EUR": Decimal("15.50")}),  # K6: P1 clicked B that day, but A's click is attributed
+    ]
+
+
+async def test_a_conversion_counts_on_its_utc_day(converted: AsyncEngine) -> None:
+    """K4 at 23:59:59 UTC is on day 0 and K5 at 00:00 UTC on day 1, whatever the session's time zone."""
+    for time_zone in ("UTC", "Pacific/Kiritimati", "America/Los_Angeles"):
+        rows = await query(converted, _CONVERSIONS_DAILY, time_zone)
+        assert {r["day"]: r["conversions"] for r in rows if r["source_id"] == A} == {DAY0: 4, DAY1: 1, DAY2: 1}
+
+
+def money(row: dict[str, Any]) -> tuple[Any, ...]:
+    value = json.loads(row["value"], parse_float=Decimal, parse_int=Decimal)
+    return row["day"], row["source_id"], row["conversions"], row["people_converted"], value
 
 
 async def test_the_window_is_set_in_one_place(stream: AsyncEngine) -> None:
