@@ -334,9 +334,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = commands.add_parser(
         "report",
-        help="which ads brought which people: ad performance, or (report people) each person's first and last ad",
-        description="Ad performance over a range of UTC days (default: the last 30), or with 'people' each "
-        "person's first- and last-touch ad. A table at a terminal, CSV when piped; --format to choose.",
+        help="which ads brought which people: ad performance and conversions, or (report people) each person's "
+        "first and last ad",
+        description="Ad performance over a range of UTC days (default: the last 30) — clicks, people, conversations, "
+        "conversions, their value per currency and the people converted — or with 'people' each person's first- and "
+        "last-touch ad. A table at a terminal, CSV when piped; --format to choose.",
     )
     report.add_argument("what", nargs="?", choices=("ads", "people"), default="ads")
     report.add_argument("--since", type=_day, metavar="YYYY-MM-DD", help="first UTC day (default: 29 days ago)")

@@ -6,7 +6,7 @@ import csv
 import io
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, TextIO
@@ -32,7 +32,8 @@ def render(rows: Sequence[dict[str, Any]], columns: Sequence[str], fmt: str, out
 def _table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
     cells = [[_text(row[column]) for column in columns] for row in rows]
     widths = [max([len(column), *(len(line[i]) for line in cells)]) for i, column in enumerate(columns)]
-    numeric = [all(isinstance(row[column], int | float | Decimal) for row in rows) and rows for column in columns]
+    # A column of numbers is right-aligned, with or without empty cells (a rate of no one is empty).
+    numeric = [_numeric([row[column] for row in rows if row[column] is not None]) for column in columns]
     buffer = io.StringIO()
 
     def line(values: Sequence[str], header: bool = False) -> None:
@@ -51,16 +52,26 @@ def _table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
     return buffer.getvalue()
 
 
+def _numeric(values: Sequence[object]) -> bool:
+    return bool(values) and all(isinstance(value, int | float | Decimal) for value in values)
+
+
 def _plain(value: object) -> object:
     if isinstance(value, datetime | date):
         return value.isoformat()
     if isinstance(value, Decimal):
         return float(value)
+    if isinstance(value, Mapping):
+        return {key: _plain(item) for key, item in value.items()}
     return value
 
 
 def _text(value: object) -> str:
+    """A cell's text: a decimal with its own digits (``59.90``), a mapping as ``EUR 59.90, USD 10.00``."""
     if value is None:
         return ""
-    plain = _plain(value)
-    return str(plain)
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, Mapping):
+        return ", ".join(f"{key} {_text(item)}" for key, item in value.items())
+    return str(_plain(value))

@@ -1,15 +1,18 @@
-"""``ctwa report``: which ads brought which people — as a table at a terminal, CSV or JSON otherwise."""
+"""``ctwa report``: which ads brought which people, and their conversions — as a table at a terminal, CSV or JSON
+otherwise."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import text
 
 from workers.runtime.database import create_engine
 
-__all__ = ["ADS_REPORT", "AD_COLUMNS", "PEOPLE_COLUMNS", "ads", "daily", "default_range", "people"]
+__all__ = ["ADS_REPORT", "AD_COLUMNS", "DAILY_COLUMNS", "PEOPLE_COLUMNS", "ads", "daily", "default_range", "people"]
 
 AD_COLUMNS = (
     "source_id",
@@ -21,6 +24,10 @@ AD_COLUMNS = (
     "people",
     "new_people",
     "conversations",
+    "conversions",
+    "value",
+    "people_converted",
+    "conversion_rate",
 )
 DAILY_COLUMNS = ("day", *AD_COLUMNS)
 PEOPLE_COLUMNS = (
@@ -34,10 +41,21 @@ PEOPLE_COLUMNS = (
     "clicks",
 )
 
-# Ad performance over a range of UTC days: people and conversations are counted once over the whole range, a
-# new person is one whose first click ever falls in it.
+# The events ad_conversions_daily counts, on its UTC day, for counting their people once over a range of days,
+# which the view's daily counts can't do: someone who converts on two days of the range is one person, as in
+# `people`. (The view's day rather than an event_time range also has the planner look up each event's click, not
+# hash all of ad_clicks: half the time at a million clicks.)
+_COUNTED = (
+    "(event.event_time AT TIME ZONE 'UTC')::date BETWEEN :since AND :until "
+    "AND event.status IN ('pending', 'sending', 'sent', 'unconfirmed')"
+)
+
+# Ad performance over a range of UTC days: people, conversations and people converted are counted once over the
+# whole range, a new person is one whose first click ever falls in it. An ad is in it for its clicks or for its
+# conversions (on the day of the conversion, whenever the click was); their value per currency is summed over the
+# range's days of ad_conversions_daily (the sub-select's aggregates are the ad's group, as in the view).
 ADS_REPORT = text(
-    """
+    f"""
     WITH clicks AS (
         SELECT source_id, sum(clicks)::int AS clicks, sum(click_ids)::int AS click_ids,
                (array_agg(headline ORDER BY creative_at DESC, creative_key DESC))[1] AS headline,
@@ -57,21 +75,66 @@ ADS_REPORT = text(
             SELECT DISTINCT source_id, conversation_id FROM ad_daily_conversations WHERE day BETWEEN :since AND :until
         ) AS d
         GROUP BY source_id
+    ), conversions AS (
+        SELECT source_id, sum(conversions)::int AS conversions,
+               (
+                   SELECT jsonb_object_agg(currency, amount) FROM (
+                       SELECT value.currency, sum(value.amount::numeric) AS amount
+                       FROM unnest(array_agg(value_by_currency)) AS daily(value_by_currency),
+                            jsonb_each(daily.value_by_currency) AS value(currency, amount)
+                       GROUP BY value.currency
+                   ) AS per_currency
+               ) AS value
+        FROM ad_conversions_daily WHERE day BETWEEN :since AND :until GROUP BY source_id
+    ), converters AS (
+        SELECT click.source_id, count(DISTINCT click.person_key)::int AS people_converted
+        FROM conversion_events AS event
+        JOIN ad_clicks AS click ON click.message_id = event.click_message_id
+        WHERE {_COUNTED}
+        GROUP BY click.source_id
+    ), ads AS (
+        SELECT source_id FROM clicks UNION SELECT source_id FROM conversions
     )
-    SELECT clicks.source_id, clicks.headline, clicks.source_type, clicks.media_type, clicks.clicks,
-           clicks.click_ids, coalesce(people.people, 0) AS people, coalesce(newcomers.new_people, 0) AS new_people,
-           coalesce(talks.conversations, 0) AS conversations
-    FROM clicks
-    LEFT JOIN people ON people.source_id IS NOT DISTINCT FROM clicks.source_id
-    LEFT JOIN newcomers ON newcomers.source_id IS NOT DISTINCT FROM clicks.source_id
-    LEFT JOIN talks ON talks.source_id IS NOT DISTINCT FROM clicks.source_id
-    ORDER BY clicks.clicks DESC, clicks.source_id
+    SELECT ads.source_id, clicks.headline, clicks.source_type, clicks.media_type,
+           coalesce(clicks.clicks, 0) AS clicks, coalesce(clicks.click_ids, 0) AS click_ids,
+           coalesce(people.people, 0) AS people, coalesce(newcomers.new_people, 0) AS new_people,
+           coalesce(talks.conversations, 0) AS conversations, coalesce(conversions.conversions, 0) AS conversions,
+           coalesce(conversions.value, '{{}}')::text AS value,
+           coalesce(converters.people_converted, 0) AS people_converted,
+           round(coalesce(converters.people_converted, 0)::numeric / nullif(people.people, 0), 3) AS conversion_rate
+    FROM ads
+    LEFT JOIN clicks ON clicks.source_id IS NOT DISTINCT FROM ads.source_id
+    LEFT JOIN people ON people.source_id IS NOT DISTINCT FROM ads.source_id
+    LEFT JOIN newcomers ON newcomers.source_id IS NOT DISTINCT FROM ads.source_id
+    LEFT JOIN talks ON talks.source_id IS NOT DISTINCT FROM ads.source_id
+    LEFT JOIN conversions ON conversions.source_id IS NOT DISTINCT FROM ads.source_id
+    LEFT JOIN converters ON converters.source_id IS NOT DISTINCT FROM ads.source_id
+    ORDER BY coalesce(clicks.clicks, 0) DESC, ads.source_id
     """
 )
 
+# Per ad and day: ad_performance_daily and ad_conversions_daily stacked and summed, so that a day with
+# conversions and no click of the ad is in it too.
 _DAILY = text(
-    f"SELECT {', '.join(DAILY_COLUMNS)} FROM ad_performance_daily WHERE day BETWEEN :since AND :until "
-    "ORDER BY day, clicks DESC, source_id"
+    """
+    SELECT day, source_id, max(headline) AS headline, max(source_type) AS source_type,
+           max(media_type) AS media_type, sum(clicks)::int AS clicks, sum(click_ids)::int AS click_ids,
+           sum(people)::int AS people, sum(new_people)::int AS new_people,
+           sum(conversations)::int AS conversations, sum(conversions)::int AS conversions,
+           coalesce(max(value), '{}') AS value, sum(people_converted)::int AS people_converted,
+           round(sum(people_converted)::numeric / nullif(sum(people), 0), 3) AS conversion_rate
+    FROM (
+        SELECT day, source_id, headline, source_type, media_type, clicks, click_ids, people, new_people,
+               conversations, 0 AS conversions, NULL AS value, 0 AS people_converted
+        FROM ad_performance_daily WHERE day BETWEEN :since AND :until
+        UNION ALL
+        SELECT day, source_id, NULL, NULL, NULL, 0, 0, 0, 0, 0, conversions, value_by_currency::text,
+               people_converted
+        FROM ad_conversions_daily WHERE day BETWEEN :since AND :until
+    ) AS stacked
+    GROUP BY day, source_id
+    ORDER BY day, clicks DESC, source_id
+    """
 )
 
 _PEOPLE = text(
@@ -88,11 +151,11 @@ def default_range(today: date | None = None) -> tuple[date, date]:
 
 
 async def ads(database_url: str, since: date, until: date, *, statement_cache: bool = True) -> list[dict[str, Any]]:
-    return await _fetch(database_url, ADS_REPORT, {"since": since, "until": until}, statement_cache)
+    return _with_money(await _fetch(database_url, ADS_REPORT, {"since": since, "until": until}, statement_cache))
 
 
 async def daily(database_url: str, since: date, until: date, *, statement_cache: bool = True) -> list[dict[str, Any]]:
-    return await _fetch(database_url, _DAILY, {"since": since, "until": until}, statement_cache)
+    return _with_money(await _fetch(database_url, _DAILY, {"since": since, "until": until}, statement_cache))
 
 
 async def people(
@@ -101,6 +164,20 @@ async def people(
     start = datetime.combine(since, datetime.min.time(), UTC)
     end = datetime.combine(until + timedelta(days=1), datetime.min.time(), UTC)
     return await _fetch(database_url, _PEOPLE, {"start": start, "end": end, "limit": limit}, statement_cache)
+
+
+def _with_money(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each row's value per currency, read from the JSON text exactly (as decimals, not floats) and with at least
+    the two decimals of cents: ``{"EUR": Decimal("59.90"), "USD": Decimal("10.00")}``."""
+    for row in rows:
+        amounts = json.loads(row["value"], parse_float=Decimal, parse_int=Decimal)
+        row["value"] = {currency: _cents(amount) for currency, amount in amounts.items()}
+    return rows
+
+
+def _cents(amount: Decimal) -> Decimal:
+    exponent = amount.as_tuple().exponent
+    return amount.quantize(Decimal("0.01")) if isinstance(exponent, int) and exponent > -2 else amount
 
 
 async def _fetch(
