@@ -232,10 +232,12 @@ def upgrade() -> None:
     op.execute(
         """
         INSERT INTO conversion_events (event_id, event_name, event_time, ctwa_clid, value, currency, recorded_at,
-                                       status, sent_at, sent_ctwa_clid)
+                                       status, sent_at, sent_ctwa_clid, click_message_id)
         SELECT coalesce(event_id, 'conversions:' || id), event_name, event_time, ctwa_clid, value, currency,
-               reported_at, 'sent', reported_at, ctwa_clid
-        FROM conversions
+               reported_at, 'sent', reported_at, ctwa_clid,
+               (SELECT message_id FROM ad_clicks WHERE ad_clicks.ctwa_clid = conversions.ctwa_clid
+                ORDER BY clicked_at, message_id LIMIT 1)
+        FROM conversions ORDER BY id
         """
     )
     op.execute(_CHECK_FUNCTION)
