@@ -42,8 +42,9 @@ __all__ = [
 # well inside that (a margin for the request itself and for clocks).
 MAX_AGE = timedelta(days=7) - timedelta(minutes=10)
 
-# How soon an unattributed event is looked at again while it is young enough to send: its click may be stored late.
-_RECHECK = timedelta(minutes=1)
+# How soon an unattributed event is looked at again while it is young enough to send (its click may be stored late):
+# a minute after it was recorded, then after a quarter of its age each time — about a dozen looks in its 7 days.
+_RECHECK = "greatest(interval '1 minute', (now() - recorded_at) / 4)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,11 +154,11 @@ async def claim(connection: AsyncConnection, eraser: Eraser, limit: int) -> Clai
     if unattributed:
         await connection.execute(
             text(
-                "UPDATE conversion_events SET status = 'unattributed', next_attempt_at = now() + :recheck, "
+                f"UPDATE conversion_events SET status = 'unattributed', next_attempt_at = now() + {_RECHECK}, "
                 "last_error = 'no click with a ctwa_clid within attribution_window() before event_time' "
                 "WHERE id = ANY(:ids)"
             ),
-            {"ids": unattributed, "recheck": _RECHECK},
+            {"ids": unattributed},
         )
     if erased:
         await connection.execute(

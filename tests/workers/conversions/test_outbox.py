@@ -110,7 +110,14 @@ async def test_without_a_click_in_the_window_an_event_is_unattributed_and_looked
     assert claimed.unattributed == 4
     state = await statuses(clicks)
     assert {row["status"] for row in state.values()} == {"unattributed"}
-    # Due again in a minute: a click stored late (a backlog, out-of-order delivery) still attributes it.
+    # Due again a minute after it was recorded: a click stored late (a backlog, out-of-order delivery) still
+    # attributes it; later, after a quarter of its age each time.
+    [due] = await rows(
+        clicks,
+        "SELECT min(extract(epoch FROM next_attempt_at - now())) AS min_s, max(extract(epoch FROM "
+        "next_attempt_at - now())) AS max_s FROM conversion_events",
+    )
+    assert 50 < due["min_s"] <= due["max_s"] <= 61
     await store(clicks, [inbound("M9", ago(2), identity="999", metadata=referral("B", "CLID-9"))])
     async with clicks.begin() as connection:
         await connection.execute(text("UPDATE conversion_events SET next_attempt_at = now()"))
