@@ -144,7 +144,9 @@ async def test_senders_killed_restarted_and_cut_off_from_postgres_count_every_ev
 
         # Restarted, and a second sender beside it; every request takes a while, so both have some in flight.
         meta.always(Slow(0.05))
-        senders = [await SenderProcess(env, log).start(), await SenderProcess(env, log).start()]
+        senders = [
+            await SenderProcess(env | {"CTWA_META_PARTNER_AGENT": name}, log).start() for name in ("first", "second")
+        ]
         terminated = 0
         for _ in range(600):
             if len(meta.requests) >= 4 and terminated < 3:
@@ -159,6 +161,8 @@ async def test_senders_killed_restarted_and_cut_off_from_postgres_count_every_ev
             assert await sender.stop() == 0, log.read_text()[-3000:]
 
     assert terminated >= 1
+    # Both worked side by side (each names itself as partner agent) …
+    assert {request.partner_agent for request in meta.requests[1:]} == {"first", "second"}
     statuses = {
         row["event_id"]: row["status"] for row in await rows(db, "SELECT event_id, status FROM conversion_events")
     }
