@@ -138,15 +138,17 @@ class Sender:
     async def _deliver(self, events: Sequence[Event]) -> None:
         """Send ``events``; halve a request Meta refuses for one of its events, until that event is alone."""
         queue: list[Sequence[Event]] = [events]
+        claimed = True  # the claim has just started their lease
         while queue:
             part = queue.pop(0)
             ids = [event.id for event in part]
-            await self._database(outbox.renew, ids)
+            if not claimed:
+                await self._database(outbox.renew, ids)
+            claimed = False
             verdict = await self._client.send(part)
             self.metrics.requests.labels(verdict.outcome.value).inc()
-            await self._database(outbox.note_request, success=verdict.outcome is Outcome.COUNTED)
             if verdict.outcome is Outcome.COUNTED:
-                await self._database(outbox.mark_sent, ids, verdict)
+                await self._database(_settle, outbox.mark_sent, ids, verdict)
                 self.metrics.sent.inc(len(part))
                 self._batch = min(self._settings.conversions_batch_size, self._batch * 2)
                 self._pause = self._new_backoff()
@@ -155,9 +157,10 @@ class Sender:
                     "no answer from Meta for a request that may have reached it: its events are unconfirmed",
                     extra={"events": len(part), "reason": verdict.reason},
                 )
-                await self._database(outbox.mark_unconfirmed, ids, verdict)
+                await self._database(_settle, outbox.mark_unconfirmed, ids, verdict)
                 self.metrics.settled.labels("unconfirmed").inc(len(part))
             elif verdict.outcome is Outcome.REFUSED and len(part) > 1:
+                await self._database(_settle, None, ids, verdict)
                 middle = len(part) // 2
                 queue[:0] = [part[:middle], part[middle:]]
             elif verdict.outcome is Outcome.REFUSED:
@@ -165,7 +168,7 @@ class Sender:
                     "Meta refused an event for good",
                     extra={"event_id": part[0].event_id, "code": verdict.code, "subcode": verdict.subcode},
                 )
-                await self._database(outbox.mark_failed, ids, verdict)
+                await self._database(_settle, outbox.mark_failed, ids, verdict)
                 self.metrics.refused.labels(str(verdict.subcode or verdict.code or "unknown")).inc()
             else:
                 # Nothing of it counted, nor of what is left to send: all of it is pending again.
@@ -175,8 +178,7 @@ class Sender:
 
     async def _hold_back(self, ids: list[int], verdict: Verdict) -> None:
         if verdict.outcome is Outcome.PARK:
-            await self._database(outbox.release, ids, verdict, 0.0)
-            await self._database(outbox.park, verdict)
+            await self._database(_park, ids, verdict)
             self.parked = verdict.reason
             self.metrics.parked.set(1)
             log.critical(
@@ -193,7 +195,7 @@ class Sender:
             "Meta did not take the request, retrying later",
             extra={"outcome": verdict.outcome.value, "reason": verdict.reason, "retry_in_s": round(delay, 2)},
         )
-        await self._database(outbox.release, ids, verdict, delay)
+        await self._database(_release, ids, verdict, delay)
         await self._sleep(delay)
 
     async def _database(
@@ -225,6 +227,26 @@ class Sender:
         if self.parked is not None:
             return web.json_response({"status": "parked", "reason": self.parked}, status=503)
         return web.json_response({"status": "ok"})
+
+
+Mark = Callable[[AsyncConnection, Sequence[int], Verdict], Awaitable[None]]
+
+
+async def _settle(connection: AsyncConnection, mark: Mark | None, ids: Sequence[int], verdict: Verdict) -> None:
+    """What a request came to, in one transaction: the events' status (``mark``), and the request noted."""
+    if mark is not None:
+        await mark(connection, ids, verdict)
+    await outbox.note_request(connection, success=verdict.outcome is Outcome.COUNTED)
+
+
+async def _release(connection: AsyncConnection, ids: Sequence[int], verdict: Verdict, delay: float) -> None:
+    await outbox.release(connection, ids, verdict, delay)
+    await outbox.note_request(connection, success=False)
+
+
+async def _park(connection: AsyncConnection, ids: Sequence[int], verdict: Verdict) -> None:
+    await _release(connection, ids, verdict, 0.0)
+    await outbox.park(connection, verdict)
 
 
 async def _any_pending(connection: AsyncConnection) -> bool:
