@@ -1,11 +1,14 @@
-"""Analytics benchmark: 1,000,000 ad clicks and 5,000,000 messages loaded with COPY, then the attribution views
-queried for a 30-day range — and, in the same run, the same answers computed straight from ``ad_clicks``
-without the rollups the workers keep.
+"""Analytics benchmark: 1,000,000 ad clicks, 5,000,000 messages and 50,000 conversion events loaded with COPY,
+then the attribution views and ``ctwa report`` queried for a 30-day range — and, in the same run, the same
+answers computed straight from ``ad_clicks`` without the rollups the workers keep.
 
-    python bench/analytics.py [--clicks 1000000] [--messages 5000000] [--repeat 5]
+    python bench/analytics.py [--clicks 1000000] [--messages 5000000] [--conversions 50000] [--repeat 5]
 
 The data: 90 days, 400 ads (one in ten a post, one in five without a click id), about 500,000 people with a
 skewed number of clicks each, two thirds of them contacts and the rest known by phone number only (DISPATCH).
+Each conversion event follows a click with a click id by 2 hours to 7 days and names the click's person; most
+are sent, some pending, failed or unattributed (those without their click, as the sender leaves them), and
+purchases carry a value in EUR, USD or GBP.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 
 import asyncpg
 from sqlalchemy import make_url, text
@@ -27,7 +31,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from workers.commands.migrate import upgrade
-from workers.commands.report import ADS_REPORT
+from workers.commands.report import ADS_REPORT, DAILY_REPORT
 from workers.engine import rollups
 
 SERVER_URL = os.environ.get("CTWA_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres")
@@ -38,12 +42,16 @@ UNTIL = SINCE + timedelta(days=29)
 
 QUERIES = {
     "ctwa report (per ad over the 30 days)": str(ADS_REPORT),
+    "ctwa report --daily (per ad and day)": str(DAILY_REPORT),
     "ad_performance_daily, 30 days": (
         "SELECT * FROM ad_performance_daily WHERE day BETWEEN :since AND :until ORDER BY day, clicks DESC"
     ),
     "person_attribution, 30 days": (
         "SELECT * FROM person_attribution WHERE last_clicked_at >= :start AND last_clicked_at < :end "
         "ORDER BY last_clicked_at DESC"
+    ),
+    "ad_conversions_daily, 30 days": (
+        "SELECT * FROM ad_conversions_daily WHERE day BETWEEN :since AND :until ORDER BY day, conversions DESC"
     ),
 }
 
@@ -132,7 +140,41 @@ def _messages(rng: random.Random, count: int, people: int) -> Iterator[tuple[obj
         )
 
 
-async def load(url: str, clicks: int, messages: int) -> None:
+# Weights: what the sender left the events in, the currencies of purchases.
+_STATUSES = {"sent": 85, "pending": 5, "failed": 5, "unattributed": 5}
+_CURRENCIES = {"EUR": 6, "USD": 3, "GBP": 1}
+
+
+def _conversions(rng: random.Random, count: int, clicks: list[asyncpg.Record]) -> Iterator[tuple[object, ...]]:
+    """Conversion events as the sender leaves them, each after a click of ``clicks`` (those with a click id)."""
+    for n in range(count):
+        click = clicks[rng.randrange(len(clicks))]
+        at = click["clicked_at"] + timedelta(hours=2 * 84 ** rng.random())
+        status = rng.choices(list(_STATUSES), list(_STATUSES.values()))[0]
+        attributed = status != "unattributed"
+        purchase = rng.random() < 0.6
+        yield (
+            f"E{n:010d}",
+            "Purchase" if purchase else "LeadSubmitted",
+            at,
+            click["contact_id"],
+            None if click["contact_id"] else click["channel"],
+            None if click["contact_id"] else click["identity"],
+            click["ctwa_clid"] if n % 3 == 0 else None,
+            Decimal(rng.randrange(500, 20_000)) / 100 if purchase else None,
+            rng.choices(list(_CURRENCIES), list(_CURRENCIES.values()))[0] if purchase else None,
+            at + timedelta(minutes=5),
+            status,
+            0 if status == "unattributed" else 1,
+            at + timedelta(minutes=6),
+            at + timedelta(minutes=6) if status == "sent" else None,
+            click["ctwa_clid"] if attributed else None,
+            click["message_id"] if attributed else None,
+            "(#100) Invalid parameter" if status == "failed" else None,
+        )
+
+
+async def load(url: str, clicks: int, messages: int, conversions: int) -> None:
     rng = random.Random(7)
     people = 500_000
     connection = await asyncpg.connect(make_url(url).set(drivername="postgresql").render_as_string(False))
@@ -194,6 +236,36 @@ async def load(url: str, clicks: int, messages: int) -> None:
             ),
             columns=["contact_id", "first_seen_at", "last_seen_at", "deleted_at"],
         )
+        if conversions:
+            started = time.perf_counter()
+            attributable = await connection.fetch(
+                "SELECT message_id, ctwa_clid, clicked_at, contact_id, channel, identity FROM ad_clicks "
+                "WHERE ctwa_clid IS NOT NULL ORDER BY message_id"
+            )
+            await connection.copy_records_to_table(
+                "conversion_events",
+                records=_conversions(rng, conversions, attributable),
+                columns=[
+                    "event_id",
+                    "event_name",
+                    "event_time",
+                    "contact_id",
+                    "channel",
+                    "identity",
+                    "ctwa_clid",
+                    "value",
+                    "currency",
+                    "recorded_at",
+                    "status",
+                    "attempts",
+                    "next_attempt_at",
+                    "sent_at",
+                    "sent_ctwa_clid",
+                    "click_message_id",
+                    "last_error",
+                ],
+            )
+            print(f"COPY {conversions:,} conversion events: {time.perf_counter() - started:.0f} s", file=sys.stderr)
     finally:
         await connection.close()
 
@@ -244,6 +316,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clicks", type=int, default=1_000_000)
     parser.add_argument("--messages", type=int, default=5_000_000)
+    parser.add_argument("--conversions", type=int, default=50_000, help="conversion events (0: none)")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--keep", action="store_true", help="keep the database (ctwa_bench_analytics)")
     parser.add_argument("--reuse", action="store_true", help="query the database a --keep run left")
@@ -252,12 +325,12 @@ def main() -> None:
     if not args.reuse:
         asyncio.run(drop(url))
         upgrade(url)
-        asyncio.run(load(url, args.clicks, args.messages))
+        asyncio.run(load(url, args.clicks, args.messages, args.conversions))
         asyncio.run(prepare(url))
 
     print(
         f"\n{platform.node()}: {os.cpu_count()} cores, {args.clicks:,} clicks, {args.messages:,} messages, "
-        f"range {SINCE} .. {UNTIL}, {args.repeat} runs each\n"
+        f"{args.conversions:,} conversion events, range {SINCE} .. {UNTIL}, {args.repeat} runs each\n"
     )
     print("| query | rows | median | slowest | without rollups (median) |")
     print("|---|---:|---:|---:|---:|")

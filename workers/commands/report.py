@@ -12,7 +12,17 @@ from sqlalchemy import text
 
 from workers.runtime.database import create_engine
 
-__all__ = ["ADS_REPORT", "AD_COLUMNS", "DAILY_COLUMNS", "PEOPLE_COLUMNS", "ads", "daily", "default_range", "people"]
+__all__ = [
+    "ADS_REPORT",
+    "AD_COLUMNS",
+    "DAILY_COLUMNS",
+    "DAILY_REPORT",
+    "PEOPLE_COLUMNS",
+    "ads",
+    "daily",
+    "default_range",
+    "people",
+]
 
 AD_COLUMNS = (
     "source_id",
@@ -115,7 +125,7 @@ ADS_REPORT = text(
 
 # Per ad and day: ad_performance_daily and ad_conversions_daily stacked and summed, so that a day with
 # conversions and no click of the ad is in it too.
-_DAILY = text(
+DAILY_REPORT = text(
     """
     SELECT day, source_id, max(headline) AS headline, max(source_type) AS source_type,
            max(media_type) AS media_type, sum(clicks)::int AS clicks, sum(click_ids)::int AS click_ids,
@@ -155,7 +165,7 @@ async def ads(database_url: str, since: date, until: date, *, statement_cache: b
 
 
 async def daily(database_url: str, since: date, until: date, *, statement_cache: bool = True) -> list[dict[str, Any]]:
-    return _with_money(await _fetch(database_url, _DAILY, {"since": since, "until": until}, statement_cache))
+    return _with_money(await _fetch(database_url, DAILY_REPORT, {"since": since, "until": until}, statement_cache))
 
 
 async def people(
