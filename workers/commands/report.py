@@ -18,6 +18,7 @@ __all__ = [
     "DAILY_COLUMNS",
     "DAILY_REPORT",
     "PEOPLE_COLUMNS",
+    "SETTINGS",
     "ads",
     "daily",
     "default_range",
@@ -147,6 +148,12 @@ DAILY_REPORT = text(
     """
 )
 
+# What the report's transaction sets before its statement. Postgres compiles a plan costed above jit_above_cost
+# (100,000 by default) to machine code; the per-ad report's plan passes it at about a million clicks, and compiling
+# its hundred-odd expressions took 60-150 ms that running them never won back, at 1 or 5 million clicks
+# (docs/performance.md). SET LOCAL, not a connection setting: a pooler in transaction mode keeps it to the report.
+SETTINGS = "SET LOCAL jit = off"
+
 _PEOPLE = text(
     f"SELECT {', '.join(PEOPLE_COLUMNS)} FROM person_attribution "
     "WHERE last_clicked_at >= :start AND last_clicked_at < :end "
@@ -196,6 +203,7 @@ async def _fetch(
     engine = create_engine(database_url, application_name="ctwa-report", connections=1, statement_cache=statement_cache)
     try:
         async with engine.connect() as connection:
+            await connection.execute(text(SETTINGS))
             return [dict(row._mapping) for row in await connection.execute(statement, params)]
     finally:
         await engine.dispose()
