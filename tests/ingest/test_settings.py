@@ -55,6 +55,9 @@ def test_secrets_never_show_in_repr(monkeypatch: pytest.MonkeyPatch) -> None:
         ("CTWA_DATABASE_URL", "mysql://db/ctwa"),
         ("CTWA_LOG_LEVEL", "LOUD"),
         ("CTWA_LOG_FORMAT", "xml"),
+        ("CTWA_META_API_VERSION", "25.0"),
+        ("CTWA_META_GRAPH_URL", "graph.facebook.com"),
+        ("CTWA_CONVERSIONS_BATCH_SIZE", "1001"),  # Meta takes at most 1,000 events a request
     ],
 )
 def test_bad_values_fail_with_the_variable_named(monkeypatch: pytest.MonkeyPatch, variable: str, value: str) -> None:
@@ -68,6 +71,18 @@ def test_urls_are_not_echoed_in_errors(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(SettingsError) as raised:
         load_settings()
     assert "topsecret" not in str(raised.value)
+
+
+def test_the_meta_token_shows_nowhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CTWA_META_ACCESS_TOKEN", "EAAG-secret-token")
+    assert "EAAG-secret-token" not in repr(load_settings())
+    # A rule between settings fails with its own message, never with the values it was given.
+    monkeypatch.setenv("CTWA_META_TIMEOUT_S", "60")
+    monkeypatch.setenv("CTWA_CONVERSIONS_LEASE_S", "30")
+    with pytest.raises(SettingsError) as raised:
+        load_settings()
+    assert "CTWA_CONVERSIONS_LEASE_S must exceed CTWA_META_TIMEOUT_S" in str(raised.value)
+    assert "EAAG-secret-token" not in str(raised.value)
 
 
 def test_settings_are_immutable() -> None:
