@@ -31,7 +31,6 @@ __all__ = [
     "mark_unconfirmed",
     "note_request",
     "park",
-    "parked",
     "recover",
     "release",
     "renew",
@@ -329,11 +328,6 @@ async def unpark(connection: AsyncConnection) -> None:
     await connection.execute(
         text("UPDATE conversion_sender SET parked_reason = NULL, parked_code = NULL, parked_at = NULL WHERE id = 1")
     )
-
-
-async def parked(connection: AsyncConnection) -> str | None:
-    reason = await connection.scalar(text("SELECT parked_reason FROM conversion_sender WHERE id = 1"))
-    return None if reason is None else str(reason)
 
 
 async def note_request(connection: AsyncConnection, *, success: bool) -> None:

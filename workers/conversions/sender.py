@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ingest.backoff import backoff
 from ingest.eventloop import new_event_loop
-from ingest.metrics import metrics_handler
+from ingest.metrics import serve_health
 from ingest.settings import Settings
 from workers.conversions import outbox
 from workers.conversions.meta import Event, MetaClient, Outcome, Verdict
@@ -97,13 +97,7 @@ class Sender:
 
     async def serve(self, stack: AsyncExitStack, host: str, port: int) -> None:
         """``/healthz`` (503 while parked, with the reason) and ``/metrics`` on ``host:port``."""
-        app = web.Application()
-        app.router.add_get("/healthz", self._healthz)
-        app.router.add_get("/metrics", metrics_handler(self.metrics.registry))
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        stack.push_async_callback(runner.cleanup)
-        await web.TCPSite(runner, host, port).start()
+        await serve_health(stack, host, port, self._healthz, self.metrics.registry)
 
     async def watch(self, every: float = 5.0) -> None:
         """Keep the pending gauges current."""

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
-from ingest.metrics import metrics_handler
+from ingest.metrics import serve_health
 from workers.runtime.consumer import Consumer
 from workers.runtime.metrics import WorkerMetrics
 
@@ -53,13 +53,7 @@ class Monitor:
 
     async def serve(self, stack: AsyncExitStack, host: str, port: int) -> None:
         """Serve ``/healthz`` and ``/metrics`` on ``host:port`` until ``stack`` closes."""
-        app = web.Application()
-        app.router.add_get("/healthz", self._healthz)
-        app.router.add_get("/metrics", metrics_handler(self._metrics.registry))
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        stack.push_async_callback(runner.cleanup)
-        await web.TCPSite(runner, host, port).start()
+        await serve_health(stack, host, port, self._healthz, self._metrics.registry)
         log.info("metrics served", extra={"port": port})
 
     def _show_lag(self) -> None:
