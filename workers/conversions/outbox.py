@@ -107,32 +107,27 @@ async def claim(connection: AsyncConnection, eraser: Eraser, limit: int) -> Clai
         return Claimed([], 0, 0)
     people = await _people(connection, eraser, rows)
     erased = [row.id for row in rows if people[row.id] is None]
-    clicks = await _clicks(connection, {row.id: (people[row.id], row.event_time) for row in rows if people[row.id]})
+    # An explicit ctwa_clid names its own click (when that click is stored); the others are looked for by person.
+    by_person = await _clicks(
+        connection, {row.id: (people[row.id], row.event_time) for row in rows if people[row.id] and not row.ctwa_clid}
+    )
+    by_clid = await _clicks_by_clid(connection, [row.ctwa_clid for row in rows if row.ctwa_clid])
     events, unattributed, click_ids = [], [], []
     for row in rows:
         if row.id in erased:
             continue
-        click = clicks.get(row.id)
-        clid = row.ctwa_clid or (click[1] if click else None)
-        if clid is None:
+        if row.ctwa_clid:
+            clid, click_id = row.ctwa_clid, by_clid.get(row.ctwa_clid)
+        elif row.id in by_person:
+            click_id, clid = by_person[row.id]
+        else:
             unattributed.append(row.id)
             continue
-        click_ids.append(click[0] if click and (not row.ctwa_clid or click[1] == row.ctwa_clid) else None)
+        click_ids.append(click_id)
         events.append(
-            Event(
-                row.id,
-                row.event_id,
-                row.event_name,
-                row.event_time,
-                clid,
-                row.value,
-                row.currency,
-                row.custom_data,
-            )
+            Event(row.id, row.event_id, row.event_name, row.event_time, clid, row.value, row.currency, row.custom_data)
         )
-    if row_ids := [event.id for event in events]:
-        # An explicit ctwa_clid names its own click, when that click is stored.
-        known = await _clicks_by_clid(connection, [event.ctwa_clid for event in events])
+    if events:
         await connection.execute(
             text(
                 """
@@ -145,9 +140,9 @@ async def claim(connection: AsyncConnection, eraser: Eraser, limit: int) -> Clai
                 """
             ),
             {
-                "ids": row_ids,
+                "ids": [event.id for event in events],
                 "clids": [event.ctwa_clid for event in events],
-                "clicks": [click or known.get(event.ctwa_clid) for click, event in zip(click_ids, events, strict=True)],
+                "clicks": click_ids,
             },
         )
     if unattributed:
@@ -241,6 +236,9 @@ async def _clicks(
 
 
 async def _clicks_by_clid(connection: AsyncConnection, clids: Collection[str]) -> dict[str, str]:
+    """The click each of ``clids`` names, among those stored: ctwa_clid → its message id."""
+    if not clids:
+        return {}
     rows = await connection.execute(
         text(
             "SELECT DISTINCT ON (ctwa_clid) ctwa_clid, message_id FROM ad_clicks WHERE ctwa_clid = ANY(:clids) "
