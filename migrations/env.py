@@ -1,4 +1,6 @@
-"""Alembic's environment: async, with the URL from the settings unless ``ctwa migrate`` passed one."""
+"""Alembic's environment: async, with the URL ``ctwa migrate`` passed; run by hand (``alembic upgrade head``), the
+schema owner's from the settings — ``CTWA_MIGRATE_DATABASE_URL``, else ``CTWA_DATABASE_URL`` — as ``ctwa migrate``
+takes it."""
 
 from __future__ import annotations
 
@@ -15,7 +17,10 @@ config = context.config
 
 
 def _url() -> str:
-    return config.get_main_option("sqlalchemy.url") or load_settings().database_url
+    if url := config.get_main_option("sqlalchemy.url"):
+        return url
+    settings = load_settings()
+    return settings.migrate_database_url or settings.database_url
 
 
 def _migrate(connection: Connection) -> None:
