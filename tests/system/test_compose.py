@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
+from conversion_records import eraser_of
 from meta import FakeMeta
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -236,7 +237,7 @@ async def test_the_conversions_healthcheck_passes_while_sending_and_fails_while_
                 AsyncExitStack() as stack,
                 client_of(settings.model_copy(update={"meta_access_token": token})) as client,
             ):
-                sender = Sender(engine, client, settings)
+                sender = Sender(engine, client, await eraser_of(engine), settings)
                 await sender.serve(stack, "127.0.0.1", port)
                 running = asyncio.create_task(sender.run())
                 async with engine.begin() as connection:

@@ -135,3 +135,22 @@ async def test_receiver_process_serves_and_sigterm_finishes_in_flight_callbacks(
         fixture_bytes("03_delivery_delivered.json"),
         fixture_bytes("05_conversation_start.json"),
     ]
+
+
+def test_each_subcommand_is_defined_by_the_module_named_for_it() -> None:
+    from workers.cli import COMMANDS, build_parser
+
+    for name in COMMANDS:
+        [commands] = [action for action in build_parser(name)._actions if action.dest == "command"]
+        assert set(commands.choices) == {name}  # type: ignore[arg-type]
+    [commands] = [action for action in build_parser()._actions if action.dest == "command"]
+    assert list(commands.choices) == list(COMMANDS)  # type: ignore[arg-type]
+
+
+async def test_the_receiver_starts_without_the_database_libraries() -> None:
+    probe = (
+        "import sys; from workers.cli import build_parser; build_parser('receiver').parse_args(['receiver']); "
+        "print(sorted(name for name in ('sqlalchemy', 'alembic', 'asyncpg') if name in sys.modules))"
+    )
+    code, out, err = await _run(sys.executable, "-c", probe)
+    assert (code, out.strip()) == (0, "[]"), err

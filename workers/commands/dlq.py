@@ -7,7 +7,10 @@ after the main exchange confirmed their copy.
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import json
+import sys
 from collections import defaultdict
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -18,11 +21,49 @@ from typing import Any, TextIO
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
 from ingest.broker import connect
+from ingest.settings import Settings
 from ingest.topology import Topology
+from workers.commands import output
+from workers.commands.command import FORMATS, Subcommands, complain
 from workers.runtime.consumer import AT_HEADER, HISTORY_HEADER, REASON_HEADER, copy_of
 from workers.tools.progress import Progress
 
-__all__ = ["DeadLetter", "DeadLetters"]
+__all__ = ["DeadLetter", "DeadLetters", "register"]
+
+
+def register(subcommands: Subcommands) -> None:
+    parser = subcommands.add_parser("dlq", help="inspect, redrive or purge the dead letters")
+    parser.set_defaults(run=_run)
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = actions.add_parser("list", help="how many dead letters, by reason, first and last seen")
+    listing.add_argument("--format", choices=FORMATS, default="auto")
+    show = actions.add_parser("show", help="one dead letter: its reasons, properties and body")
+    show.add_argument("position", type=int, help="its place in the queue, from 1 (see list)")
+    redrive = actions.add_parser("redrive", help="send dead letters back to the main queue, once the cause is fixed")
+    redrive.add_argument("--reason", help="only those whose reason contains this text")
+    purge = actions.add_parser("purge", help="drop every dead letter")
+    purge.add_argument("--yes", action="store_true", help="yes, drop them")
+
+
+def _run(settings: Settings, args: argparse.Namespace) -> int:
+    dead_letters = DeadLetters(settings.amqp_urls, Topology(settings.amqp_prefix, settings.delivery_limit))
+    if args.action == "list":
+        rows = asyncio.run(dead_letters.summary())
+        output.render(rows, ("count", "reason", "first_seen", "last_seen", "first_position"), args.format)
+        if sys.stderr.isatty() or args.format in ("table", "auto"):
+            print(f"{sum(row['count'] for row in rows)} dead letters", file=sys.stderr)
+    elif args.action == "show":
+        if not asyncio.run(dead_letters.show(args.position, sys.stdout)):
+            return complain("dlq", f"no dead letter {args.position}", 1)
+    elif args.action == "redrive":
+        sent = asyncio.run(dead_letters.redrive(args.reason, sys.stderr))
+        print(f"{sent} dead letters sent back to the main queue", file=sys.stderr)
+    elif not args.yes:
+        print("ctwa dlq purge drops every dead letter for good; add --yes to do it", file=sys.stderr)
+        return 2
+    else:
+        print(f"{asyncio.run(dead_letters.purge())} dead letters dropped", file=sys.stderr)
+    return 0
 
 
 @dataclass(frozen=True, slots=True)

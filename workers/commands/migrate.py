@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
 from importlib.resources import files
@@ -12,13 +13,33 @@ from sqlalchemy import make_url, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from ingest.settings import Settings
+from workers.commands.command import Subcommands
 from workers.runtime.database import sqlstate
 
-__all__ = ["alembic_config", "downgrade", "ensure_database", "grant_app_role", "upgrade"]
+__all__ = ["alembic_config", "downgrade", "ensure_database", "grant_app_role", "register", "upgrade"]
 
 log = logging.getLogger(__name__)
 
 _DUPLICATE_DATABASE = "42P04"
+
+
+def register(subcommands: Subcommands) -> None:
+    parser = subcommands.add_parser(
+        "migrate", help="create the database if missing and migrate it to the latest schema"
+    )
+    parser.add_argument("--down", metavar="REVISION", help="migrate down to REVISION instead ('base': no tables)")
+    parser.set_defaults(run=_run)
+
+
+def _run(settings: Settings, args: argparse.Namespace) -> int:
+    # The schema's owner migrates (CTWA_MIGRATE_DATABASE_URL); the services' role is granted the data.
+    owner = settings.migrate_database_url or settings.database_url
+    if args.down is not None:
+        downgrade(owner, args.down)
+    else:
+        upgrade(owner, app_url=settings.database_url)
+    return 0
 
 
 def alembic_config(database_url: str) -> Config:

@@ -2,69 +2,65 @@
 
 from __future__ import annotations
 
-import re
+import argparse
+import sys
 from datetime import UTC, datetime, timedelta
 from typing import TextIO
 
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from workers.runtime.database import create_engine
+from workers.commands.arguments import age
+from workers.commands.command import Subcommands, on_database
 from workers.tools.progress import Progress
 
-__all__ = ["parse_age", "prune"]
-
-_UNITS = {"m": timedelta(minutes=1), "h": timedelta(hours=1), "d": timedelta(days=1), "w": timedelta(weeks=1)}
+__all__ = ["prune", "register"]
 
 
-def parse_age(value: str) -> timedelta:
-    """``90d``, ``12h``, ``30m``, ``2w``."""
-    match = re.fullmatch(r"(\d+)([mhdw])", value.strip())
-    if not match or int(match.group(1)) == 0:
-        raise ValueError(f"not an age like 90d, 12h, 30m or 2w: {value!r}")
-    return int(match.group(1)) * _UNITS[match.group(2)]
+def register(subcommands: Subcommands) -> None:
+    parser = subcommands.add_parser("prune", help="delete old callbacks from the archive; the tables stay")
+    parser.add_argument("--archive-older-than", type=age, required=True, metavar="AGE", help="e.g. 90d, 12h, 2w")
+    parser.set_defaults(run=_prune)
+
+
+@on_database("ctwa-prune")
+async def _prune(args: argparse.Namespace, engine: AsyncEngine) -> int:
+    count = await prune(engine, args.archive_older_than, progress=sys.stderr)
+    print(f"{count} archived callbacks deleted; the tables built from them stay", file=sys.stderr)
+    return 0
+
+
+_COUNT = text("SELECT count(*) FROM callbacks WHERE received_at < :cutoff")
 
 
 async def prune(
-    database_url: str,
-    older_than: timedelta,
-    *,
-    progress: TextIO | None = None,
-    now: datetime | None = None,
-    statement_cache: bool = True,
+    engine: AsyncEngine, older_than: timedelta, *, progress: TextIO | None = None, now: datetime | None = None
 ) -> int:
     """Delete the callbacks received more than ``older_than`` ago, in chunks; how many."""
     cutoff = (now or datetime.now(UTC)) - older_than
-    engine = create_engine(database_url, application_name="ctwa-prune", connections=1, statement_cache=statement_cache)
     deleted = 0
-    try:
-        async with engine.begin() as connection:
-            total = int(
-                await connection.scalar(
-                    text("SELECT count(*) FROM callbacks WHERE received_at < :cutoff"), {"cutoff": cutoff}
-                )
-                or 0
+    async with engine.begin() as connection:
+        found = await connection.scalar(_COUNT, {"cutoff": cutoff})
+        total = int(found or 0)
+        if total:
+            # Recorded first: from now on `ctwa replay --all` knows the archive is incomplete.
+            await connection.execute(
+                text("INSERT INTO archive_prunes (pruned_before, callbacks) VALUES (:cutoff, :total)"),
+                {"cutoff": cutoff, "total": total},
             )
-            if total:
-                # Recorded first: from now on `ctwa replay --all` knows the archive is incomplete.
-                await connection.execute(
-                    text("INSERT INTO archive_prunes (pruned_before, callbacks) VALUES (:cutoff, :total)"),
-                    {"cutoff": cutoff, "total": total},
-                )
-        meter = Progress(progress, total=total, unit="callbacks deleted")
-        while deleted < total:
-            async with engine.begin() as connection:
-                result = await connection.execute(
-                    text(
-                        "DELETE FROM callbacks WHERE id IN ("
-                        "SELECT id FROM callbacks WHERE received_at < :cutoff ORDER BY id LIMIT 5000)"
-                    ),
-                    {"cutoff": cutoff},
-                )
-            if not result.rowcount:
-                break
-            deleted += result.rowcount
-            meter.update(deleted)
-        meter.finish(deleted)
-        return deleted
-    finally:
-        await engine.dispose()
+    meter = Progress(progress, total=total, unit="callbacks deleted")
+    while deleted < total:
+        async with engine.begin() as connection:
+            result = await connection.execute(
+                text(
+                    "DELETE FROM callbacks WHERE id IN ("
+                    "SELECT id FROM callbacks WHERE received_at < :cutoff ORDER BY id LIMIT 5000)"
+                ),
+                {"cutoff": cutoff},
+            )
+        if not result.rowcount:
+            break
+        deleted += result.rowcount
+        meter.update(deleted)
+    meter.finish(deleted)
+    return deleted

@@ -8,6 +8,8 @@ all; the result equals what the workers built live. Both are idempotent, in batc
 
 from __future__ import annotations
 
+import argparse
+import sys
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, TextIO
@@ -17,37 +19,66 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ingest.callback import Callback, Incoming, Trigger
+from ingest.settings import Settings
+from workers.commands.arguments import moment
+from workers.commands.command import Subcommands, complain, on_database
 from workers.engine import facts, rollups
 from workers.engine.facts import Facts
+from workers.engine.schema import PROJECTION, ROLLUP, tables
 from workers.engine.store import Store, lock
-from workers.runtime.database import create_engine
 from workers.tools.progress import Progress
 
-__all__ = ["PROJECTIONS", "ReplayRefused", "replay"]
+__all__ = ["PROJECTIONS", "ReplayRefused", "register", "replay"]
 
-# Every table built from the archive. Not rebuilt: the archive itself, the erasure key and the fingerprints of
-# erased identities (the archive no longer holds those identities), reported conversions, the prune log.
-PROJECTIONS = (
-    "contacts",
-    "channel_identities",
-    "conversations",
-    "messages",
-    "ad_clicks",
-    "delivery_reports",
-    "contact_merges",
-    "person_touches",
-    "ad_daily",
-    "ad_daily_people",
-    "ad_daily_conversations",
-)
+# Every table built from the archive: emptied and rebuilt by --all. Not rebuilt: the archive itself, and the
+# tables kept beside it (schema.KEPT: the erasure key and the fingerprints of erased identities, which the archive
+# no longer holds; the business's conversions; the prune log).
+PROJECTIONS = tuple(table.name for table in (*tables(PROJECTION), *tables(ROLLUP)))
 
 
 class ReplayRefused(Exception):
     """The replay would lose data; the message says why."""
 
 
+def register(subcommands: Subcommands) -> None:
+    parser = subcommands.add_parser(
+        "replay",
+        help="run the projections again from the callbacks archive (after a fix), or rebuild them all",
+        description="Re-project the archived callbacks received in a range (UTC), or with --all empty every table "
+        "built from the archive and rebuild it. Idempotent; batched; safe while workers run.",
+    )
+    parser.add_argument("--since", type=moment, metavar="WHEN", help="from this date or time (received)")
+    parser.add_argument("--until", type=moment, metavar="WHEN", help="up to this date or time, excluded")
+    parser.add_argument("--trigger", action="append", help="only callbacks of this trigger (repeatable)")
+    parser.add_argument("--all", action="store_true", help="empty every projection and rebuild it from the archive")
+    parser.set_defaults(run=_run)
+
+
+def _run(settings: Settings, args: argparse.Namespace) -> int:
+    if args.all == (args.since is not None or args.until is not None or bool(args.trigger)):
+        return complain("replay", "say what to replay: --since (with --until, --trigger), or --all alone")
+    return _replay(settings, args)
+
+
+@on_database("ctwa-replay")
+async def _replay(args: argparse.Namespace, engine: AsyncEngine) -> int:
+    try:
+        count = await replay(
+            engine,
+            since=args.since,
+            until=args.until,
+            triggers=args.trigger or (),
+            everything=args.all,
+            progress=sys.stderr,
+        )
+    except ReplayRefused as refused:
+        return complain("replay", str(refused), 1)
+    print(f"{count} callbacks re-projected", file=sys.stderr)
+    return 0
+
+
 async def replay(
-    database_url: str,
+    engine: AsyncEngine,
     *,
     since: datetime | None = None,
     until: datetime | None = None,
@@ -55,45 +86,40 @@ async def replay(
     everything: bool = False,
     batch_size: int = 500,
     progress: TextIO | None = None,
-    statement_cache: bool = True,
 ) -> int:
     """Re-project the archived callbacks received in ``[since, until)`` (all of them with ``everything``); how many."""
-    engine = create_engine(database_url, application_name="ctwa-replay", connections=1, statement_cache=statement_cache)
-    try:
-        if everything:
-            await _empty_projections(engine)
-        where, params = _range(since, until, triggers)
-        async with engine.connect() as connection:
-            total = int(await connection.scalar(text(f"SELECT count(*) FROM callbacks WHERE {where}"), params) or 0)
-        meter = Progress(progress, total=total, unit="callbacks")
-        done, last_id = 0, 0
-        store = Store(engine)
-        while True:
-            async with engine.begin() as connection:
-                await lock(connection, exclusive=True)
-                rows = (
-                    await connection.execute(
-                        text(
-                            "SELECT id, key, trigger, received_at, signature_verified, payload::text AS payload "
-                            f"FROM callbacks WHERE {where} AND id > :after ORDER BY id LIMIT :limit"
-                        ),
-                        params | {"after": last_id, "limit": batch_size},
-                    )
-                ).all()
-                if not rows:
-                    break
-                said = facts.read([_archived(row) for row in rows]).facts()
-                if everything:
-                    await store.project(connection, said, exclusive=True)
-                else:
-                    await _reproject(connection, store, said)
-            last_id = rows[-1].id
-            done += len(rows)
-            meter.update(done)
-        meter.finish(done)
-        return done
-    finally:
-        await engine.dispose()
+    if everything:
+        await _empty_projections(engine)
+    where, params = _range(since, until, triggers)
+    async with engine.connect() as connection:
+        total = int(await connection.scalar(text(f"SELECT count(*) FROM callbacks WHERE {where}"), params) or 0)
+    meter = Progress(progress, total=total, unit="callbacks")
+    done, last_id = 0, 0
+    store = Store(engine)
+    while True:
+        async with engine.begin() as connection:
+            await lock(connection, exclusive=True)
+            rows = (
+                await connection.execute(
+                    text(
+                        "SELECT id, key, trigger, received_at, signature_verified, payload::text AS payload "
+                        f"FROM callbacks WHERE {where} AND id > :after ORDER BY id LIMIT :limit"
+                    ),
+                    params | {"after": last_id, "limit": batch_size},
+                )
+            ).all()
+            if not rows:
+                break
+            said = facts.read([_archived(row) for row in rows]).facts()
+            if everything:
+                await store.project(connection, said, exclusive=True)
+            else:
+                await _reproject(connection, store, said)
+        last_id = rows[-1].id
+        done += len(rows)
+        meter.update(done)
+    meter.finish(done)
+    return done
 
 
 async def _empty_projections(engine: AsyncEngine) -> None:

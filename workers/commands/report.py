@@ -3,14 +3,20 @@ otherwise."""
 
 from __future__ import annotations
 
+import argparse
 import json
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import TextClause, text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from workers.runtime.database import create_engine
+from ingest.settings import Settings
+from workers.commands import output
+from workers.commands.arguments import day
+from workers.commands.command import FORMATS, Subcommands, complain, on_database
+from workers.conversions.status import COUNTED, sql_in
 
 __all__ = [
     "ADS_REPORT",
@@ -23,6 +29,7 @@ __all__ = [
     "daily",
     "default_range",
     "people",
+    "register",
 ]
 
 AD_COLUMNS = (
@@ -58,8 +65,7 @@ PEOPLE_COLUMNS = (
 # and no index on it: without statistics on the day the planner looks up each event's click rather than hash all
 # of ad_clicks (817 against 1,156 ms for the report at a million clicks, docs/performance.md).
 _COUNTED = (
-    "(event.event_time AT TIME ZONE 'UTC')::date BETWEEN :since AND :until "
-    "AND event.status IN ('pending', 'sending', 'sent', 'unconfirmed')"
+    f"(event.event_time AT TIME ZONE 'UTC')::date BETWEEN :since AND :until AND event.status IN {sql_in(COUNTED)}"
 )
 
 # Ad performance over a range of UTC days: people, conversations and people converted are counted once over the
@@ -161,26 +167,62 @@ _PEOPLE = text(
 )
 
 
+def register(subcommands: Subcommands) -> None:
+    parser = subcommands.add_parser(
+        "report",
+        help="which ads brought which people: ad performance and conversions, or (report people) each person's "
+        "first and last ad",
+        description="Ad performance over a range of UTC days (default: the last 30) — clicks, people, conversations, "
+        "conversions, their value per currency and the people converted — or with 'people' each person's first- and "
+        "last-touch ad. A table at a terminal, CSV when piped; --format to choose.",
+    )
+    parser.add_argument("what", nargs="?", choices=("ads", "people"), default="ads")
+    parser.add_argument("--since", type=day, metavar="YYYY-MM-DD", help="first UTC day (default: 29 days ago)")
+    parser.add_argument("--until", type=day, metavar="YYYY-MM-DD", help="last UTC day, included (default: today)")
+    parser.add_argument("--daily", action="store_true", help="one row per ad per day")
+    parser.add_argument("--format", choices=FORMATS, default="auto")
+    parser.add_argument("--limit", type=int, metavar="N", help="at most N rows")
+    parser.set_defaults(run=_run)
+
+
+def _run(settings: Settings, args: argparse.Namespace) -> int:
+    since, until = default_range()
+    args.since, args.until = args.since or since, args.until or until
+    if args.since > args.until:
+        return complain("report", "--since is after --until")
+    return _report(settings, args)
+
+
+@on_database("ctwa-report")
+async def _report(args: argparse.Namespace, engine: AsyncEngine) -> int:
+    if args.what == "people":
+        output.render(await people(engine, args.since, args.until, args.limit), PEOPLE_COLUMNS, args.format)
+    else:
+        rows = await (daily if args.daily else ads)(engine, args.since, args.until)
+        output.render(
+            rows[: args.limit] if args.limit else rows, DAILY_COLUMNS if args.daily else AD_COLUMNS, args.format
+        )
+    return 0
+
+
 def default_range(today: date | None = None) -> tuple[date, date]:
     """The last 30 UTC days, today included."""
     until = today or datetime.now(UTC).date()
     return until - timedelta(days=29), until
 
 
-async def ads(database_url: str, since: date, until: date, *, statement_cache: bool = True) -> list[dict[str, Any]]:
-    return _with_money(await _fetch(database_url, ADS_REPORT, {"since": since, "until": until}, statement_cache))
+async def ads(engine: AsyncEngine, since: date, until: date) -> list[dict[str, Any]]:
+    return _with_money(await _fetch(engine, ADS_REPORT, {"since": since, "until": until}))
 
 
-async def daily(database_url: str, since: date, until: date, *, statement_cache: bool = True) -> list[dict[str, Any]]:
-    return _with_money(await _fetch(database_url, DAILY_REPORT, {"since": since, "until": until}, statement_cache))
+async def daily(engine: AsyncEngine, since: date, until: date) -> list[dict[str, Any]]:
+    return _with_money(await _fetch(engine, DAILY_REPORT, {"since": since, "until": until}))
 
 
-async def people(
-    database_url: str, since: date, until: date, limit: int | None, *, statement_cache: bool = True
-) -> list[dict[str, Any]]:
+async def people(engine: AsyncEngine, since: date, until: date, limit: int | None) -> list[dict[str, Any]]:
     start = datetime.combine(since, datetime.min.time(), UTC)
     end = datetime.combine(until + timedelta(days=1), datetime.min.time(), UTC)
-    return await _fetch(database_url, _PEOPLE, {"start": start, "end": end, "limit": limit}, statement_cache)
+    return await _fetch(engine, _PEOPLE, {"start": start, "end": end, "limit": limit})
 
 
 def _with_money(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -197,13 +239,7 @@ def _cents(amount: Decimal) -> Decimal:
     return amount.quantize(Decimal("0.01")) if isinstance(exponent, int) and exponent > -2 else amount
 
 
-async def _fetch(
-    database_url: str, statement: Any, params: dict[str, Any], statement_cache: bool
-) -> list[dict[str, Any]]:
-    engine = create_engine(database_url, application_name="ctwa-report", connections=1, statement_cache=statement_cache)
-    try:
-        async with engine.connect() as connection:
-            await connection.execute(text(SETTINGS))
-            return [dict(row._mapping) for row in await connection.execute(statement, params)]
-    finally:
-        await engine.dispose()
+async def _fetch(engine: AsyncEngine, statement: TextClause, params: dict[str, Any]) -> list[dict[str, Any]]:
+    async with engine.connect() as connection:
+        await connection.execute(text(SETTINGS))
+        return [dict(row._mapping) for row in await connection.execute(statement, params)]

@@ -37,6 +37,12 @@ class SenderMetrics:
             "How long the oldest pending event has waited since it was recorded.",
             registry=self.registry,
         )
+        self.waits = Counter(
+            "ctwa_conversions_waits",
+            "Times the sender waited CTWA_CONVERSIONS_POLL_S before looking again: idle (nothing due) or parked.",
+            ["state"],
+            registry=self.registry,
+        )
         self.parked = Gauge(
             "ctwa_conversions_parked",
             "1 while Meta refuses the sender's token, permissions or dataset: nothing is sent.",

@@ -9,7 +9,7 @@ Meta may have counted it, so it becomes ``unconfirmed`` and is not sent again (d
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -18,8 +18,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from workers.conversions.meta import Event, Verdict
+from workers.conversions.status import ACCEPT, CLAIM, EXPIRE, LOSE, NO_CLICK, REFUSE, RELEASE, Move
 from workers.engine import merges
-from workers.engine.erasure import Eraser
+from workers.engine.erasure import Eraser, opaque_identity
 
 __all__ = [
     "MAX_AGE",
@@ -41,10 +42,6 @@ __all__ = [
 # well inside that (a margin for the request itself and for clocks).
 MAX_AGE = timedelta(days=7) - timedelta(minutes=10)
 
-# How soon an unattributed event is looked at again while it is young enough to send (its click may be stored late):
-# a minute after it was recorded, then after a quarter of its age each time — about a dozen looks in its 7 days.
-_RECHECK = "greatest(interval '1 minute', (now() - recorded_at) / 4)"
-
 
 @dataclass(frozen=True, slots=True)
 class Claimed:
@@ -55,151 +52,172 @@ class Claimed:
     erased: int
 
 
+_EXPIRE = text(
+    f"""
+    UPDATE conversion_events SET status = '{EXPIRE.target}', last_error = 'older than 7 days before it could be sent'
+    WHERE {EXPIRE.where} AND event_time <= now() - CAST(:age AS interval)
+    """
+)
+
+
 async def expire(connection: AsyncConnection) -> int:
     """Mark ``expired`` the pending events too old to send now; how many."""
-    result = await connection.execute(
-        text(
-            "UPDATE conversion_events SET status = 'expired', last_error = 'older than 7 days before it could be sent' "
-            "WHERE status = 'pending' AND event_time <= now() - CAST(:age AS interval)"
-        ),
-        {"age": MAX_AGE},
-    )
+    result = await connection.execute(_EXPIRE, {"age": MAX_AGE})
     return result.rowcount
+
+
+_RECOVER = text(
+    f"""
+    UPDATE conversion_events SET status = '{LOSE.target}',
+        last_error = 'its sender stopped mid-request: Meta may have counted it'
+    WHERE {LOSE.where} AND claimed_at < now() - make_interval(secs => :lease)
+    """
+)
 
 
 async def recover(connection: AsyncConnection, lease: float) -> int:
     """Mark ``unconfirmed`` the events left ``sending`` longer than ``lease`` seconds; how many."""
-    result = await connection.execute(
-        text(
-            "UPDATE conversion_events SET status = 'unconfirmed', "
-            "last_error = 'its sender stopped mid-request: Meta may have counted it' "
-            "WHERE status = 'sending' AND claimed_at < now() - make_interval(secs => :lease)"
-        ),
-        {"lease": lease},
-    )
+    result = await connection.execute(_RECOVER, {"lease": lease})
     return result.rowcount
 
 
 async def claim(connection: AsyncConnection, eraser: Eraser, limit: int) -> Claimed:
     """Take up to ``limit`` events due for sending, attribute each, and mark those with a click ``sending``.
 
-    Events of an erased person become ``erased``; those without a click ``unattributed`` (looked at again while
-    young enough). Run it in a transaction of its own, committed before the request leaves.
+    Events of an erased person are erased (never sent); those without a click ``unattributed`` (looked at again
+    while young enough). Run it in a transaction of its own, committed before the request leaves.
     """
-    rows = (
-        await connection.execute(
-            text(
-                """
-                SELECT id, event_id, event_name, event_time, contact_id, channel, identity, ctwa_clid, value,
-                       currency, custom_data
-                FROM conversion_events
-                WHERE status IN ('pending', 'unattributed') AND next_attempt_at <= now()
-                  AND event_time > now() - CAST(:age AS interval)
-                ORDER BY next_attempt_at, id
-                LIMIT :limit
-                FOR UPDATE SKIP LOCKED
-                """
-            ),
-            {"age": MAX_AGE, "limit": limit},
-        )
-    ).all()
-    if not rows:
+    due = (await connection.execute(_DUE, {"age": MAX_AGE, "limit": limit})).all()
+    if not due:
         return Claimed([], 0, 0)
-    people = await _people(connection, eraser, rows)
-    erased = [row.id for row in rows if people[row.id] is None]
-    # An explicit ctwa_clid names its own click (when that click is stored); the others are looked for by person.
-    by_person = await _clicks(
-        connection, {row.id: (people[row.id], row.event_time) for row in rows if people[row.id] and not row.ctwa_clid}
-    )
-    by_clid = await _clicks_by_clid(connection, [row.ctwa_clid for row in rows if row.ctwa_clid])
-    events, unattributed, click_ids = [], [], []
-    for row in rows:
-        if row.id in erased:
-            continue
-        if row.ctwa_clid:
-            clid, click_id = row.ctwa_clid, by_clid.get(row.ctwa_clid)
-        elif row.id in by_person:
-            click_id, clid = by_person[row.id]
-        else:
-            unattributed.append(row.id)
-            continue
-        click_ids.append(click_id)
-        events.append(
-            Event(row.id, row.event_id, row.event_name, row.event_time, clid, row.value, row.currency, row.custom_data)
-        )
+    people = await _people(connection, eraser, due)
+    erased = {row.id: opaque for row in due if (opaque := people[row.id].erased_as) is not None}
+    attributed = await _attribute(connection, [row for row in due if row.id not in erased], people)
+    unattributed = [row.id for row in due if row.id not in erased and row.id not in attributed]
+    events = [_event(row, attributed[row.id][0]) for row in due if row.id in attributed]
     if events:
         await connection.execute(
-            text(
-                """
-                UPDATE conversion_events AS event
-                SET status = 'sending', claimed_at = now(), attempts = attempts + 1, sent_ctwa_clid = claimed.clid,
-                    click_message_id = claimed.click
-                FROM unnest(CAST(:ids AS bigint[]), CAST(:clids AS text[]), CAST(:clicks AS text[]))
-                    AS claimed(id, clid, click)
-                WHERE event.id = claimed.id
-                """
-            ),
+            _MARK_SENDING,
             {
                 "ids": [event.id for event in events],
                 "clids": [event.ctwa_clid for event in events],
-                "clicks": click_ids,
+                "clicks": [attributed[event.id][1] for event in events],
             },
         )
     if unattributed:
-        await connection.execute(
-            text(
-                f"UPDATE conversion_events SET status = 'unattributed', next_attempt_at = now() + {_RECHECK}, "
-                "last_error = 'no click with a ctwa_clid within attribution_window() before event_time' "
-                "WHERE id = ANY(:ids)"
-            ),
-            {"ids": unattributed},
-        )
+        await connection.execute(_MARK_UNATTRIBUTED, {"ids": unattributed})
     if erased:
-        await connection.execute(
-            text(
-                "UPDATE conversion_events SET status = 'erased', identity = NULL, custom_data = NULL, "
-                "last_error = 'the person was deleted' WHERE id = ANY(:ids)"
-            ),
-            {"ids": erased},
-        )
+        await eraser.erase_conversions(connection, erased)
     return Claimed(events, len(unattributed), len(erased))
 
 
-async def _people(connection: AsyncConnection, eraser: Eraser, rows: Sequence[Any]) -> dict[int, list[str] | None]:
-    """Each event's person, as the person keys their clicks carry (merges resolved); ``None`` when the person is
-    erased, ``[]`` when the event names no person (an explicit ctwa_clid alone)."""
+_DUE = text(
+    f"""
+    SELECT id, event_id, event_name, event_time, contact_id, channel, identity, ctwa_clid, value, currency,
+           custom_data
+    FROM conversion_events
+    WHERE {CLAIM.where} AND next_attempt_at <= now() AND event_time > now() - CAST(:age AS interval)
+    ORDER BY next_attempt_at, id
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED
+    """
+)
+
+_MARK_SENDING = text(
+    f"""
+    UPDATE conversion_events AS event
+    SET status = '{CLAIM.target}', claimed_at = now(), attempts = attempts + 1, sent_ctwa_clid = claimed.clid,
+        click_message_id = claimed.click
+    FROM unnest(CAST(:ids AS bigint[]), CAST(:clids AS text[]), CAST(:clicks AS text[])) AS claimed(id, clid, click)
+    WHERE event.id = claimed.id AND {CLAIM.where}
+    """
+)
+
+# An unattributed event is looked at again while it is young enough to send (its click may be stored late): a
+# minute after it was recorded, then after a quarter of its age each time — about a dozen looks in its 7 days.
+_MARK_UNATTRIBUTED = text(
+    f"""
+    UPDATE conversion_events
+    SET status = '{NO_CLICK.target}',
+        next_attempt_at = now() + greatest(interval '1 minute', (now() - recorded_at) / 4),
+        last_error = 'no click with a ctwa_clid within attribution_window() before event_time'
+    WHERE id = ANY(:ids) AND {NO_CLICK.where}
+    """
+)
+
+
+def _event(row: Any, ctwa_clid: str) -> Event:
+    return Event(
+        row.id, row.event_id, row.event_name, row.event_time, ctwa_clid, row.value, row.currency, row.custom_data
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Person:
+    """Whom an event names: the person keys their clicks carry (merges resolved; none for an explicit ctwa_clid
+    alone) — or, for an erased person, what its identity became (``erased_as``)."""
+
+    keys: list[str]
+    erased_as: str | None = None
+
+
+async def _people(connection: AsyncConnection, eraser: Eraser, rows: Sequence[Any]) -> dict[int, _Person]:
+    """Each event's person, by event id."""
     given = {row.contact_id for row in rows if row.contact_id}
     identities = {(row.channel, row.identity) for row in rows if row.identity}
-    linked: dict[tuple[str, str], str] = {}
-    if identities:
-        found = await connection.execute(
-            text(
-                "SELECT DISTINCT ON (channel, identity) channel, identity, contact_id FROM channel_identities "
-                "WHERE (channel, identity) IN (SELECT * FROM unnest(CAST(:channels AS text[]), "
-                "CAST(:identities AS text[]))) AND contact_id IS NOT NULL "
-                "ORDER BY channel, identity, contact_at DESC NULLS LAST"
-            ),
-            {"channels": [c for c, _ in identities], "identities": [i for _, i in identities]},
-        )
-        linked = {(channel, identity): contact for channel, identity, contact in found}
+    linked = await _contacts_of(connection, identities)
     roots = await merges.resolve(connection, given | set(linked.values()))
     erasure = await eraser.find(connection, (), set(roots.values()), identities)
     erased_roots = erasure.roots if erasure else set()
     erased_identities = erasure.identities if erasure else {}
-    people: dict[int, list[str] | None] = {}
+    people: dict[int, _Person] = {}
     for row in rows:
-        keys: list[str] = []
-        contacts = [c for c in (row.contact_id, linked.get((row.channel, row.identity))) if c]
-        if any(roots[contact] in erased_roots for contact in contacts) or (
-            row.identity and (row.channel, row.identity) in erased_identities
-        ):
-            people[row.id] = None
-            continue
-        keys += [f"contact:{roots[contact]}" for contact in contacts]
-        if row.identity:
-            keys.append(f"identity:{row.channel}:{row.identity}")
-        people[row.id] = keys
+        contacts = [roots[contact] for contact in (row.contact_id, linked.get((row.channel, row.identity))) if contact]
+        identity = (row.channel, row.identity) if row.identity else None
+        if identity in erased_identities:
+            people[row.id] = _Person([], erased_identities[identity])
+        elif erased := next((root for root in contacts if root in erased_roots), None):
+            people[row.id] = _Person([], opaque_identity(erased))
+        else:
+            keys = [f"contact:{root}" for root in contacts]
+            people[row.id] = _Person(keys + ([f"identity:{row.channel}:{row.identity}"] if identity else []))
     return people
+
+
+async def _contacts_of(
+    connection: AsyncConnection, identities: Collection[tuple[str, str]]
+) -> dict[tuple[str, str], str]:
+    """The contact each channel identity is linked to, where one is."""
+    if not identities:
+        return {}
+    found = await connection.execute(
+        text(
+            """
+            SELECT DISTINCT ON (channel, identity) channel, identity, contact_id FROM channel_identities
+            WHERE (channel, identity) IN (SELECT * FROM unnest(CAST(:channels AS text[]), CAST(:identities AS text[])))
+              AND contact_id IS NOT NULL
+            ORDER BY channel, identity, contact_at DESC NULLS LAST
+            """
+        ),
+        {"channels": [c for c, _ in identities], "identities": [i for _, i in identities]},
+    )
+    return {(channel, identity): contact for channel, identity, contact in found}
+
+
+async def _attribute(
+    connection: AsyncConnection, rows: Sequence[Any], people: Mapping[int, _Person]
+) -> dict[int, tuple[str, str | None]]:
+    """The events of ``rows`` that have a click, as (ctwa_clid, the click's message id — unknown for an explicit
+    ctwa_clid whose click is not stored) by event id. An explicit ctwa_clid names its own click; the others are
+    their person's latest click carrying one (:func:`_clicks`)."""
+    named = await _clicks_by_clid(connection, [row.ctwa_clid for row in rows if row.ctwa_clid])
+    found = await _clicks(
+        connection, {row.id: (people[row.id].keys, row.event_time) for row in rows if not row.ctwa_clid}
+    )
+    attributed: dict[int, tuple[str, str | None]] = {
+        row.id: (row.ctwa_clid, named.get(row.ctwa_clid)) for row in rows if row.ctwa_clid
+    }
+    return attributed | {event_id: (clid, message_id) for event_id, (message_id, clid) in found.items()}
 
 
 async def _clicks(
@@ -249,35 +267,40 @@ async def _clicks_by_clid(connection: AsyncConnection, clids: Collection[str]) -
     return {clid: message_id for clid, message_id in rows}
 
 
+_RENEW = text(f"UPDATE conversion_events SET claimed_at = now() WHERE id = ANY(:ids) AND status = '{CLAIM.target}'")
+
+
 async def renew(connection: AsyncConnection, ids: Sequence[int]) -> None:
     """The events are about to go out in another request: their lease starts again."""
-    await connection.execute(
-        text("UPDATE conversion_events SET claimed_at = now() WHERE id = ANY(:ids) AND status = 'sending'"),
-        {"ids": list(ids)},
-    )
+    await connection.execute(_RENEW, {"ids": list(ids)})
 
 
 async def mark_sent(connection: AsyncConnection, ids: Sequence[int], verdict: Verdict) -> None:
-    await _settle(connection, ids, "sent", verdict, sent=True)
+    await _settle(connection, ids, ACCEPT, verdict)
 
 
 async def mark_failed(connection: AsyncConnection, ids: Sequence[int], verdict: Verdict) -> None:
-    await _settle(connection, ids, "failed", verdict)
+    await _settle(connection, ids, REFUSE, verdict)
 
 
 async def mark_unconfirmed(connection: AsyncConnection, ids: Sequence[int], verdict: Verdict) -> None:
-    await _settle(connection, ids, "unconfirmed", verdict)
+    await _settle(connection, ids, LOSE, verdict)
+
+
+_RELEASE = text(
+    f"""
+    UPDATE conversion_events SET status = '{RELEASE.target}', claimed_at = NULL,
+        next_attempt_at = now() + make_interval(secs => :delay), last_error = :reason, error_code = :code,
+        error_subcode = :subcode
+    WHERE id = ANY(:ids) AND {RELEASE.where}
+    """
+)
 
 
 async def release(connection: AsyncConnection, ids: Sequence[int], verdict: Verdict | None, delay: float) -> None:
     """Nothing of the request was counted: the events are pending again, due in ``delay`` seconds."""
     await connection.execute(
-        text(
-            "UPDATE conversion_events SET status = 'pending', claimed_at = NULL, "
-            "next_attempt_at = now() + make_interval(secs => :delay), last_error = :reason, "
-            "error_code = :code, error_subcode = :subcode "
-            "WHERE id = ANY(:ids) AND status = 'sending'"
-        ),
+        _RELEASE,
         {
             "ids": list(ids),
             "delay": delay,
@@ -288,26 +311,23 @@ async def release(connection: AsyncConnection, ids: Sequence[int], verdict: Verd
     )
 
 
-async def _settle(
-    connection: AsyncConnection, ids: Sequence[int], status: str, verdict: Verdict, *, sent: bool = False
-) -> None:
-    await connection.execute(
-        text(
-            "UPDATE conversion_events SET status = :status, claimed_at = NULL, fbtrace_id = :trace, "
-            "sent_at = CASE WHEN :sent THEN now() END, error_code = :code, error_subcode = :subcode, "
-            "last_error = CASE WHEN :sent THEN NULL ELSE :reason END "
-            "WHERE id = ANY(:ids) AND status = 'sending'"
-        ),
-        {
-            "ids": list(ids),
-            "status": status,
-            "trace": verdict.fbtrace_id,
-            "sent": sent,
-            "code": verdict.code,
-            "subcode": verdict.subcode,
-            "reason": verdict.reason,
-        },
+# What a request came to: Meta's trace id and error, and for a counted event when (and no error).
+_SETTLE = {
+    move: text(
+        f"""
+        UPDATE conversion_events SET status = '{move.target}', claimed_at = NULL, fbtrace_id = :trace,
+            sent_at = {"now()" if move is ACCEPT else "NULL"}, error_code = :code, error_subcode = :subcode,
+            last_error = {"NULL" if move is ACCEPT else ":reason"}
+        WHERE id = ANY(:ids) AND {move.where}
+        """
     )
+    for move in (ACCEPT, REFUSE, LOSE)
+}
+
+
+async def _settle(connection: AsyncConnection, ids: Sequence[int], move: Move, verdict: Verdict) -> None:
+    parameters = {"ids": list(ids), "trace": verdict.fbtrace_id, "code": verdict.code, "subcode": verdict.subcode}
+    await connection.execute(_SETTLE[move], parameters | ({} if move is ACCEPT else {"reason": verdict.reason}))
 
 
 async def park(connection: AsyncConnection, verdict: Verdict) -> None:

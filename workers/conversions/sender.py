@@ -29,7 +29,7 @@ from workers.conversions import outbox
 from workers.conversions.meta import Event, MetaClient, Outcome, Verdict
 from workers.conversions.metrics import SenderMetrics
 from workers.engine.erasure import Eraser
-from workers.runtime.database import DATABASE_ERRORS, create_engine, sqlstate
+from workers.runtime.database import DATABASE_ERRORS, engine_for, sqlstate
 
 __all__ = ["ConfigurationMissing", "Sender", "client_of", "run"]
 
@@ -51,6 +51,7 @@ class Sender:
         self,
         engine: AsyncEngine,
         client: MetaClient,
+        eraser: Eraser,
         settings: Settings,
         *,
         drain: bool = False,
@@ -58,6 +59,7 @@ class Sender:
     ) -> None:
         self._engine = engine
         self._client = client
+        self._eraser = eraser
         self._settings = settings
         self._drain = drain
         self.metrics = metrics or SenderMetrics()
@@ -65,7 +67,6 @@ class Sender:
         self._pause = self._new_backoff()
         self._stopping = asyncio.Event()
         self.parked: str | None = None
-        self._eraser: Eraser | None = None
 
     def stop(self) -> None:
         self._stopping.set()
@@ -74,12 +75,11 @@ class Sender:
         """Send until stopped; 0, or 1 when ``drain`` ends parked."""
         # A restart is how a fixed token, permission or dataset id is taken up: the park is lifted and tried again.
         await self._database(outbox.unpark)
-        async with self._engine.connect() as connection:
-            self._eraser = await Eraser.load(connection)
         while not self._stopping.is_set():
             if self.parked is not None:
                 if self._drain:
                     return 1
+                self.metrics.waits.labels("parked").inc()
                 await self._sleep(self._settings.conversions_poll_s)
                 continue
             await self._database(self._housekeeping)
@@ -92,6 +92,7 @@ class Sender:
                 continue
             if self._drain and not await self._database(_any_pending):
                 return 0
+            self.metrics.waits.labels("idle").inc()
             await self._sleep(self._settings.conversions_poll_s)
         return 0
 
@@ -126,7 +127,6 @@ class Sender:
             self.metrics.settled.labels("unconfirmed").inc(recovered)
 
     async def _claim(self, connection: AsyncConnection) -> outbox.Claimed:
-        assert self._eraser is not None
         return await outbox.claim(connection, self._eraser, self._batch)
 
     async def _deliver(self, events: Sequence[Event]) -> None:
@@ -197,18 +197,7 @@ class Sender:
     ) -> R:
         """Run ``step`` in a transaction of its own, retried until the database takes it: what was learnt from
         Meta is kept in memory meanwhile, never dropped."""
-        delays = backoff(0.1, 5.0)
-        while True:
-            try:
-                async with self._engine.begin() as connection:
-                    return await step(connection, *args, **kwargs)
-            except DATABASE_ERRORS as error:
-                delay = next(delays)
-                log.warning(
-                    "database unavailable, retrying",
-                    extra={"error": type(error).__name__, "sqlstate": sqlstate(error), "retry_in_s": round(delay, 2)},
-                )
-                await asyncio.sleep(delay)
+        return await _in_transaction(self._engine, step, *args, **kwargs)
 
     async def _sleep(self, seconds: float) -> None:
         with suppress(TimeoutError):
@@ -221,6 +210,27 @@ class Sender:
         if self.parked is not None:
             return web.json_response({"status": "parked", "reason": self.parked}, status=503)
         return web.json_response({"status": "ok"})
+
+
+async def _in_transaction(
+    engine: AsyncEngine,
+    step: Callable[Concatenate[AsyncConnection, P], Awaitable[R]],
+    *args: P.args,
+    **kwargs: P.kwargs,
+) -> R:
+    """Run ``step`` in a transaction of its own, retried until the database takes it."""
+    delays = backoff(0.1, 5.0)
+    while True:
+        try:
+            async with engine.begin() as connection:
+                return await step(connection, *args, **kwargs)
+        except DATABASE_ERRORS as error:
+            delay = next(delays)
+            log.warning(
+                "database unavailable, retrying",
+                extra={"error": type(error).__name__, "sqlstate": sqlstate(error), "retry_in_s": round(delay, 2)},
+            )
+            await asyncio.sleep(delay)
 
 
 Mark = Callable[[AsyncConnection, Sequence[int], Verdict], Awaitable[None]]
@@ -274,14 +284,10 @@ def run(settings: Settings, *, drain: bool = False) -> int:
         client = client_of(settings)
         if settings.meta_test_event_code:
             log.warning("CTWA_META_TEST_EVENT_CODE is set: Meta shows these events as tests and credits no ad")
-        engine = create_engine(
-            settings.database_url,
-            application_name="ctwa-conversions",
-            statement_cache=settings.database_statement_cache,
-        )
+        engine = engine_for(settings, "ctwa-conversions")
         async with AsyncExitStack() as stack, client:
             stack.push_async_callback(engine.dispose)
-            sender = Sender(engine, client, settings, drain=drain)
+            sender = Sender(engine, client, await _in_transaction(engine, Eraser.load), settings, drain=drain)
             loop = asyncio.get_running_loop()
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(signum, sender.stop)

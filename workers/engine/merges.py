@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from workers.engine.facts import Merge
 from workers.engine.precedence import take_newer
 from workers.engine.rows import columns, encode, recordset
+from workers.engine.schema import PROJECTION, tables
 
 __all__ = ["Resolved", "apply", "chain_members", "members", "resolve"]
 
@@ -117,13 +118,12 @@ _MEMBERS = text(
 
 _MERGED = "unnest(CAST(:members AS text[]), CAST(:roots AS text[])) AS merged(member, root)"
 
-# The tables whose rows name a contact; the rollups built from them are redone by the store afterwards.
-_TABLES_WITH_CONTACTS = ("messages", "ad_clicks", "delivery_reports", "conversations", "channel_identities")
-
+# Every projection whose rows name a contact moves them to the root (the rollups built from them are redone by the
+# store afterwards; contacts, keyed by the contact, is folded below; conversion events are resolved when claimed).
 _REKEY = [
     *(
-        text(f"UPDATE {table} SET contact_id = merged.root FROM {_MERGED} WHERE {table}.contact_id = merged.member")
-        for table in _TABLES_WITH_CONTACTS
+        text(f"UPDATE {t.name} SET contact_id = merged.root FROM {_MERGED} WHERE {t.name}.contact_id = merged.member")
+        for t in tables(PROJECTION, naming=("contact_id",))
     ),
     # A merged-away contact's times and name move to its root (the latest name wins)…
     text(

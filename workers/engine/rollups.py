@@ -17,6 +17,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from workers.engine.precedence import take_when
+from workers.engine.schema import ROLLUP, tables
 
 __all__ = ["rebuild", "recompute_days", "refresh", "update"]
 
@@ -139,16 +140,22 @@ _PERSON_KEYS = text(
 )
 
 _REFRESH = [
-    "DELETE FROM person_touches WHERE person_key = ANY(:keys)",
-    "DELETE FROM ad_daily_people WHERE person_key = ANY(:keys)",
-    f"""
-    WITH concerned AS (SELECT * FROM ad_clicks WHERE person_key = ANY(:keys))
-    INSERT INTO person_touches {_touches("concerned")}
-    """,
-    f"""
-    INSERT INTO ad_daily_people (day, source_id, person_key)
-    SELECT DISTINCT {_DAY}, source_id, person_key FROM ad_clicks WHERE person_key = ANY(:keys)
-    """,
+    *(
+        text(f"DELETE FROM {table.name} WHERE person_key = ANY(:keys)")
+        for table in tables(ROLLUP, naming=("person_key",))
+    ),
+    text(
+        f"""
+        WITH concerned AS (SELECT * FROM ad_clicks WHERE person_key = ANY(:keys))
+        INSERT INTO person_touches {_touches("concerned")}
+        """
+    ),
+    text(
+        f"""
+        INSERT INTO ad_daily_people (day, source_id, person_key)
+        SELECT DISTINCT {_DAY}, source_id, person_key FROM ad_clicks WHERE person_key = ANY(:keys)
+        """
+    ),
 ]
 
 
@@ -158,38 +165,42 @@ async def refresh(connection: AsyncConnection, keys: Iterable[str]) -> None:
     if not wanted:
         return
     for statement in _REFRESH:
-        await connection.execute(text(statement), {"keys": wanted})
+        await connection.execute(statement, {"keys": wanted})
 
 
 _REBUILD = [
-    "TRUNCATE person_touches, ad_daily, ad_daily_people, ad_daily_conversations",
+    text(f"TRUNCATE {', '.join(table.name for table in tables(ROLLUP))}"),
     # Every click is new to the emptied rollups.
-    f"WITH {_count('ad_clicks')}",
+    text(f"WITH {_count('ad_clicks')}"),
 ]
 
 
 async def rebuild(connection: AsyncConnection) -> None:
     """Recompute every rollup from ``ad_clicks`` (after a bulk load, or to check them)."""
     for statement in _REBUILD:
-        await connection.execute(text(statement))
+        await connection.execute(statement)
 
 
 _DAYS = "unnest(CAST(:days AS date[]), CAST(:sources AS text[])) AS concerned(day, source_id)"
 _RECOMPUTE_DAYS = [
     *(
-        f"DELETE FROM {table} USING {_DAYS} "
-        f"WHERE {table}.day = concerned.day AND {table}.source_id IS NOT DISTINCT FROM concerned.source_id"
-        for table in ("ad_daily", "ad_daily_people", "ad_daily_conversations")
+        text(
+            f"DELETE FROM {table.name} USING {_DAYS} WHERE {table.name}.day = concerned.day "
+            f"AND {table.name}.source_id IS NOT DISTINCT FROM concerned.source_id"
+        )
+        for table in tables(ROLLUP, naming=("day",))
     ),
     # Every click of those days and ads is new to their emptied rows; the person rollups are left alone.
-    f"""
-    WITH day_clicks AS (
-        SELECT click.* FROM ad_clicks AS click JOIN {_DAYS}
-        ON (click.clicked_at AT TIME ZONE 'UTC')::date = concerned.day
-           AND click.source_id IS NOT DISTINCT FROM concerned.source_id
-    ), {_count_daily("day_clicks")}
-    SELECT count(*) FROM day_clicks
-    """,
+    text(
+        f"""
+        WITH day_clicks AS (
+            SELECT click.* FROM ad_clicks AS click JOIN {_DAYS}
+            ON (click.clicked_at AT TIME ZONE 'UTC')::date = concerned.day
+               AND click.source_id IS NOT DISTINCT FROM concerned.source_id
+        ), {_count_daily("day_clicks")}
+        SELECT count(*) FROM day_clicks
+        """
+    ),
 ]
 
 
@@ -200,4 +211,4 @@ async def recompute_days(connection: AsyncConnection, days: Iterable[tuple[date,
         return
     params = {"days": [day for day, _ in wanted], "sources": [source for _, source in wanted]}
     for statement in _RECOMPUTE_DAYS:
-        await connection.execute(text(statement), params)
+        await connection.execute(statement, params)

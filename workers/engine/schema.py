@@ -1,5 +1,11 @@
 """The tables, as SQLAlchemy sees them. The schema itself changes only through the migrations in ``migrations/``;
-a test checks that the two agree."""
+a test checks that the two agree.
+
+Each table says what kind it is (``info["kind"]``), and each column of personal content says so
+(``info["personal"]``): the code that handles every table of a kind — replay, merges, erasure, the rollups —
+reads its list from here (the functions at the end), so that a new table is declared in one place. A test fails
+when a table names a person and nothing handles it.
+"""
 
 from __future__ import annotations
 
@@ -26,8 +32,13 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
+from workers.conversions import status as conversion_status
+
 __all__ = [
-    "CONVERSION_STATUSES",
+    "ARCHIVE",
+    "KEPT",
+    "PROJECTION",
+    "ROLLUP",
     "ad_clicks",
     "ad_daily",
     "ad_daily_conversations",
@@ -46,9 +57,17 @@ __all__ = [
     "messages",
     "metadata",
     "person_touches",
+    "personal_columns",
+    "tables",
 ]
 
 Time = DateTime(timezone=True)
+
+# The kinds of table.
+ARCHIVE = "archive"  # every callback accepted, once: the source of truth the projections are built from
+PROJECTION = "projection"  # built from the archive by the workers; `ctwa replay --all` rebuilds them
+ROLLUP = "rollup"  # summaries of ad_clicks, kept in the same transactions; rebuilt with the projections
+KEPT = "kept"  # not built from the archive, never rebuilt: the business's, the senders' and erasure's own records
 
 
 def _person_key() -> Column[str]:
@@ -93,6 +112,7 @@ callbacks = Table(
     Index(None, "trigger", "received_at"),
     Index(None, "contact_ids", postgresql_using="gin"),
     Index(None, "identity"),
+    info={"kind": ARCHIVE},
 )
 
 # Projections: what users query. Each is a function of the set of archived callbacks, whatever their order.
@@ -103,7 +123,7 @@ contacts = Table(
     "contacts",
     metadata,
     Column("contact_id", Text, primary_key=True),
-    Column("display_name", Text),
+    Column("display_name", Text, info={"personal": True}),
     Column("first_seen_at", Time),
     Column("last_seen_at", Time),
     Column("merged_into_contact_id", Text, comment="set once merged away: the contact that holds its data now"),
@@ -113,6 +133,7 @@ contacts = Table(
     Column("display_name_key", Text),
     Index(None, "merged_into_contact_id"),
     Index("ix_contacts_deleted", "contact_id", postgresql_where="deleted_at IS NOT NULL"),
+    info={"kind": PROJECTION},
 )
 
 channel_identities = Table(
@@ -130,6 +151,7 @@ channel_identities = Table(
     UniqueConstraint("channel", "identity", "app_id", postgresql_nulls_not_distinct=True),
     Index(None, "contact_id"),
     Index(None, "identity"),
+    info={"kind": PROJECTION},
 )
 
 conversations = Table(
@@ -147,6 +169,7 @@ conversations = Table(
     Column("active_channel_key", Text),
     Index(None, "contact_id"),
     Index(None, "started_at"),
+    info={"kind": PROJECTION},
 )
 
 messages = Table(
@@ -159,8 +182,8 @@ messages = Table(
     Column("channel", Text),
     Column("identity", Text),
     Column("kind", Text, nullable=False, comment="text, media, media_card, location, choice_response, fallback, …"),
-    Column("text", Text),
-    Column("media_url", Text),
+    Column("text", Text, info={"personal": True}),
+    Column("media_url", Text, info={"personal": True}),
     Column("sent_at", Time, nullable=False),
     Column("has_referral", Boolean, nullable=False, comment="it came from an ad: ad_clicks has its row"),
     Column("processing_mode", Text),
@@ -170,6 +193,7 @@ messages = Table(
     Index(None, "conversation_id"),
     Index(None, "sent_at"),
     Index(None, "person_key", "sent_at"),
+    info={"kind": PROJECTION},
 )
 
 ad_clicks = Table(
@@ -201,6 +225,7 @@ ad_clicks = Table(
     Index(None, "contact_id"),
     Index(None, "channel", "identity"),
     Index(None, "ctwa_clid"),
+    info={"kind": PROJECTION},
 )
 
 delivery_reports = Table(
@@ -222,6 +247,7 @@ delivery_reports = Table(
     Index(None, "channel", "identity"),
     Index(None, "reported_at"),
     Index(None, "person_key", "reported_at"),
+    info={"kind": PROJECTION},
 )
 
 contact_merges = Table(
@@ -232,6 +258,7 @@ contact_merges = Table(
     Column("merged_at", Time, nullable=False),
     Column("merge_key", Text, nullable=False),
     Index(None, "preserved_contact_id"),
+    info={"kind": PROJECTION},
 )
 
 # Keyed fingerprints of erased identities: a late callback carrying one is erased on arrival.
@@ -240,6 +267,7 @@ erased_identities = Table(
     metadata,
     Column("fingerprint", LargeBinary, primary_key=True),
     Column("opaque_identity", Text, nullable=False),
+    info={"kind": KEPT},
 )
 
 erasure_key = Table(
@@ -248,10 +276,11 @@ erasure_key = Table(
     Column("id", SmallInteger, primary_key=True),
     Column("key", LargeBinary, nullable=False),
     CheckConstraint("id = 1", name="single_row"),
+    info={"kind": KEPT},
 )
 
 
-# Rollups for attribution, kept by the workers in the same transactions as ad_clicks; see workers/rollups.py.
+# Rollups for attribution, kept by the workers in the same transactions as ad_clicks; see workers/engine/rollups.py.
 
 # Each person's first and last ad click, and how many.
 person_touches = Table(
@@ -273,6 +302,7 @@ person_touches = Table(
     Column("last_clicked_at", Time, nullable=False),
     Index(None, "first_day", "first_source_id"),
     Index(None, "last_clicked_at"),
+    info={"kind": ROLLUP},
 )
 
 # Clicks per ad per UTC day, with the ad's creative as its latest click that day showed it.
@@ -289,6 +319,7 @@ ad_daily = Table(
     Column("creative_at", Time),
     Column("creative_key", Text),
     UniqueConstraint("day", "source_id", postgresql_nulls_not_distinct=True),
+    info={"kind": ROLLUP},
 )
 
 ad_daily_people = Table(
@@ -299,6 +330,7 @@ ad_daily_people = Table(
     Column("person_key", Text, nullable=False),
     UniqueConstraint("day", "source_id", "person_key", postgresql_nulls_not_distinct=True),
     Index(None, "person_key"),
+    info={"kind": ROLLUP},
 )
 
 ad_daily_conversations = Table(
@@ -308,10 +340,8 @@ ad_daily_conversations = Table(
     Column("source_id", Text),
     Column("conversation_id", Text, nullable=False),
     UniqueConstraint("day", "source_id", "conversation_id", postgresql_nulls_not_distinct=True),
+    info={"kind": ROLLUP},
 )
-
-# What the sender did with a conversion event (docs/tables.md says what each means).
-CONVERSION_STATUSES = ("pending", "sending", "sent", "unattributed", "expired", "erased", "failed", "unconfirmed")
 
 # Conversions the business records for Meta's Conversions API (plain SQL or `ctwa conversions add`), and what the
 # sender did with each (docs/conversions.md). A trigger of migration 0006 refuses what Meta could never take.
@@ -341,18 +371,14 @@ conversion_events = Table(
     Column("error_code", Integer),
     Column("error_subcode", Integer),
     Column("last_error", Text, comment="why it is failed, unconfirmed or retried"),
-    CheckConstraint("status IN (" + ", ".join(f"'{status}'" for status in CONVERSION_STATUSES) + ")", name="status"),
-    Index(
-        "ix_conversion_events_sendable",
-        "next_attempt_at",
-        "id",
-        postgresql_where="status IN ('pending', 'unattributed')",
-    ),
+    CheckConstraint(f"status IN {conversion_status.sql_in(conversion_status.STATUSES)}", name="status"),
+    Index("ix_conversion_events_sendable", "next_attempt_at", "id", postgresql_where=conversion_status.CLAIM.where),
     Index(None, "status"),
     Index(None, "contact_id"),
     Index(None, "channel", "identity"),
     Index(None, "click_message_id"),
     Index(None, "event_time"),
+    info={"kind": KEPT},
 )
 
 # The conversion senders' shared state: parked (Meta refused the token, a permission or the dataset) and why.
@@ -366,6 +392,7 @@ conversion_sender = Table(
     Column("last_request_at", Time),
     Column("last_success_at", Time),
     CheckConstraint("id = 1", name="single_row"),
+    info={"kind": KEPT},
 )
 
 # Every `ctwa prune` of the archive: after one, the archive no longer holds everything the tables were built from.
@@ -376,4 +403,21 @@ archive_prunes = Table(
     Column("pruned_before", Time, nullable=False, comment="callbacks received before this were deleted"),
     Column("pruned_at", Time, nullable=False, server_default=func.now()),
     Column("callbacks", BigInteger, nullable=False, comment="how many"),
+    info={"kind": KEPT},
 )
+
+
+def tables(kind: str, *, naming: tuple[str, ...] = ()) -> list[Table]:
+    """The tables of ``kind`` that have every column of ``naming`` (``contact_id`` not as their key), in the order
+    they are declared."""
+    return [
+        table
+        for table in metadata.tables.values()
+        if table.info["kind"] == kind
+        and all(name in table.c and not (name == "contact_id" and table.c[name].primary_key) for name in naming)
+    ]
+
+
+def personal_columns(table: Table) -> list[str]:
+    """The columns of ``table`` that hold personal content, which erasure empties."""
+    return [column.name for column in table.c if column.info.get("personal")]

@@ -10,7 +10,9 @@ from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.exc import DBAPIError, DisconnectionError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-__all__ = ["DATABASE_ERRORS", "create_engine", "is_data_error", "sqlstate"]
+from ingest.settings import Settings
+
+__all__ = ["DATABASE_ERRORS", "create_engine", "engine_for", "is_data_error", "sqlstate"]
 
 # SQLSTATE classes that mean "this data can never be stored": 22 data exception (a NUL in a JSON string, a value
 # out of range), 23 integrity constraint violation, 54 program limit exceeded (JSON nested too deep for Postgres).
@@ -53,6 +55,17 @@ def create_engine(
     )
     event.listen(engine.sync_engine, "handle_error", _drop_stale_connections)
     return engine
+
+
+def engine_for(settings: Settings, application_name: str, *, connections: int = 2) -> AsyncEngine:
+    """The engine of ``settings``' database (``CTWA_DATABASE_URL``, ``CTWA_DATABASE_STATEMENT_CACHE``): how every
+    service and command connects."""
+    return create_engine(
+        settings.database_url,
+        application_name=application_name,
+        connections=connections,
+        statement_cache=settings.database_statement_cache,
+    )
 
 
 def _drop_stale_connections(context: ExceptionContext) -> None:

@@ -29,7 +29,7 @@ from ingest.settings import Settings
 from ingest.topology import Topology
 from workers.engine.store import Store, distinct
 from workers.runtime.consumer import BrokerLost, Consumer
-from workers.runtime.database import DATABASE_ERRORS, create_engine, is_data_error, sqlstate
+from workers.runtime.database import DATABASE_ERRORS, engine_for, is_data_error, sqlstate
 from workers.runtime.messages import Rejected, decode
 from workers.runtime.metrics import WorkerMetrics
 from workers.runtime.monitor import Monitor
@@ -91,7 +91,8 @@ class Worker:
             connection_name=name,
         )
         self._monitor = Monitor(self._consumer, self.metrics, every=watch_every)
-        self._store: Store | None = None
+        self._engine = engine_for(settings, name, connections=settings.worker_concurrency)
+        self._store = Store(self._engine)
         self._stopping = asyncio.Event()
 
     def stop(self) -> None:
@@ -108,14 +109,7 @@ class Worker:
         say) the work is abandoned unacknowledged, and the broker hands those messages to another worker.
         """
         async with AsyncExitStack() as stack:
-            engine = create_engine(
-                self._settings.database_url,
-                application_name=self._name,
-                connections=self._settings.worker_concurrency,
-                statement_cache=self._settings.database_statement_cache,
-            )
-            stack.push_async_callback(engine.dispose)
-            self._store = Store(engine)
+            stack.push_async_callback(self._engine.dispose)
             await self._consumer.start()
             stack.push_async_callback(self._consumer.close)
             if self._settings.worker_metrics_port:
@@ -256,7 +250,6 @@ class Worker:
 
     async def _commit(self, batch: _Batch, items: Sequence[Incoming]) -> list[Rejected]:
         """Commit ``items`` in one transaction; a data error is narrowed down by halving to the items that cause it."""
-        assert self._store is not None
         started = time.perf_counter()
         try:
             new = await self._store.write(items)

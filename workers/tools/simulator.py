@@ -25,7 +25,7 @@ import aiohttp
 from ingest.receiver.signature import signed_headers
 from workers.tools.progress import Progress
 
-__all__ = ["Ad", "Scenario", "Scripted", "Summary", "print_summary", "scenario", "send"]
+__all__ = ["Ad", "Scenario", "Scripted", "Summary", "people_for", "print_summary", "scenario", "send"]
 
 CONVERSATION_APP = "01KSIMCONVERSATIONAPP00001"
 DISPATCH_APP = "01KSIMDISPATCHAPP000000001"
@@ -241,6 +241,16 @@ _REPORTS = [
     ["QUEUED_ON_CHANNEL", "DELIVERED"],
     ["QUEUED_ON_CHANNEL", "READ"],
 ]
+
+
+def people_for(people: int, *, count: int | None = None, rate: float = 0.0, duration: float | None = None) -> int:
+    """At least ``people``, and enough for ``count`` callbacks (or ``rate`` per second for ``duration``): a person
+    makes about five."""
+    if count is not None:
+        return max(people, count // 5 + 1)
+    if duration is not None and rate > 0:
+        return max(people, int(rate * duration) // 5 + 1)
+    return people
 
 
 def scenario(seed: int = 1, people: int = 100, ads: int = 5, start: datetime | None = None) -> Scenario:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from callbacks import T0, contact_event, inbound, merge, referral
+from conversion_records import record
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from support import rows, store
@@ -25,16 +25,6 @@ def ago(hours: float) -> float:
 
 def hours_ago(hours: float) -> datetime:
     return NOW - timedelta(hours=hours)
-
-
-async def record(db: AsyncEngine, event_id: str, at: datetime, **person: Any) -> None:
-    columns = {"event_id": event_id, "event_name": "Purchase", "event_time": at, **person}
-    if "custom_data" in columns:
-        columns["custom_data"] = json.dumps(columns["custom_data"])
-    names = ", ".join(columns)
-    values = ", ".join(f"CAST(:{name} AS jsonb)" if name == "custom_data" else f":{name}" for name in columns)
-    async with db.begin() as connection:
-        await connection.execute(text(f"INSERT INTO conversion_events ({names}) VALUES ({values})"), columns)
 
 
 async def claim(db: AsyncEngine, limit: int = 1000) -> outbox.Claimed:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
 import pytest
+from conversion_records import eraser_of, record
 from meta import Drop, FakeMeta, Short, Slow, server_error, throttled, too_many_requests, transient
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -48,26 +49,34 @@ def sender_settings(db: AsyncEngine, database_url: str, meta: FakeMeta) -> Setti
     )
 
 
-async def record(db: AsyncEngine, count: int, *, prefix: str = "e", **columns: Any) -> list[str]:
+async def record_many(db: AsyncEngine, count: int, *, prefix: str = "e", **columns: Any) -> list[str]:
     """``count`` events an hour old, each with an explicit ctwa_clid of its own unless ``columns`` say otherwise."""
     ids = [f"{prefix}{number}" for number in range(count)]
-    values = {"event_name": "Purchase", "event_time": NOW - timedelta(hours=1), **columns}
-    if "custom_data" in values:
-        values["custom_data"] = json.dumps(values["custom_data"])
-    async with db.begin() as connection:
-        for event_id in ids:
-            row = {"event_id": event_id, "ctwa_clid": f"CLID-{event_id}", **values}
-            names = ", ".join(row)
-            placeholders = ", ".join(f"CAST(:{n} AS jsonb)" if n == "custom_data" else f":{n}" for n in row)
-            await connection.execute(text(f"INSERT INTO conversion_events ({names}) VALUES ({placeholders})"), row)
+    for event_id in ids:
+        await record(db, event_id, NOW - timedelta(hours=1), **{"ctwa_clid": f"CLID-{event_id}", **columns})
     return ids
+
+
+async def until(condition: Callable[[], bool], what: str, within: float = 10.0) -> None:
+    """Return as soon as ``condition()`` holds (checked every 10 ms); fail, naming ``what``, after ``within`` s."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not condition():
+        if loop.time() > deadline:
+            raise AssertionError(f"not within {within} s: {what}")
+        await asyncio.sleep(0.01)
+
+
+def metric(sender: Sender, name: str, **labels: str) -> float:
+    """A sample of the sender's metrics, as /metrics shows it (0 before it is first counted)."""
+    return sender.metrics.registry.get_sample_value(name, labels) or 0.0
 
 
 async def send(settings: Settings, *, drain: bool = True) -> tuple[int, Sender]:
     engine = create_engine(settings.database_url, application_name="ctwa-conversions-test")
     try:
         async with client_of(settings) as client:
-            sender = Sender(engine, client, settings, drain=drain)
+            sender = Sender(engine, client, await eraser_of(engine), settings, drain=drain)
             status = await asyncio.wait_for(sender.run(), 30)
     finally:
         await engine.dispose()
@@ -81,8 +90,8 @@ async def statuses(db: AsyncEngine) -> dict[str, str]:
 async def test_events_are_sent_once_as_meta_documents_them(
     db: AsyncEngine, meta: FakeMeta, sender_settings: Settings
 ) -> None:
-    await record(db, 2, value=59.9, currency="EUR", custom_data={"order_id": "42"})
-    await record(db, 1, prefix="lead", event_name="LeadSubmitted")
+    await record_many(db, 2, value=59.9, currency="EUR", custom_data={"order_id": "42"})
+    await record_many(db, 1, prefix="lead", event_name="LeadSubmitted")
     settings = sender_settings.model_copy(update={"meta_partner_agent": "ctwa", "meta_test_event_code": "TEST1"})
 
     status, sender = await send(settings)
@@ -107,7 +116,7 @@ async def test_events_are_sent_once_as_meta_documents_them(
     sent = await rows(db, "SELECT status, sent_at, fbtrace_id, attempts FROM conversion_events")
     assert all(row["status"] == "sent" and row["sent_at"] and row["fbtrace_id"] for row in sent)
     assert {row["attempts"] for row in sent} == {1}
-    assert sender.metrics.sent._value.get() == 3
+    assert metric(sender, "ctwa_conversions_sent_total") == 3
 
     await send(sender_settings)  # nothing left: no request
     assert len(meta.requests) == 1
@@ -130,7 +139,7 @@ async def test_a_request_holds_at_most_1000_events(db: AsyncEngine, meta: FakeMe
 async def test_metas_trouble_and_throttles_are_retried_slower_and_nothing_fails(
     db: AsyncEngine, meta: FakeMeta, sender_settings: Settings
 ) -> None:
-    events = await record(db, 8)
+    events = await record_many(db, 8)
     meta.then(transient(), server_error(502), Short(0), too_many_requests(), throttled())
 
     await send(sender_settings.model_copy(update={"conversions_batch_size": 8}))
@@ -146,7 +155,7 @@ async def test_metas_trouble_and_throttles_are_retried_slower_and_nothing_fails(
 async def test_an_event_meta_refuses_is_found_by_halving_and_the_rest_is_sent(
     db: AsyncEngine, meta: FakeMeta, sender_settings: Settings
 ) -> None:
-    events = await record(db, 8)
+    events = await record_many(db, 8)
     meta.invalid_clids = frozenset({"CLID-e5"})
 
     await send(sender_settings)
@@ -167,28 +176,33 @@ async def test_an_event_meta_refuses_is_found_by_halving_and_the_rest_is_sent(
 
 
 async def test_a_refused_configuration_parks_every_event_pending_until_restarted_with_it_fixed(
-    db: AsyncEngine, meta: FakeMeta, sender_settings: Settings, caplog: pytest.LogCaptureFixture
+    db: AsyncEngine,
+    meta: FakeMeta,
+    sender_settings: Settings,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    events = await record(db, 3)
+    events = await record_many(db, 3)
     meta.token = "a-new-token"
     caplog.set_level(logging.DEBUG)
 
     engine = create_engine(sender_settings.database_url)
     port = free_port()
     async with client_of(sender_settings) as client:
-        sender = Sender(engine, client, sender_settings)
+        sender = Sender(engine, client, await eraser_of(engine), sender_settings)
         task = asyncio.create_task(sender.run())
         async with AsyncExitStack() as stack:
             await sender.serve(stack, "127.0.0.1", port)
-            for _ in range(100):
-                if sender.parked:
-                    break
-                await asyncio.sleep(0.05)
+            await until(lambda: sender.parked is not None, "the sender parked")
             async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/healthz") as response:
                 health = (response.status, await response.json())
                 async with http.get(f"http://127.0.0.1:{port}/metrics") as metrics_response:
                     metrics = await metrics_response.text()
-        await asyncio.sleep(0.3)  # parked: no more requests
+        # Past the point of sending again: three turns parked, two of them after waking from the poll interval
+        # (or a second request, which the assertion below reports).
+        await until(
+            lambda: metric(sender, "ctwa_conversions_waits_total", state="parked") >= 3 or len(meta.requests) > 1,
+            "three turns of the loop while parked",
+        )
         sender.stop()
         await task
     await engine.dispose()
@@ -215,13 +229,13 @@ async def test_a_refused_configuration_parks_every_event_pending_until_restarted
 async def test_an_answer_never_received_leaves_the_events_unconfirmed_and_never_resent(
     db: AsyncEngine, meta: FakeMeta, sender_settings: Settings
 ) -> None:
-    dropped = await record(db, 2, prefix="dropped")
+    dropped = await record_many(db, 2, prefix="dropped")
     meta.then(Drop(counted=True))
     await send(sender_settings)
-    slow = await record(db, 2, prefix="slow")
+    slow = await record_many(db, 2, prefix="slow")
     meta.then(Slow(3.0))  # longer than CTWA_META_TIMEOUT_S
     await send(sender_settings)
-    partly = await record(db, 2, prefix="partly")
+    partly = await record_many(db, 2, prefix="partly")
     meta.then(Short(1))
     await send(sender_settings)
     await send(sender_settings)  # and again: nothing goes out twice
@@ -237,20 +251,21 @@ async def test_an_answer_never_received_leaves_the_events_unconfirmed_and_never_
 async def test_a_request_that_never_left_is_sent_again(
     db: AsyncEngine, meta: FakeMeta, sender_settings: Settings
 ) -> None:
-    events = await record(db, 2)
+    events = await record_many(db, 2)
     nowhere = sender_settings.model_copy(update={"meta_graph_url": f"http://127.0.0.1:{free_port()}"})
     engine = create_engine(nowhere.database_url)
     async with client_of(nowhere) as client:
-        sender = Sender(engine, client, nowhere)
+        sender = Sender(engine, client, await eraser_of(engine), nowhere)
         task = asyncio.create_task(sender.run())
-        await asyncio.sleep(0.5)
+        await until(
+            lambda: metric(sender, "ctwa_conversions_requests_total", outcome="retry") >= 2, "two requests retried"
+        )
         sender.stop()
         await task
     await engine.dispose()
     refused = await rows(db, "SELECT status, attempts, last_error FROM conversion_events")
     assert {row["status"] for row in refused} == {"pending"}
     assert all(row["attempts"] >= 1 and "no connection" in row["last_error"] for row in refused)
-    assert sender.metrics.requests.labels("retry")._value.get() >= 2
 
     await send(sender_settings)
     assert meta.counted == dict.fromkeys(events, 1)

@@ -582,14 +582,19 @@ async def test_postgres_starting_up_refuses_connections_the_worker_holds_never_d
 
 
 async def test_a_cancelled_run_leaves_no_task_behind(worker_settings: Settings) -> None:
+    def ours() -> set[asyncio.Task[Any]]:
+        return {task for task in asyncio.all_tasks() if task.get_name().startswith("ctwa-")}
+
     worker = Worker(worker_settings)  # not draining: it would work on forever
     running = asyncio.create_task(worker.run())
-    for _ in range(200):
-        if any(task.get_name() == "ctwa-work" for task in asyncio.all_tasks()):
-            break
-        await asyncio.sleep(0.01)
+    async with asyncio.timeout(10):
+        while not {"ctwa-work", "ctwa-watch"} <= {task.get_name() for task in ours()}:
+            await asyncio.sleep(0.01)
+    started = ours()
     running.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await running
-    await asyncio.sleep(0.1)
-    assert [task.get_name() for task in asyncio.all_tasks() if task.get_name().startswith("ctwa-")] == []
+    # `run` cancels its tasks on the way out; each has to end, not go on: waited for, not given a fixed time.
+    _, left = await asyncio.wait(started | ours(), timeout=10)
+    assert sorted(task.get_name() for task in left) == []
+    assert [task.get_name() for task in ours()] == []  # and none was started meanwhile

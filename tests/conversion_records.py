@@ -1,0 +1,30 @@
+"""Conversion events written straight into ``conversion_events``, for the outbox's and the sender's tests."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from workers.engine.erasure import Eraser
+
+
+async def record(db: AsyncEngine, event_id: str, at: datetime, **columns: Any) -> None:
+    """A ``Purchase`` ``event_id`` at ``at``, no more than ``columns`` (any of the table's, ``custom_data`` a dict)
+    say of it: no ctwa_clid, no person, unless given."""
+    row = {"event_id": event_id, "event_name": "Purchase", "event_time": at, **columns}
+    if "custom_data" in row:
+        row["custom_data"] = json.dumps(row["custom_data"])
+    names = ", ".join(row)
+    values = ", ".join(f"CAST(:{name} AS jsonb)" if name == "custom_data" else f":{name}" for name in row)
+    async with db.begin() as connection:
+        await connection.execute(text(f"INSERT INTO conversion_events ({names}) VALUES ({values})"), row)
+
+
+async def eraser_of(db: AsyncEngine) -> Eraser:
+    """The database's eraser, as a sender loads it at start."""
+    async with db.connect() as connection:
+        return await Eraser.load(connection)

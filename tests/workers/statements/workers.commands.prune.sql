@@ -1,0 +1,2 @@
+-- _COUNT
+SELECT count(*) FROM callbacks WHERE received_at < :cutoff;

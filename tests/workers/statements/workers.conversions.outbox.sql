@@ -1,0 +1,58 @@
+-- _EXPIRE
+UPDATE conversion_events SET status = 'expired', last_error = 'older than 7 days before it could be sent'
+WHERE status IN ('pending') AND event_time <= now() - CAST(:age AS interval);
+
+-- _RECOVER
+UPDATE conversion_events SET status = 'unconfirmed',
+    last_error = 'its sender stopped mid-request: Meta may have counted it'
+WHERE status IN ('sending') AND claimed_at < now() - make_interval(secs => :lease);
+
+-- _DUE
+SELECT id, event_id, event_name, event_time, contact_id, channel, identity, ctwa_clid, value, currency,
+       custom_data
+FROM conversion_events
+WHERE status IN ('pending', 'unattributed') AND next_attempt_at <= now() AND event_time > now() - CAST(:age AS interval)
+ORDER BY next_attempt_at, id
+LIMIT :limit
+FOR UPDATE SKIP LOCKED;
+
+-- _MARK_SENDING
+UPDATE conversion_events AS event
+SET status = 'sending', claimed_at = now(), attempts = attempts + 1, sent_ctwa_clid = claimed.clid,
+    click_message_id = claimed.click
+FROM unnest(CAST(:ids AS bigint[]), CAST(:clids AS text[]), CAST(:clicks AS text[])) AS claimed(id, clid, click)
+WHERE event.id = claimed.id AND status IN ('pending', 'unattributed');
+
+-- _MARK_UNATTRIBUTED
+UPDATE conversion_events
+SET status = 'unattributed',
+    next_attempt_at = now() + greatest(interval '1 minute', (now() - recorded_at) / 4),
+    last_error = 'no click with a ctwa_clid within attribution_window() before event_time'
+WHERE id = ANY(:ids) AND status IN ('pending', 'unattributed');
+
+-- _RENEW
+UPDATE conversion_events SET claimed_at = now() WHERE id = ANY(:ids) AND status = 'sending';
+
+-- _RELEASE
+UPDATE conversion_events SET status = 'pending', claimed_at = NULL,
+    next_attempt_at = now() + make_interval(secs => :delay), last_error = :reason, error_code = :code,
+    error_subcode = :subcode
+WHERE id = ANY(:ids) AND status IN ('sending');
+
+-- _SETTLE[Move(sources=('sending',), target='sent')]
+UPDATE conversion_events SET status = 'sent', claimed_at = NULL, fbtrace_id = :trace,
+    sent_at = now(), error_code = :code, error_subcode = :subcode,
+    last_error = NULL
+WHERE id = ANY(:ids) AND status IN ('sending');
+
+-- _SETTLE[Move(sources=('sending',), target='failed')]
+UPDATE conversion_events SET status = 'failed', claimed_at = NULL, fbtrace_id = :trace,
+    sent_at = NULL, error_code = :code, error_subcode = :subcode,
+    last_error = :reason
+WHERE id = ANY(:ids) AND status IN ('sending');
+
+-- _SETTLE[Move(sources=('sending',), target='unconfirmed')]
+UPDATE conversion_events SET status = 'unconfirmed', claimed_at = NULL, fbtrace_id = :trace,
+    sent_at = NULL, error_code = :code, error_subcode = :subcode,
+    last_error = :reason
+WHERE id = ANY(:ids) AND status IN ('sending');
