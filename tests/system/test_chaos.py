@@ -114,11 +114,13 @@ async def test_nothing_lost_nothing_doubled_under_every_fault(
         await broker.start()
 
         await reached(next(progress))
-        for _ in range(50):  # until one of the worker's backends is caught
+        for _ in range(500):  # until one of the worker's backends is caught (it connects once it has work)
             if killed := await _terminate_worker_backends(db):
                 faults["Postgres backends terminated"] += killed
                 break
             await asyncio.sleep(0.02)
+        else:
+            raise AssertionError("no backend of the worker's to terminate within 10 s")
 
         await reached(next(progress))
         await worker.stop(signal.SIGKILL)

@@ -249,7 +249,13 @@ async def test_the_conversions_healthcheck_passes_while_sending_and_fails_while_
                         {"event": f"order-{token}"},
                     )
                 await meta.wait_requests(len(meta.requests) + 1)
-                await asyncio.sleep(0.2)
+                for _ in range(1000):  # until the answer is taken: the event sent, or the sender parked
+                    sent = sender.metrics.registry.get_sample_value("ctwa_conversions_sent_total") or 0
+                    if sent if token == meta.token else sender.parked is not None:
+                        break
+                    await asyncio.sleep(0.01)
+                else:
+                    raise AssertionError("the sender's answer was not taken within 10 s")
                 results.append(await _healthcheck("conversions", port))
                 sender.stop()
                 await running

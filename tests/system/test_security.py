@@ -207,6 +207,8 @@ async def test_no_phone_number_or_message_text_in_the_logs(worker_settings: Sett
                 except aiohttp.ClientError:
                     pass
                 await asyncio.sleep(0.05)
+            else:
+                raise AssertionError("the receiver was not ready within 5 s")
             bodies = [fixture_bytes(name) for name in fixture_names()]
             bodies += [b"not json " + b"34611223344", json.dumps({"message": {"id": "N\u0000"}}).encode()]
             for body in bodies:

@@ -74,6 +74,18 @@ async def _wait_ready(session: aiohttp.ClientSession, base: str, process: asynci
     raise AssertionError("the receiver never became ready")
 
 
+async def _wait_closed(base: str) -> None:
+    """Until the receiver takes no new connection (its shutdown has begun)."""
+    for _ in range(1000):
+        try:
+            async with aiohttp.ClientSession() as fresh, fresh.get(f"{base}/healthz"):
+                pass
+        except aiohttp.ClientConnectionError:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the receiver still takes new connections 10 s after SIGTERM")
+
+
 async def _in_flight(session: aiohttp.ClientSession, base: str) -> float:
     async with session.get(f"{base}/metrics") as response:
         for line in (await response.text()).splitlines():
@@ -112,7 +124,7 @@ async def test_receiver_process_serves_and_sigterm_finishes_in_flight_callbacks(
             while await _in_flight(session, base) < 1:
                 await asyncio.sleep(0.01)
             process.send_signal(signal.SIGTERM)
-            await asyncio.sleep(0.3)
+            await _wait_closed(base)  # shutting down: the listener is closed; the callback still waits
             assert not pending.done()
             relay.thaw()
             response = await pending

@@ -1,7 +1,8 @@
-"""Every SQL statement the workers run, rendered whole in ``tests/workers/statements/<module>.sql`` — where a
-statement assembled from a table list, a status list or a shared part can be read as Postgres gets it — and a
-change to any of them is seen in review: this test fails until the snapshot is rewritten with
-``CTWA_TEST_UPDATE_SNAPSHOTS=1 .venv/bin/python -m pytest tests/workers/test_statements.py``."""
+"""Every SQL statement a module of ``workers`` builds at import — those assembled from a table list, a status list
+or a shared part among them — rendered whole in ``tests/workers/statements/<module>.sql``, where it can be read as
+Postgres gets it, and a change to any of them is seen in review: this test fails until the snapshot is rewritten
+with ``CTWA_TEST_UPDATE_SNAPSHOTS=1 .venv/bin/python -m pytest tests/workers/test_statements.py``. (The few
+statements written inside a function are whole where they stand.)"""
 
 from __future__ import annotations
 
