@@ -28,12 +28,12 @@ from workers.tools.simulator import scenario
 HERE = Path(__file__).resolve().parent.parent
 
 
-def drain(tree: Path, count: int, bodies: list[bytes], per_message: int) -> float:
+def drain(name: str, tree: Path, count: int, bodies: list[bytes], per_message: int) -> float:
     """Callbacks/s, first consume to drained, of the worker of ``tree``."""
     os.chdir(tree)  # `python -m` puts the working directory first on the path
     os.environ["PYTHONPATH"] = str(tree)
     try:
-        _, rate, _ = worker_bench.run(tree.name, "worker", count, bodies, per_message=per_message)
+        _, rate, _ = worker_bench.run(name, "worker", count, bodies, per_message=per_message)
     finally:
         os.chdir(HERE)
     if rate is None:
@@ -61,7 +61,9 @@ def main() -> None:
         for per_message in args.per_message:
             for name in order:
                 print(f"round {number + 1}/{args.rounds}, {per_message} per message: {name}", file=sys.stderr)
-                rates.setdefault((name, per_message), []).append(drain(trees[name], args.count, bodies, per_message))
+                rates.setdefault((name, per_message), []).append(
+                    drain(name, trees[name], args.count, bodies, per_message)
+                )
 
     print(f"\n{args.count:,} callbacks ({args.traffic}), {args.rounds} rounds; callbacks/s draining, median (range)\n")
     print("| callbacks per message | before | after | after / before |")
