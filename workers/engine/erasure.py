@@ -7,7 +7,10 @@ way, so replaying the archive rebuilds the erased state. A keyed fingerprint of 
 late callback carrying one is erased as it arrives, in whichever order callbacks come.
 
 The store asks first (`Eraser.find`) — which tells it whether the batch needs the exclusive lock — and erases
-(`Eraser.erase`) once the batch's rows are written.
+(`Eraser.erase`) once the batch's rows are written. Which tables hold identities and personal content comes from
+``schema`` (their kind, their columns); the statements are read whole in ``tests/workers/statements/``. A
+conversion event is erased by one rule (`Eraser.erase_conversions`), whether the worker's erasure reaches it or a
+sender finds its person erased when claiming it.
 """
 
 from __future__ import annotations

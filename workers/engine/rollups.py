@@ -6,6 +6,9 @@ New clicks are added incrementally, as sets (a click is inserted once, so adding
 merge or an erasure changes whose a click is, the rollups of the persons concerned are recomputed from
 ``ad_clicks``: deleting and re-deriving their rows gives the same result in any order. Persons are told apart by
 ``person_key``, the SQL function that also fills the tables' ``person_key`` columns.
+
+The statements share their parts (the per-day counting, a person's touches); each is read whole, as it runs, in
+``tests/workers/statements/workers.engine.rollups.sql``.
 """
 
 from __future__ import annotations
