@@ -11,7 +11,17 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["Settings", "SettingsError", "load_settings"]
 
-_UNECHOED = frozenset({"webhook_secrets", "amqp_url", "database_url", "migrate_database_url", "meta_access_token"})
+_UNECHOED = frozenset(
+    {
+        "webhook_secrets",
+        "amqp_url",
+        "database_url",
+        "migrate_database_url",
+        "meta_access_token",
+        "dashboard_users",
+        "dashboard_database_url",
+    }
+)
 _PREFIX_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,100}")
 
 
@@ -62,6 +72,12 @@ class Settings(BaseSettings):
     # A request not settled after this long was cut short by its sender's death: its events become unconfirmed.
     conversions_lease_s: float = Field(default=120.0, gt=0)
     conversions_metrics_port: int = Field(default=9101, ge=0, le=65535)
+    # `ctwa dashboard` (docs/dashboard.md): who may see it (name:password pairs), where it listens, and the
+    # read-only role it reads as (`ctwa migrate` creates it).
+    dashboard_users: Annotated[tuple[str, ...], NoDecode] = Field(default=(), repr=False)
+    dashboard_host: str = "127.0.0.1"
+    dashboard_port: int = Field(default=8081, ge=1, le=65535)
+    dashboard_database_url: str | None = Field(default=None, repr=False)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["auto", "json", "text"] = "auto"
 
@@ -73,6 +89,20 @@ class Settings(BaseSettings):
         if isinstance(value, list | tuple):
             # An empty entry must never become a key anyone can sign with.
             return tuple(s.strip() for s in value if isinstance(s, str) and s.strip())
+        return value
+
+    @field_validator("dashboard_users", mode="before")
+    @classmethod
+    def _split_users(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [pair.strip() for pair in value.split(",") if pair.strip()]
+        if isinstance(value, list | tuple):
+            for number, pair in enumerate(value, 1):
+                name, _, password = str(pair).partition(":")
+                # The message names the pair by its place only: it holds a password.
+                if not name.strip() or not password:
+                    raise ValueError(f"pair {number} is not name:password")
+            return tuple(str(pair) for pair in value)
         return value
 
     @field_validator("amqp_url")
@@ -101,7 +131,7 @@ class Settings(BaseSettings):
             raise ValueError("letters, digits, '.', '_' and '-' only, starting with a letter or digit")
         return value
 
-    @field_validator("database_url", "migrate_database_url")
+    @field_validator("database_url", "migrate_database_url", "dashboard_database_url")
     @classmethod
     def _use_asyncpg(cls, value: str | None) -> str | None:
         if value is None:

@@ -30,6 +30,7 @@ COMMANDS = {
     "replay": "workers.commands.replay",
     "prune": "workers.commands.prune",
     "conversions": "workers.commands.conversions",
+    "dashboard": "workers.commands.dashboard",
 }
 
 

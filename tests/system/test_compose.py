@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
+from aiohttp.test_utils import TestClient, TestServer
 from conversion_records import eraser_of
 from meta import FakeMeta
 from sqlalchemy import text
@@ -23,6 +24,7 @@ from yarl import URL
 from ingest.settings import Settings
 from workers.cli import build_parser
 from workers.conversions.sender import Sender, client_of
+from workers.dashboard.app import create_app as create_dashboard
 from workers.runtime.database import create_engine
 from workers.runtime.worker import Worker
 
@@ -44,7 +46,7 @@ def _subcommands() -> set[str]:
 
 
 def test_the_roles_run_real_ctwa_subcommands() -> None:
-    assert set(OURS) == {"migrate", "receiver", "worker", "conversions"}
+    assert set(OURS) == {"migrate", "receiver", "worker", "conversions", "dashboard"}
     for name, service in OURS.items():
         assert service["command"][0] in _subcommands(), name
         assert service["command"] == ([name] if name != "conversions" else ["conversions", "send"])
@@ -95,6 +97,17 @@ def test_the_services_use_a_role_that_cannot_change_the_schema() -> None:
         assert "CTWA_MIGRATE_DATABASE_URL" not in SERVICES[name]["environment"]
     assert app in SERVICES["migrate"]["environment"]["CTWA_DATABASE_URL"]
     assert owner in SERVICES["migrate"]["environment"]["CTWA_MIGRATE_DATABASE_URL"]
+
+
+def test_the_dashboard_reads_as_the_read_only_role_behind_credentials_on_loopback() -> None:
+    dashboard = SERVICES["dashboard"]
+    read = "${READ_DB_USER:-ctwa_read}:${READ_DB_PASSWORD:-change-me-read}@"
+    assert read in dashboard["environment"]["CTWA_DASHBOARD_DATABASE_URL"]
+    assert read in SERVICES["migrate"]["environment"]["CTWA_DASHBOARD_DATABASE_URL"]  # so migrate creates the role
+    assert dashboard["environment"]["CTWA_DASHBOARD_USERS"] == "${CTWA_DASHBOARD_USERS:-admin:change-me-dashboard}"
+    assert dashboard["ports"] == ["127.0.0.1:8081:8081"]
+    assert "profiles" not in dashboard  # in the default profile: docker compose up starts it
+    assert "Authorization" in dashboard["healthcheck"]["test"][-1]
 
 
 def test_services_are_healthchecked_and_started_in_order() -> None:
@@ -180,17 +193,29 @@ def test_the_image_runs_as_a_user_with_dependencies_in_their_own_layer() -> None
     assert runtime.index("COPY pyproject.toml") < runtime.index("COPY ingest") < runtime.index("pip install --no-deps")
 
 
-async def _healthcheck(service: str, port: int) -> int:
-    """Run the service's own healthcheck command, aimed at ``port`` on this machine."""
+async def _healthcheck(service: str, port: int, env: dict[str, str] | None = None) -> int:
+    """Run the service's own healthcheck command, aimed at ``port`` on this machine (with ``env`` as its
+    environment)."""
     command = SERVICES[service]["healthcheck"]["test"]
     assert command[:2] == ["CMD", "python"]
     script = command[-1]
-    for default in (":8080/", ":9100/", ":9101/"):
+    for default in (":8080/", ":9100/", ":9101/", ":8081/"):
         script = script.replace(default, f":{port}/")
     process = await asyncio.create_subprocess_exec(
-        sys.executable, *command[2:-1], script, stderr=asyncio.subprocess.DEVNULL
+        sys.executable, *command[2:-1], script, stderr=asyncio.subprocess.DEVNULL, env=env
     )
     return await asyncio.wait_for(process.wait(), 30)
+
+
+async def test_the_dashboard_healthcheck_signs_in_as_the_first_user(database_url: str) -> None:
+    settings = Settings(database_url=database_url, dashboard_users=("anna:first", "bob:second"))
+    client = TestClient(TestServer(create_dashboard(settings)))
+    await client.start_server()
+    try:
+        assert await _healthcheck("dashboard", client.port, {"CTWA_DASHBOARD_USERS": "anna:first, bob:second"}) == 0
+        assert await _healthcheck("dashboard", client.port, {"CTWA_DASHBOARD_USERS": "anna:wrong"}) != 0
+    finally:
+        await client.close()
 
 
 async def test_the_receiver_healthcheck_passes_when_ready_and_fails_otherwise(start_receiver: ReceiverFactory) -> None:

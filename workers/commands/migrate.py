@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+from collections.abc import Sequence
 from importlib.resources import files
 
 from alembic import command
@@ -17,7 +18,17 @@ from ingest.settings import Settings
 from workers.commands.command import Subcommands
 from workers.runtime.database import sqlstate
 
-__all__ = ["alembic_config", "downgrade", "ensure_database", "grant_app_role", "register", "upgrade"]
+__all__ = [
+    "READABLE",
+    "alembic_config",
+    "downgrade",
+    "ensure_database",
+    "grant_app_role",
+    "grant_read_role",
+    "grant_role",
+    "register",
+    "upgrade",
+]
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +49,7 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
     if args.down is not None:
         downgrade(owner, args.down)
     else:
-        upgrade(owner, app_url=settings.database_url)
+        upgrade(owner, app_url=settings.database_url, read_url=settings.dashboard_database_url)
     return 0
 
 
@@ -77,23 +88,32 @@ async def ensure_database(database_url: str) -> bool:
         await engine.dispose()
 
 
-def upgrade(database_url: str, revision: str = "head", *, app_url: str | None = None) -> None:
+def upgrade(
+    database_url: str, revision: str = "head", *, app_url: str | None = None, read_url: str | None = None
+) -> None:
     """Create the database if needed and migrate it up to ``revision`` as the role of ``database_url``, the schema's
-    owner; then let the role of ``app_url`` (the services') read and write the data, and nothing more.
+    owner; then let the role of ``app_url`` (the services') read and write the data, and nothing more, and the role
+    of ``read_url`` (the dashboard's) read the figures, and nothing personal.
 
     Not to be called inside an event loop.
     """
     asyncio.run(ensure_database(database_url))
     command.upgrade(alembic_config(database_url), revision)
     log.info("database migrated", extra={"revision": revision})
-    if app_url is not None and make_url(app_url).username != make_url(database_url).username:
+    owner = make_url(database_url).username
+    if app_url is not None and make_url(app_url).username != owner:
         asyncio.run(grant_app_role(database_url, app_url))
+        log.info("database role may use the data, not change the schema", extra={"role": make_url(app_url).username})
+    if read_url is not None and make_url(read_url).username not in (owner, app_url and make_url(app_url).username):
+        asyncio.run(grant_read_role(database_url, read_url))
+        log.info("database role may read the figures, nothing personal", extra={"role": make_url(read_url).username})
 
 
-async def grant_app_role(owner_url: str, app_url: str) -> None:
-    """Make sure the services' role exists and may use the data — read, write, delete — but not change the schema."""
-    app = make_url(app_url)
-    if not app.username:
+async def grant_role(owner_url: str, role_url: str, grants: Sequence[str]) -> None:
+    """Make sure the role of ``role_url`` exists, with its password, may connect, and has ``grants`` (``%I`` is the
+    role)."""
+    url = make_url(role_url)
+    if not url.username:
         raise ValueError("the database URL names no user")
     engine = create_async_engine(owner_url, isolation_level="AUTOCOMMIT")
     try:
@@ -108,23 +128,32 @@ async def grant_app_role(owner_url: str, app_url: str) -> None:
                 )
                 await connection.execute(text(statement))
 
-            role, database = app.username, make_url(owner_url).database or ""
+            role, database = url.username, make_url(owner_url).database or ""
             if not await connection.scalar(text("SELECT 1 FROM pg_roles WHERE rolname = :role"), {"role": role}):
-                await execute("CREATE ROLE %I LOGIN PASSWORD %L", role, app.password or "")
+                await execute("CREATE ROLE %I LOGIN PASSWORD %L", role, url.password or "")
                 log.info("database role created", extra={"role": role})
-            elif app.password:
-                await execute("ALTER ROLE %I PASSWORD %L", role, app.password)
+            elif url.password:
+                await execute("ALTER ROLE %I PASSWORD %L", role, url.password)
             await execute("GRANT CONNECT ON DATABASE %I TO %I", database, role)
-            for grant in _GRANTS:
+            for grant in grants:
                 await execute(grant, *([role] if "%I" in grant else []))
-        log.info("database role may use the data, not change the schema", extra={"role": role})
     finally:
         await engine.dispose()
 
 
+async def grant_app_role(owner_url: str, app_url: str) -> None:
+    """Make sure the services' role exists and may use the data — read, write, delete — but not change the schema."""
+    await grant_role(owner_url, app_url, _APP_GRANTS)
+
+
+async def grant_read_role(owner_url: str, read_url: str) -> None:
+    """Make sure the dashboard's role exists and may read the figures (:data:`READABLE`), and nothing else."""
+    await grant_role(owner_url, read_url, _READ_GRANTS)
+
+
 # What the services' role may do (besides connecting): everything to the rows, nothing to the schema. The
 # migrations' bookkeeping and the erasure key it may only read.
-_GRANTS = [
+_APP_GRANTS = [
     "REVOKE CREATE ON SCHEMA public FROM PUBLIC",
     "GRANT USAGE ON SCHEMA public TO %I",
     "GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON ALL TABLES IN SCHEMA public TO %I",
@@ -133,6 +162,25 @@ _GRANTS = [
     "GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA public TO %I",
     "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON TABLES TO %I",
     "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT USAGE, SELECT ON SEQUENCES TO %I",
+]
+
+# What the dashboard reads: figures with no person in them — the views of counts, and the functions of a range
+# (which read the rollups with their owner's rights). Nothing else, whatever was granted before: no table, so no
+# phone number, identity or message text.
+READABLE = (
+    "ad_performance_daily",
+    "ad_conversions_daily",
+    "performance_daily",
+    "conversions_daily",
+    "conversion_overview",
+    "ingest_freshness",
+)
+_READ_GRANTS = [
+    "REVOKE CREATE ON SCHEMA public FROM PUBLIC",
+    "GRANT USAGE ON SCHEMA public TO %I",
+    "REVOKE ALL ON ALL TABLES IN SCHEMA public FROM %I",
+    f"GRANT SELECT ON {', '.join(READABLE)} TO %I",
+    "GRANT EXECUTE ON FUNCTION ad_report(date, date), range_report(date, date) TO %I",
 ]
 
 

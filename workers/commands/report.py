@@ -16,7 +16,6 @@ from ingest.settings import Settings
 from workers.commands import output
 from workers.commands.arguments import day
 from workers.commands.command import FORMATS, Subcommands, complain, on_database
-from workers.conversions.status import COUNTED, sql_in
 
 __all__ = [
     "ADS_REPORT",
@@ -30,6 +29,7 @@ __all__ = [
     "default_range",
     "people",
     "register",
+    "with_money",
 ]
 
 AD_COLUMNS = (
@@ -59,74 +59,14 @@ PEOPLE_COLUMNS = (
     "clicks",
 )
 
-# The events ad_conversions_daily counts, on its UTC day: the view's rule, for a range's conversions in one pass
-# over its events, their people counted once over the range (which the view's daily counts can't do: someone who
-# converts on two days of the range is one person, as in `people`). The view's day rather than an event_time range,
-# and no index on it: without statistics on the day the planner looks up each event's click rather than hash all
-# of ad_clicks (817 against 1,156 ms for the report at a million clicks, docs/performance.md).
-_COUNTED = (
-    f"(event.event_time AT TIME ZONE 'UTC')::date BETWEEN :since AND :until AND event.status IN {sql_in(COUNTED)}"
-)
-
-# Ad performance over a range of UTC days: people, conversations and people converted are counted once over the
-# whole range, a new person is one whose first click ever falls in it. An ad is in it for its clicks or for its
-# conversions (on the day of the conversion, whenever the click was). Conversions, their value per currency and
-# the people converted come from one pass over the range's events and their clicks (the sub-select's aggregates
-# are the ad's group, as in ad_conversions_daily), not from the view and a second pass for the people: each
-# event's click is looked up once, which takes a fifth off the report (docs/performance.md).
+# Ad performance over a range of UTC days, as the SQL function ad_report (migration 0007) defines it — people,
+# conversations and people converted counted once over the whole range — the value as JSON text, to be read as
+# exact decimals.
 ADS_REPORT = text(
     f"""
-    WITH clicks AS (
-        SELECT source_id, sum(clicks)::int AS clicks, sum(click_ids)::int AS click_ids,
-               (array_agg(headline ORDER BY creative_at DESC, creative_key DESC))[1] AS headline,
-               (array_agg(source_type ORDER BY creative_at DESC, creative_key DESC))[1] AS source_type,
-               (array_agg(media_type ORDER BY creative_at DESC, creative_key DESC))[1] AS media_type
-        FROM ad_daily WHERE day BETWEEN :since AND :until GROUP BY source_id
-    ), people AS (
-        SELECT source_id, count(*)::int AS people
-        FROM (SELECT DISTINCT source_id, person_key FROM ad_daily_people WHERE day BETWEEN :since AND :until) AS d
-        GROUP BY source_id
-    ), newcomers AS (
-        SELECT first_source_id AS source_id, count(*)::int AS new_people
-        FROM person_touches WHERE first_day BETWEEN :since AND :until GROUP BY first_source_id
-    ), talks AS (
-        SELECT source_id, count(*)::int AS conversations
-        FROM (
-            SELECT DISTINCT source_id, conversation_id FROM ad_daily_conversations WHERE day BETWEEN :since AND :until
-        ) AS d
-        GROUP BY source_id
-    ), conversions AS (
-        SELECT click.source_id, count(*)::int AS conversions,
-               (
-                   SELECT jsonb_object_agg(currency, amount) FROM (
-                       SELECT counted.currency, sum(counted.value) AS amount
-                       FROM unnest(array_agg(event.currency), array_agg(event.value)) AS counted(currency, value)
-                       WHERE counted.value IS NOT NULL
-                       GROUP BY counted.currency
-                   ) AS per_currency
-               ) AS value,
-               count(DISTINCT click.person_key)::int AS people_converted
-        FROM conversion_events AS event
-        JOIN ad_clicks AS click ON click.message_id = event.click_message_id
-        WHERE {_COUNTED}
-        GROUP BY click.source_id
-    ), ads AS (
-        SELECT source_id FROM clicks UNION SELECT source_id FROM conversions
-    )
-    SELECT ads.source_id, clicks.headline, clicks.source_type, clicks.media_type,
-           coalesce(clicks.clicks, 0) AS clicks, coalesce(clicks.click_ids, 0) AS click_ids,
-           coalesce(people.people, 0) AS people, coalesce(newcomers.new_people, 0) AS new_people,
-           coalesce(talks.conversations, 0) AS conversations, coalesce(conversions.conversions, 0) AS conversions,
-           coalesce(conversions.value, '{{}}')::text AS value,
-           coalesce(conversions.people_converted, 0) AS people_converted,
-           round(coalesce(conversions.people_converted, 0)::numeric / nullif(people.people, 0), 3) AS conversion_rate
-    FROM ads
-    LEFT JOIN clicks ON clicks.source_id IS NOT DISTINCT FROM ads.source_id
-    LEFT JOIN people ON people.source_id IS NOT DISTINCT FROM ads.source_id
-    LEFT JOIN newcomers ON newcomers.source_id IS NOT DISTINCT FROM ads.source_id
-    LEFT JOIN talks ON talks.source_id IS NOT DISTINCT FROM ads.source_id
-    LEFT JOIN conversions ON conversions.source_id IS NOT DISTINCT FROM ads.source_id
-    ORDER BY coalesce(clicks.clicks, 0) DESC, ads.source_id
+    SELECT {", ".join("value::text AS value" if column == "value" else column for column in AD_COLUMNS)}
+    FROM ad_report(:since, :until)
+    ORDER BY clicks DESC, source_id
     """
 )
 
@@ -212,11 +152,11 @@ def default_range(today: date | None = None) -> tuple[date, date]:
 
 
 async def ads(engine: AsyncEngine, since: date, until: date) -> list[dict[str, Any]]:
-    return _with_money(await _fetch(engine, ADS_REPORT, {"since": since, "until": until}))
+    return with_money(await _fetch(engine, ADS_REPORT, {"since": since, "until": until}))
 
 
 async def daily(engine: AsyncEngine, since: date, until: date) -> list[dict[str, Any]]:
-    return _with_money(await _fetch(engine, DAILY_REPORT, {"since": since, "until": until}))
+    return with_money(await _fetch(engine, DAILY_REPORT, {"since": since, "until": until}))
 
 
 async def people(engine: AsyncEngine, since: date, until: date, limit: int | None) -> list[dict[str, Any]]:
@@ -225,7 +165,7 @@ async def people(engine: AsyncEngine, since: date, until: date, limit: int | Non
     return await _fetch(engine, _PEOPLE, {"start": start, "end": end, "limit": limit})
 
 
-def _with_money(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def with_money(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Each row's value per currency, read from the JSON text exactly (as decimals, not floats) and with at least
     the two decimals of cents: ``{"EUR": Decimal("59.90"), "USD": Decimal("10.00")}``."""
     for row in rows:

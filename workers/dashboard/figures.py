@@ -1,0 +1,202 @@
+"""The dashboard's figures, each read from the views and functions of the migrations — ``range_report`` and
+``ad_report`` (0007, the latter ``ctwa report``'s), ``performance_daily``, ``ad_performance_daily``,
+``conversions_daily``, ``ad_conversions_daily``, ``conversion_overview``, ``ingest_freshness`` — never computed
+again here: this module takes the range asked for and shapes what the database answers as JSON."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from workers.commands.report import ADS_REPORT, SETTINGS, with_money
+from workers.conversions.status import STATUSES
+
+__all__ = ["MAX_DAYS", "Range", "RangeError", "ads", "conversions", "daily", "freshness", "summary"]
+
+# A range longer than this is refused: more than a year of days is no chart, and a costly query.
+MAX_DAYS = 400
+DEFAULT_DAYS = 7
+
+# The figures of a range and of each of its days.
+FIGURES = ("clicks", "people", "new_people", "conversations", "conversions", "people_converted", "conversion_rate")
+
+
+class RangeError(ValueError):
+    """The range asked for can't be answered; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Range:
+    """UTC days ``since`` to ``until``, both included."""
+
+    since: date
+    until: date
+
+    @classmethod
+    def asked(cls, query: Mapping[str, str], today: date | None = None) -> Range:
+        """The range of a request's ``since`` and ``until``; the last 7 days (today included) without them."""
+        until = _day(query, "until") or today or datetime.now(UTC).date()
+        since = _day(query, "since") or until - timedelta(days=DEFAULT_DAYS - 1)
+        if since > until:
+            raise RangeError(f"since ({since}) is after until ({until})")
+        if (until - since).days + 1 > MAX_DAYS:
+            raise RangeError(f"at most {MAX_DAYS} days at a time")
+        return cls(since, until)
+
+    @property
+    def previous(self) -> Range:
+        """The period of the same length just before."""
+        length = self.until - self.since + timedelta(days=1)
+        return Range(self.since - length, self.since - timedelta(days=1))
+
+    def params(self) -> dict[str, date]:
+        return {"since": self.since, "until": self.until}
+
+    def as_json(self) -> dict[str, str]:
+        return {"since": self.since.isoformat(), "until": self.until.isoformat()}
+
+
+def _day(query: Mapping[str, str], name: str) -> date | None:
+    value = query.get(name)
+    if not value:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise RangeError(f"{name} is not a day (YYYY-MM-DD): {value[:40]!r}") from None
+
+
+_SUMMARY = text(f"SELECT {', '.join(FIGURES)}, value::text AS value FROM range_report(:since, :until)")
+
+# One row per day of the range, days without a click at 0: for all ads together, or for one.
+_DAILY = {
+    scope: text(
+        f"""
+        SELECT day.day, coalesce(clicks, 0) AS clicks, coalesce(people, 0) AS people,
+               coalesce(new_people, 0) AS new_people, coalesce(conversations, 0) AS conversations,
+               coalesce(conversions, 0) AS conversions, coalesce(value_by_currency, '{{}}')::text AS value
+        FROM (
+            SELECT CAST(day AS date) AS day
+            FROM generate_series(CAST(:since AS timestamp), CAST(:until AS timestamp), interval '1 day') AS day
+        ) AS day
+        LEFT JOIN (
+            SELECT day, clicks, people, new_people, conversations FROM {performance}
+            WHERE day BETWEEN :since AND :until{ad}
+        ) AS performance ON performance.day = day.day
+        LEFT JOIN (
+            SELECT day, conversions, value_by_currency FROM {converted}
+            WHERE day BETWEEN :since AND :until{ad}
+        ) AS converted ON converted.day = day.day
+        ORDER BY day.day
+        """
+    )
+    for scope, performance, converted, ad in [
+        ("all", "performance_daily", "conversions_daily", ""),
+        ("ad", "ad_performance_daily", "ad_conversions_daily", " AND source_id = :source_id"),
+    ]
+}
+
+_CONVERSIONS = text(
+    """
+    SELECT events::text AS events, oldest_pending_event_id, oldest_pending_event_time,
+           extract(epoch FROM now() - oldest_pending_event_time) AS oldest_pending_age_s,
+           parked_reason, parked_code, parked_at, last_request_at, last_success_at
+    FROM conversion_overview
+    """
+)
+
+_FRESHNESS = text(
+    "SELECT newest_stored_at, extract(epoch FROM now() - newest_stored_at) AS age_s FROM ingest_freshness"
+)
+
+
+async def summary(engine: AsyncEngine, asked: Range) -> dict[str, Any]:
+    """The range's figures, and those of the period just before it, over all ads."""
+    async with engine.connect() as connection:
+        await connection.execute(text(SETTINGS))
+        current = (await connection.execute(_SUMMARY, asked.params())).one()._asdict()
+        before = (await connection.execute(_SUMMARY, asked.previous.params())).one()._asdict()
+    return {
+        **asked.as_json(),
+        "previous": asked.previous.as_json(),
+        "current": _json(with_money([current])[0]),
+        "before": _json(with_money([before])[0]),
+    }
+
+
+async def ads(engine: AsyncEngine, asked: Range) -> list[dict[str, Any]]:
+    """Each ad's figures over the range: ``ctwa report``'s."""
+    async with engine.connect() as connection:
+        await connection.execute(text(SETTINGS))
+        rows = [dict(row._mapping) for row in await connection.execute(ADS_REPORT, asked.params())]
+    return [_json(row) for row in with_money(rows)]
+
+
+async def daily(engine: AsyncEngine, asked: Range, source_id: str | None = None) -> list[dict[str, Any]]:
+    """Each day's figures, for all ads or for the ad ``source_id``."""
+    statement = _DAILY["all" if source_id is None else "ad"]
+    params: dict[str, Any] = asked.params() | ({} if source_id is None else {"source_id": source_id})
+    async with engine.connect() as connection:
+        rows = [dict(row._mapping) for row in await connection.execute(statement, params)]
+    return [_json(row) for row in with_money(rows)]
+
+
+async def conversions(engine: AsyncEngine) -> dict[str, Any]:
+    """The conversions to Meta: events per status, the oldest pending, whether the senders are parked and why."""
+    async with engine.connect() as connection:
+        row = (await connection.execute(_CONVERSIONS)).one()
+    oldest = row.oldest_pending_event_time
+    return {
+        "events": _counts(row.events),
+        "oldest_pending": None
+        if oldest is None
+        else {"event_id": row.oldest_pending_event_id, "event_time": oldest.isoformat(), "age_s": _seconds(row)},
+        "parked": None
+        if row.parked_reason is None and row.parked_at is None
+        else _json({"reason": row.parked_reason, "code": row.parked_code, "at": row.parked_at}),
+        "last_request_at": _json_value(row.last_request_at),
+        "last_success_at": _json_value(row.last_success_at),
+    }
+
+
+async def freshness(engine: AsyncEngine) -> dict[str, Any]:
+    """When the newest callback was stored, and how long ago."""
+    async with engine.connect() as connection:
+        row = (await connection.execute(_FRESHNESS)).one()
+    return {
+        "newest_stored_at": _json_value(row.newest_stored_at),
+        "age_s": None if row.age_s is None else round(float(row.age_s), 1),
+    }
+
+
+def _counts(events: str) -> dict[str, int]:
+    counted: dict[str, int] = json.loads(events)
+    return {status: counted.get(status, 0) for status in STATUSES}
+
+
+def _seconds(row: Any) -> int:
+    return int(row.oldest_pending_age_s or 0)
+
+
+def _json(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A row as JSON takes it: money (``value``, per currency) as the exact decimal's text, so that 59.90 stays
+    59.90; a rate as a number; days and times in ISO 8601."""
+    return {
+        name: {currency: str(amount) for currency, amount in value.items()} if name == "value" else _json_value(value)
+        for name, value in row.items()
+    }
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    return value
