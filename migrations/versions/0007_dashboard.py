@@ -120,7 +120,9 @@ FUNCTIONS = {
             FROM person_touches WHERE first_day BETWEEN $1 AND $2 GROUP BY first_source_id
         ), talks AS (
             SELECT source_id, count(*)::int AS conversations
-            FROM (SELECT DISTINCT source_id, conversation_id FROM ad_daily_conversations WHERE day BETWEEN $1 AND $2) AS d
+            FROM (
+                SELECT DISTINCT source_id, conversation_id FROM ad_daily_conversations WHERE day BETWEEN $1 AND $2
+            ) AS d
             GROUP BY source_id
         ), conversions AS (
             SELECT click.source_id, count(*)::int AS conversions, {_VALUE} AS value,

@@ -6,6 +6,7 @@ import gc
 import io
 import ipaddress
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,8 @@ log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "static"
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
 _SETTINGS = web.AppKey("settings", Settings)
 _ENGINE = web.AppKey("engine", AsyncEngine)
 
@@ -37,7 +40,7 @@ class Refused(Exception):
 
 def create_app(settings: Settings) -> web.Application:
     """The dashboard, reading the database of ``CTWA_DASHBOARD_DATABASE_URL`` (default ``CTWA_DATABASE_URL``)."""
-    app = web.Application(middlewares=[guard(Users(settings.dashboard_users))])
+    app = web.Application(middlewares=[_timed, guard(Users(settings.dashboard_users))])
     app[_SETTINGS] = settings
     app.cleanup_ctx.append(_database)
     app.router.add_get("/", _page)
@@ -49,6 +52,23 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/api/freshness", _api(_freshness))
     app.router.add_static("/static", STATIC, append_version=False)
     return app
+
+
+@web.middleware
+async def _timed(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """How long the server took, as ``Server-Timing`` (browsers' developer tools and bench/dashboard.py read it)."""
+    started = time.perf_counter()
+    try:
+        response = await handler(request)
+    except web.HTTPException as error:
+        error.headers["Server-Timing"] = _timing(started)
+        raise
+    response.headers["Server-Timing"] = _timing(started)
+    return response
+
+
+def _timing(started: float) -> str:
+    return f"app;dur={(time.perf_counter() - started) * 1000:.1f}"
 
 
 async def _database(app: web.Application) -> AsyncIterator[None]:

@@ -224,6 +224,7 @@ async def test_every_answer_carries_the_security_headers(dashboard: Client) -> N
             assert response.headers["Content-Security-Policy"].startswith("default-src 'self'")
             assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
             assert response.headers["X-Content-Type-Options"] == "nosniff"
+            assert response.headers["Server-Timing"].startswith("app;dur=")
 
 
 async def test_no_answer_carries_a_phone_number_or_a_message_text(dashboard: Client, seeded: AsyncEngine) -> None:

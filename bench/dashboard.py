@@ -1,0 +1,153 @@
+"""Dashboard benchmark: every ``/api`` endpoint of ``ctwa dashboard`` over ``bench/analytics.py``'s data (1,000,000
+clicks, 5,000,000 messages, 50,000 conversion events) for its 30-day range — the server's own time per answer, from
+its ``Server-Timing`` header — and, where Chromium and Selenium are installed, the page fully drawn in headless
+Chromium.
+
+    python bench/analytics.py --keep          # load the data once (ctwa_bench_analytics), several minutes
+    python bench/dashboard.py [--repeat 20]   # then measure the dashboard on it
+
+The dashboard runs in this process, as the read-only role ``ctwa migrate`` makes (so the grants are part of what is
+measured), on loopback without users. The page counts as drawn when it marks itself so (``data-state="drawn"`` on
+``<html>``, set once every chart and table of its first answers is rendered).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+from sqlalchemy import make_url
+
+sys.path.insert(0, str(Path(__file__).parent))
+from analytics import SERVER_URL, SINCE, UNTIL
+
+from ingest.settings import Settings
+from workers.commands.migrate import grant_read_role
+from workers.dashboard.app import create_app
+
+DATABASE = "ctwa_bench_analytics"
+READ_ROLE = "ctwa_bench_read"
+ENDPOINTS = {
+    "/api/summary": {"since": SINCE.isoformat(), "until": UNTIL.isoformat()},
+    "/api/ads": {"since": SINCE.isoformat(), "until": UNTIL.isoformat()},
+    "/api/daily": {"since": SINCE.isoformat(), "until": UNTIL.isoformat()},
+    "/api/conversions": {},
+    "/api/freshness": {},
+}
+
+
+def _percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
+
+
+async def measure_api(base: str, repeat: int) -> dict[str, list[float]]:
+    """Server milliseconds per endpoint, ``repeat`` answers each, in turn (after one warm-up round)."""
+    times: dict[str, list[float]] = {path: [] for path in ENDPOINTS}
+    async with aiohttp.ClientSession() as session:
+        for round_number in range(repeat + 1):
+            for path, query in ENDPOINTS.items():
+                async with session.get(base + path, params=query) as response:
+                    assert response.status == 200, await response.text()
+                    await response.read()
+                    server = float(response.headers["Server-Timing"].split("dur=")[1])
+                if round_number:
+                    times[path].append(server)
+    return times
+
+
+def measure_page(base: str, repeat: int) -> list[float] | None:
+    """Seconds from navigation to the page marking itself drawn, in headless Chromium; None without a browser."""
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+        from selenium.webdriver.support.ui import WebDriverWait
+    except ImportError:
+        return None
+    if not (shutil.which("chromium") and shutil.which("chromedriver")):
+        return None
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium") or ""
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1280,900",
+        f"--user-data-dir={tempfile.mkdtemp(prefix='ctwa-bench-chromium-')}",
+    ):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=Service(shutil.which("chromedriver") or ""))
+    seconds = []
+    try:
+        url = f"{base}/?since={SINCE}&until={UNTIL}"
+        for _ in range(repeat):
+            started = time.perf_counter()
+            driver.get(url)
+            WebDriverWait(driver, 30).until(
+                lambda d: d.execute_script("return document.documentElement.dataset.state") == "drawn"
+            )
+            seconds.append(time.perf_counter() - started)
+    finally:
+        driver.quit()
+    return seconds
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    owner = make_url(SERVER_URL).set(database=DATABASE)
+    read = owner.set(username=READ_ROLE, password="bench-read")
+    await grant_read_role(owner.render_as_string(False), read.render_as_string(False))
+    port = int(args.port)
+    settings = Settings(
+        database_url=owner.render_as_string(False),
+        dashboard_database_url=read.render_as_string(False),
+        dashboard_port=port,
+    )
+    runner = web.AppRunner(create_app(settings), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    base = f"http://127.0.0.1:{port}"
+    try:
+        api = await measure_api(base, args.repeat)
+        page = await asyncio.to_thread(measure_page, base, max(3, args.repeat // 4))
+    finally:
+        await runner.cleanup()
+
+    print(f"\n{platform.node()}: {os.cpu_count()} cores, range {SINCE} .. {UNTIL}, {args.repeat} answers each\n")
+    print("| endpoint | server p50 | server p95 | slowest |")
+    print("|---|---:|---:|---:|")
+    for path, values in api.items():
+        cells = [f"{_percentile(values, share):,.0f} ms" for share in (0.5, 0.95, 1.0)]
+        print(f"| `{path}` | {' | '.join(cells)} |")
+    if page is None:
+        print("\npage: not measured (needs selenium, chromium and chromedriver)")
+    else:
+        print(
+            f"\npage fully drawn in headless Chromium: median {statistics.median(page) * 1000:,.0f} ms, "
+            f"slowest {max(page) * 1000:,.0f} ms ({len(page)} loads)"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument("--port", type=int, default=8089)
+    asyncio.run(main_async(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,695 @@
+"""The dashboard's page in a real browser: headless Chromium (Debian's ``chromium`` and ``chromium-driver``, driven by
+Selenium) against a real ``ctwa dashboard`` process, reading the seeded test database as the read-only role that
+``ctwa migrate`` makes. The page draws without a console error; its numbers, table and daily chart are the API's
+and the SQL's (``range_report``, ``ad_report``, ``performance_daily``, …); a preset, a changed address and an ad's
+view update them; the sort and the view survive the page's own refreshes; a callback stored while the page is open
+shows up within 10 s without a reload; ``docs/screenshots.py`` saves its two images.
+
+Without the browser the tests skip, loudly; with ``CI`` set they fail (``.ci/run`` installs it)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from attribution import DAY0, DAY2, A, B, C, store_conversions, store_stream
+from callbacks import T0, inbound, referral
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.chrome.webdriver import WebDriver
+from selenium.webdriver.common.by import By
+from sqlalchemy import make_url, text
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from support import RUN_ID, free_port, rows, store, unavailable
+
+from workers.commands.migrate import grant_read_role
+
+ROOT = Path(__file__).parents[3]
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+FLAGS = (
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--lang=en-US",
+)
+WIDTH, HEIGHT = 1280, 900
+NOTHING = "\N{EN DASH}"  # what the page shows where there is no figure
+
+USER, PASSWORD = "anna", "a long password"
+AUTH = {"Authorization": "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()}
+STREAM = {"since": DAY0.isoformat(), "until": DAY2.isoformat()}
+
+COUNTS = ("clicks", "people", "new_people", "conversations", "conversions")
+# The daily chart's lines, in order, and the statuses of the conversions panel.
+SERIES = ("clicks", "people", "conversations", "conversions")
+STATUSES = ("pending", "sending", "sent", "failed", "unconfirmed", "unattributed")
+PARKED = "Meta refused the access token (code 190): renew CTWA_META_ACCESS_TOKEN"
+# The page refreshes itself every 5 s: what it shows must change within 10.
+LIVE_S = 10
+
+
+# ---- the browser, the dashboard, the data ----
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[WebDriver]:
+    """Headless Chromium with a fresh profile, a 1280x900 viewport and the dashboard's credentials on every
+    request; its console kept. Skips, loudly, without chromium or chromedriver (fails with ``CI`` set)."""
+    missing = [str(path) for path in (CHROMIUM, CHROMEDRIVER) if not os.access(path, os.X_OK)]
+    if missing:
+        unavailable(
+            f"{' and '.join(missing)} missing (apt-get install chromium chromium-driver); the page can't be tested"
+        )
+    profile = tempfile.mkdtemp(prefix="ctwa-test-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in (*FLAGS, f"--window-size={WIDTH},{HEIGHT}", f"--user-data-dir={profile}"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    # The driver given by path: Selenium Manager, which would download one, never runs.
+    driver = webdriver.Chrome(options=options, service=Service(executable_path=str(CHROMEDRIVER)))
+    try:
+        driver.execute_cdp_cmd(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": WIDTH, "height": HEIGHT, "deviceScaleFactor": 1, "mobile": False},
+        )
+        driver.execute_cdp_cmd("Network.enable", {})
+        driver.execute_cdp_cmd("Network.setExtraHTTPHeaders", {"headers": AUTH})
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+async def read_role(database_url: str) -> AsyncIterator[str]:
+    """The dashboard's read-only role, as ``ctwa migrate`` sets it up from CTWA_DASHBOARD_DATABASE_URL."""
+    role = f"ctwa_test_page_{RUN_ID}"
+    url = make_url(database_url).set(username=role, password="read-password").render_as_string(hide_password=False)
+    await grant_read_role(database_url, url)
+    yield url
+    admin = create_async_engine(database_url, isolation_level="AUTOCOMMIT")
+    async with admin.connect() as connection:
+        await connection.execute(text(f'DROP OWNED BY "{role}"'))
+        await connection.execute(text(f'DROP ROLE "{role}"'))
+    await admin.dispose()
+
+
+@pytest.fixture(scope="module")
+def dashboard(browser: WebDriver, database_url: str, read_role: str) -> Iterator[str]:
+    """``ctwa dashboard`` as a process on a free port, reading as the read-only role; its base URL. Stopped with
+    SIGTERM afterwards, which it must survive cleanly."""
+    port = free_port()
+    log = tempfile.NamedTemporaryFile(prefix="ctwa-test-dashboard-", suffix=".log", delete=False)  # noqa: SIM115
+    process = subprocess.Popen(
+        [sys.executable, "-m", "workers", "dashboard"],
+        env={
+            **os.environ,
+            "CTWA_DATABASE_URL": database_url,
+            "CTWA_DASHBOARD_DATABASE_URL": read_role,
+            "CTWA_DASHBOARD_USERS": f"{USER}:{PASSWORD}",
+            "CTWA_DASHBOARD_HOST": "127.0.0.1",
+            "CTWA_DASHBOARD_PORT": str(port),
+        },
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while not _answers(f"{base}/healthz"):
+            assert process.poll() is None, f"ctwa dashboard exited {process.returncode}: {_read(log.name)}"
+            assert time.monotonic() < deadline, f"ctwa dashboard did not answer within 30 s: {_read(log.name)}"
+            time.sleep(0.1)
+        yield base
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            code = process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise
+        finally:
+            log.close()
+        output = _read(log.name)
+        Path(log.name).unlink()
+        assert code == 0, f"ctwa dashboard exited {code}: {output}"
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=AUTH), timeout=2) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _read(path: str) -> str:
+    return Path(path).read_text(errors="replace")[-4000:]
+
+
+def _minute(at: datetime) -> float:
+    """``at`` as the callbacks' minutes after T0."""
+    return (at - T0).total_seconds() / 60
+
+
+def _today() -> date:
+    return datetime.now(UTC).date()
+
+
+def _earlier_today() -> datetime:
+    """A moment of today (UTC) already past: halfway between midnight and now."""
+    now = datetime.now(UTC)
+    midnight = datetime.combine(now.date(), datetime.min.time(), UTC)
+    return midnight + (now - midnight) / 2
+
+
+@pytest.fixture
+async def seeded(db: AsyncEngine) -> AsyncEngine:
+    """attribution.py's stream and conversions (November 2025), a few clicks of recent days — today, yesterday,
+    3 and 20 days ago, so that the 7- and 30-day ranges differ — and the senders parked."""
+    await store_stream(db)
+    await store_conversions(db)
+    now = datetime.now(UTC)
+    recent = [
+        ("R1", now - timedelta(days=1), A, "CLR1"),
+        ("R2", _earlier_today(), B, None),
+        ("R3", now - timedelta(days=20), C, "CLR3"),
+        ("R4", now - timedelta(days=3), A, "CLR4"),
+    ]
+    await store(
+        db,
+        [
+            inbound(
+                message,
+                _minute(at),
+                identity=f"99{index}",
+                contact=f"CR{index}",
+                conversation=f"VR{index}",
+                metadata=referral(ad, clid, headline=f"Headline {ad}", media_type="image"),
+            )
+            for index, (message, at, ad, clid) in enumerate(recent)
+        ],
+    )
+    async with db.begin() as connection:
+        await connection.execute(
+            text(
+                "INSERT INTO conversion_sender (id, parked_reason, parked_code, parked_at, last_request_at) "
+                "VALUES (1, :reason, 190, now(), now()) ON CONFLICT (id) DO UPDATE SET "
+                "parked_reason = excluded.parked_reason, parked_code = excluded.parked_code, "
+                "parked_at = excluded.parked_at, last_request_at = excluded.last_request_at"
+            ),
+            {"reason": PARKED},
+        )
+    return db
+
+
+# ---- reading the page ----
+
+
+class Page:
+    """The dashboard's page in the browser: what it shows, as its ``data-testid`` elements and its chart hold it."""
+
+    def __init__(self, driver: WebDriver, base: str) -> None:
+        self.driver = driver
+        self.base = base
+        self.console: list[dict[str, Any]] = []
+
+    def js(self, script: str, *args: Any) -> Any:
+        return self.driver.execute_script(script, *args)
+
+    def open(self, query: str = "") -> None:
+        self.driver.get(f"{self.base}/{query}")
+
+    async def drawn(self, since: str | None = None, until: str | None = None, ad: str | None = None) -> None:
+        """Until the page has drawn the range ``since``-``until`` (any, if not given) and the view (``ad``, or all)."""
+        want = None if since is None else f"{since}..{until}"
+
+        def done() -> bool:
+            state, shown, shown_ad = self.js(
+                "const d = document.documentElement.dataset; return [d.state, d.range, d.ad || null]"
+            )
+            assert state != "error", self.text("error")
+            return bool(state == "drawn" and (want is None or shown == want) and shown_ad == ad)
+
+        await eventually(done, 15, f"the page did not draw {want or 'its range'} ({ad or 'all ads'})")
+
+    def refreshes(self) -> int:
+        return int(self.js("return Number(document.documentElement.dataset.refreshes || 0)"))
+
+    def range(self) -> tuple[str, str]:
+        since, until = self.js("return document.documentElement.dataset.range").split("..")
+        return since, until
+
+    def find(self, testid: str) -> Any:
+        return self.driver.find_element(By.CSS_SELECTOR, f'[data-testid="{testid}"]')
+
+    def text(self, testid: str) -> str:
+        return str(self.find(testid).text)
+
+    def value(self, testid: str) -> str:
+        return str(self.find(testid).get_attribute("data-value"))
+
+    def figures(self) -> dict[str, Any]:
+        """The headline numbers, as the API gives them: counts, the rate (or None), the value per currency."""
+        shown: dict[str, Any] = {key: int(self.value(f"figure-{key}")) for key in (*COUNTS, "people_converted")}
+        rate = self.value("figure-conversion_rate")
+        shown["conversion_rate"] = float(rate) if rate else None
+        shown["value"] = {
+            item.get_attribute("data-currency"): item.get_attribute("data-value")
+            for item in self.driver.find_elements(By.CSS_SELECTOR, '[data-testid="value"]')
+        }
+        return shown
+
+    def ads(self) -> list[dict[str, Any]]:
+        """The table's rows, in the order shown, each cell as the API gives it."""
+        table: list[dict[str, Any]] = self.js(
+            """
+            return [...document.querySelectorAll('[data-testid="ad-row"]')].map((row) => {
+                const cells = {};
+                for (const cell of row.querySelectorAll('[data-testid^="ad-"]')) {
+                    cells[cell.dataset.testid.slice(3)] = cell.dataset.value;
+                }
+                return cells;
+            });
+            """
+        )
+        for row in table:
+            for key in COUNTS:
+                row[key] = int(row[key])
+            row["conversion_rate"] = float(row["conversion_rate"]) if row["conversion_rate"] else None
+            row["value"] = json.loads(row["value"])
+        return table
+
+    def chart(self) -> dict[str, Any]:
+        """The daily chart as uPlot holds it: its canvas, its lines, its days and each line's values."""
+        chart: dict[str, Any] = self.js(
+            """
+            const chart = window.dashboard.chart;
+            const canvas = document.querySelector('[data-testid="chart-daily"] canvas');
+            return {
+                canvas: canvas !== null && canvas.width > 0 && canvas.height > 0,
+                labels: chart.series.slice(1).map((line) => line.label),
+                days: chart.data[0].map((x) => new Date(x * 1000).toISOString().slice(0, 10)),
+                values: chart.data.slice(1),
+                drawn: document.querySelector('[data-testid="chart-daily"]').dataset.days,
+            };
+            """
+        )
+        return chart
+
+    def meta(self) -> dict[str, int]:
+        return {status: int(self.value(f"meta-{status}")) for status in STATUSES}
+
+    def severe(self) -> list[dict[str, Any]]:
+        """The console's errors since the page opened (Chromium's SEVERE level: errors, failed loads, CSP refusals)."""
+        self.console += self.driver.get_log("browser")
+        return [entry for entry in self.console if entry["level"] == "SEVERE"]
+
+
+async def eventually(condition: Callable[[], bool], seconds: float, message: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, message
+        await asyncio.sleep(0.1)
+
+
+@pytest.fixture
+async def page(browser: WebDriver, dashboard: str, seeded: AsyncEngine) -> AsyncIterator[Page]:
+    browser.get_log("browser")  # what an earlier test left
+    yield Page(browser, dashboard)
+    browser.get("about:blank")  # stop its refreshes before the database is emptied for the next test
+
+
+# ---- what the API and the SQL say ----
+
+
+async def api(base: str, path: str, **query: str) -> Any:
+    async with (
+        aiohttp.ClientSession(headers=AUTH) as session,
+        session.get(f"{base}{path}", params=query) as response,
+    ):
+        assert response.status == 200, await response.text()
+        return await response.json()
+
+
+def _money(value: dict[str, Any]) -> dict[str, Decimal]:
+    return {currency: Decimal(str(amount)) for currency, amount in value.items()}
+
+
+def _figures(row: dict[str, Any]) -> dict[str, Any]:
+    """A row of range_report or ad_report, or the API's figures, as the page's headline numbers show them."""
+    return {
+        **{key: row[key] for key in (*COUNTS, "people_converted")},
+        "conversion_rate": None if row["conversion_rate"] is None else float(row["conversion_rate"]),
+        "value": _money(_json(row["value"])),
+    }
+
+
+def _json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def _shown(figures: dict[str, Any]) -> dict[str, Any]:
+    return {**figures, "value": _money(figures["value"])}
+
+
+async def range_report(db: AsyncEngine, since: str, until: str) -> dict[str, Any]:
+    [row] = await rows(
+        db,
+        "SELECT * FROM range_report(:since, :until)",
+        since=date.fromisoformat(since),
+        until=date.fromisoformat(until),
+    )
+    return _figures(row)
+
+
+async def ad_report(db: AsyncEngine, since: str, until: str) -> list[dict[str, Any]]:
+    reported = await rows(
+        db, "SELECT * FROM ad_report(:since, :until)", since=date.fromisoformat(since), until=date.fromisoformat(until)
+    )
+    return [{"source_id": row["source_id"], **_figures(row)} for row in reported]
+
+
+async def daily_views(db: AsyncEngine, since: str, until: str, ad: str | None = None) -> list[list[int]]:
+    """Each chart line's values per day of the range, from the views (a day without a row at 0)."""
+    scope = "" if ad is None else " AND source_id = :ad"
+    performance, converted = (
+        ("performance_daily", "conversions_daily") if ad is None else ("ad_performance_daily", "ad_conversions_daily")
+    )
+    params: dict[str, Any] = {"since": date.fromisoformat(since), "until": date.fromisoformat(until), "ad": ad}
+    days = [params["since"] + timedelta(days=n) for n in range((params["until"] - params["since"]).days + 1)]
+    by_day: dict[date, dict[str, int]] = {day: dict.fromkeys(SERIES, 0) for day in days}
+    for row in await rows(
+        db,
+        f"SELECT day, clicks, people, conversations FROM {performance} WHERE day BETWEEN :since AND :until{scope}",
+        **params,
+    ):
+        by_day[row["day"]].update(clicks=row["clicks"], people=row["people"], conversations=row["conversations"])
+    for row in await rows(
+        db, f"SELECT day, conversions FROM {converted} WHERE day BETWEEN :since AND :until{scope}", **params
+    ):
+        by_day[row["day"]]["conversions"] = row["conversions"]
+    return [[by_day[day][line] for day in days] for line in SERIES]
+
+
+def _table(ads: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The API's or the SQL's ads as the table's cells hold them."""
+    return [
+        {
+            "source_id": ad["source_id"] or "",
+            **{key: ad[key] for key in COUNTS},
+            "conversion_rate": None if ad["conversion_rate"] is None else float(ad["conversion_rate"]),
+            "value": _money(_json(ad["value"])),
+        }
+        for ad in ads
+    ]
+
+
+def _cells(page_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        {key: row[key] for key in ("source_id", *COUNTS, "conversion_rate")} | {"value": _money(row["value"])}
+        for row in page_rows
+    ]
+
+
+async def check_all_ads(page: Page, db: AsyncEngine, since: str, until: str) -> None:
+    """The page's headline numbers, table and chart are the API's and the views' for the range."""
+    summary = await api(page.base, "/api/summary", since=since, until=until)
+    assert _shown(page.figures()) == _shown(summary["current"]) == await range_report(db, since, until)
+    ads = await api(page.base, "/api/ads", since=since, until=until)
+    assert _cells(page.ads()) == _table(ads) == _table(await ad_report(db, since, until))
+    daily = await api(page.base, "/api/daily", since=since, until=until)
+    chart = page.chart()
+    assert chart["days"] == [day["day"] for day in daily]
+    assert chart["values"] == [[day[line] for day in daily] for line in SERIES] == await daily_views(db, since, until)
+    assert page.find("download-csv").get_attribute("href").endswith(f"/api/ads?since={since}&until={until}&format=csv")
+
+
+# ---- the tests ----
+
+
+async def test_the_page_draws_the_views_figures_without_a_console_error(page: Page, seeded: AsyncEngine) -> None:
+    page.open(f"?since={STREAM['since']}&until={STREAM['until']}")
+    await page.drawn(**STREAM)
+    assert page.severe() == []
+
+    # The daily chart drew: uPlot's canvas, its four lines, one point per day of the range.
+    chart = page.chart()
+    assert chart["canvas"]
+    assert chart["labels"] == ["Clicks", "People", "Conversations", "Conversions"]
+    assert chart["days"] == [(DAY0 + timedelta(days=n)).isoformat() for n in range(3)]
+    assert chart["drawn"] == "3"
+    await check_all_ads(page, seeded, **STREAM)
+
+    # attribution.py's answers, worked out by hand, as the page shows them.
+    assert page.figures() == {
+        "clicks": 8,
+        "people": 6,
+        "new_people": 6,
+        "conversations": 6,
+        "conversions": 9,
+        "people_converted": 4,
+        "conversion_rate": 0.667,
+        "value": {"EUR": "130.40", "USD": "10.00"},
+    }
+    assert [row["source_id"] for row in page.ads()] == [A, B, C]
+    assert page.text("figure-clicks") == "8"
+    assert page.text("figure-conversion_rate") == "66.7%"
+    assert page.text("figure-people_converted") == "4 of 6 people converted"
+
+    # Conversions to Meta: the overview's counts, the oldest pending, and the parked reason, shown.
+    overview = await api(page.base, "/api/conversions")
+    [by_sql] = await rows(seeded, "SELECT events FROM conversion_overview")
+    assert page.meta() == {status: overview["events"][status] for status in STATUSES}
+    assert page.meta() == {status: _json(by_sql["events"]).get(status, 0) for status in STATUSES}
+    assert page.meta()["pending"] == 2
+    assert page.find("meta-parked").is_displayed()
+    assert page.text("meta-parked-reason") == PARKED
+    assert page.text("meta-oldest-pending") != "none"
+
+    # Freshness: the newest callback was stored moments ago, as the API says.
+    freshness = await api(page.base, "/api/freshness")
+    assert freshness["age_s"] is not None
+    assert page.text("freshness").startswith("Newest callback stored ")
+    assert page.text("freshness").endswith(" s ago")
+    assert float(page.find("freshness").get_attribute("data-age-s")) < 120
+    assert page.severe() == []
+
+
+async def test_a_preset_a_changed_address_and_an_ads_view_update_the_figures(page: Page, seeded: AsyncEngine) -> None:
+    page.open(f"?since={STREAM['since']}&until={STREAM['until']}")
+    await page.drawn(**STREAM)
+
+    # A preset: the last 30 days, today included, in the address and on the page.
+    today = _today()
+    page.find("preset-30").click()
+    thirty = {"since": (today - timedelta(days=29)).isoformat(), "until": today.isoformat()}
+    await page.drawn(**thirty)
+    assert page.driver.current_url == f"{page.base}/?since={thirty['since']}&until={thirty['until']}"
+    assert "active" in page.find("preset-30").get_attribute("class")
+    assert len(page.chart()["days"]) == 30
+    await check_all_ads(page, seeded, **thirty)
+    assert page.figures()["clicks"] == 4  # R1-R4
+
+    page.find("preset-7").click()
+    seven = {"since": (today - timedelta(days=6)).isoformat(), "until": today.isoformat()}
+    await page.drawn(**seven)
+    assert len(page.chart()["days"]) == 7
+    await check_all_ads(page, seeded, **seven)
+    assert page.figures()["clicks"] == 3  # R3 was 20 days ago
+    assert page.find("since").get_attribute("value") == seven["since"]
+
+    # The browser's back button: the 30 days again.
+    page.driver.back()
+    await page.drawn(**thirty)
+    await check_all_ads(page, seeded, **thirty)
+
+    # A changed address: the stream's first day alone.
+    day0 = {"since": DAY0.isoformat(), "until": DAY0.isoformat()}
+    page.open(f"?since={day0['since']}&until={day0['until']}")
+    await page.drawn(**day0)
+    assert len(page.chart()["days"]) == 1
+    await check_all_ads(page, seeded, **day0)
+
+    # An ad's view, from its row: its own days, its row's figures, the table with its row marked; and back.
+    page.open(f"?since={STREAM['since']}&until={STREAM['until']}")
+    await page.drawn(**STREAM)
+    page.driver.find_element(
+        By.CSS_SELECTOR, f'[data-testid="ad-row"][data-source-id="{A}"] [data-testid="ad-clicks"]'
+    ).click()
+    await page.drawn(**STREAM, ad=A)
+    assert page.driver.current_url == f"{page.base}/?since={STREAM['since']}&until={STREAM['until']}&ad={A}"
+    assert page.text("view-title") == f"Headline {A}"
+    assert page.text("view-subtitle") == f"Ad {A} · ad · image"
+    assert page.find("back").is_displayed()
+    [reported] = [row for row in await ad_report(seeded, **STREAM) if row["source_id"] == A]
+    [answered] = [row for row in await api(page.base, "/api/ads", **STREAM) if row["source_id"] == A]
+    assert _shown(page.figures()) == _figures(answered) == {key: reported[key] for key in _figures(answered)}
+    daily = await api(page.base, "/api/daily", **STREAM, source_id=A)
+    chart = page.chart()
+    assert (
+        chart["values"]
+        == [[day[line] for day in daily] for line in SERIES]
+        == await daily_views(seeded, **STREAM, ad=A)
+    )
+    assert chart["values"] != await daily_views(seeded, **STREAM)
+    assert "selected" in page.driver.find_element(
+        By.CSS_SELECTOR, f'[data-testid="ad-row"][data-source-id="{A}"]'
+    ).get_attribute("class")
+
+    page.find("back").click()
+    await page.drawn(**STREAM)
+    assert page.driver.current_url == f"{page.base}/?since={STREAM['since']}&until={STREAM['until']}"
+    assert not page.find("back").is_displayed()
+    await check_all_ads(page, seeded, **STREAM)
+
+    # An ad opened by its address, over a range where it has nothing: no figures, every day at 0.
+    page.open(f"?since=2025-10-01&until=2025-10-05&ad={A}")
+    await page.drawn(since="2025-10-01", until="2025-10-05", ad=A)
+    assert page.chart()["values"] == [[0] * 5] * 4
+    assert page.text("figure-clicks") == NOTHING
+    assert page.severe() == []
+
+
+async def test_the_sort_and_the_view_survive_the_pages_refreshes(page: Page, seeded: AsyncEngine) -> None:
+    page.open(f"?since={STREAM['since']}&until={STREAM['until']}")
+    await page.drawn(**STREAM)
+    by_api = [row["source_id"] for row in await api(page.base, "/api/ads", **STREAM)]
+    assert [row["source_id"] for row in page.ads()] == by_api  # most clicks first, as the API orders them
+
+    page.find("sort-clicks").click()  # most clicks first, as a choice
+    page.find("sort-clicks").click()  # then fewest
+    fewest = sorted(page.ads(), key=lambda row: row["clicks"])
+    assert [row["clicks"] for row in page.ads()] == [row["clicks"] for row in fewest]
+    assert (
+        page.driver.find_element(By.CSS_SELECTOR, "th:has(> [data-testid='sort-clicks'])").get_attribute("aria-sort")
+        == "ascending"
+    )
+
+    page.find("sort-headline").click()
+    headlines = [row["headline"] for row in page.ads()]
+    assert headlines == sorted(headlines)
+
+    # The next refreshes redraw it all, and keep the sort.
+    before = page.refreshes()
+    await eventually(lambda: page.refreshes() >= before + 1, LIVE_S, "the page did not refresh itself")
+    assert [row["headline"] for row in page.ads()] == headlines
+
+    # An ad's view stays through a refresh too.
+    page.open(f"?since={STREAM['since']}&until={STREAM['until']}&ad={B}")
+    await page.drawn(**STREAM, ad=B)
+    before = page.refreshes()
+    await eventually(lambda: page.refreshes() >= before + 1, LIVE_S, "the page did not refresh itself")
+    assert page.js("return document.documentElement.dataset.ad") == B
+    assert page.text("view-title") == f"Headline {B}"
+    assert page.severe() == []
+
+
+async def test_a_callback_stored_after_the_page_opened_shows_up_without_a_reload(
+    page: Page, seeded: AsyncEngine
+) -> None:
+    page.open()  # the default range: the last 7 days, today included
+    today = _today()
+    await page.drawn(since=(today - timedelta(days=6)).isoformat(), until=today.isoformat())
+    clicks = page.figures()["clicks"]
+    [row_a] = [row for row in page.ads() if row["source_id"] == A]
+    page.js("window.notReloaded = true")
+
+    await store(
+        seeded,
+        [
+            inbound(
+                "LIVE",
+                _minute(_earlier_today()),
+                identity="9999",
+                contact="CLIVE",
+                conversation="VLIVE",
+                metadata=referral(A, "CLLIVE", headline=f"Headline {A}", media_type="image"),
+            )
+        ],
+    )
+    stored = time.monotonic()
+    await eventually(
+        lambda: page.figures()["clicks"] == clicks + 1, LIVE_S, "the new click did not show up within 10 s"
+    )
+    assert time.monotonic() - stored <= LIVE_S
+    assert page.js("return window.notReloaded === true"), "the page was reloaded"
+    [row_a_now] = [row for row in page.ads() if row["source_id"] == A]
+    assert row_a_now["clicks"] == row_a["clicks"] + 1
+    assert float(page.find("freshness").get_attribute("data-age-s")) < LIVE_S
+    since, until = page.range()
+    await check_all_ads(page, seeded, since, until)
+    assert page.severe() == []
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    assert data[12:16] == b"IHDR"
+    width, height = struct.unpack(">II", data[16:24])
+    return width, height
+
+
+async def test_the_screenshot_script_saves_both_views(
+    dashboard: str, seeded: AsyncEngine, tmp_path: Path, browser: WebDriver
+) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(ROOT / "docs" / "screenshots.py"),
+        "--url",
+        dashboard,
+        "--user",
+        f"{USER}:{PASSWORD}",
+        "--since",
+        STREAM["since"],
+        "--until",
+        STREAM["until"],
+        "--out",
+        str(tmp_path),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 90)
+    assert process.returncode == 0, err.decode()
+    for name in ("dashboard.png", "dashboard-ad.png"):
+        path = tmp_path / name
+        assert path.stat().st_size > 10_000, f"{name} is nearly empty"
+        assert _png_size(path) == (WIDTH, HEIGHT)
+        assert f"saved {path}" in out.decode()
+    assert (tmp_path / "dashboard.png").read_bytes() != (tmp_path / "dashboard-ad.png").read_bytes()
+
+
+async def test_without_credentials_the_page_and_its_files_are_refused(dashboard: str) -> None:
+    async with aiohttp.ClientSession() as session:
+        for path in ("/", "/static/dashboard.js", "/static/vendor/uplot/uPlot.iife.min.js", "/api/summary"):
+            async with session.get(f"{dashboard}{path}") as response:
+                assert response.status == 401, path
+        async with session.get(f"{dashboard}/static/dashboard.js", headers=AUTH) as response:
+            assert response.status == 200
+            assert "javascript" in response.headers["Content-Type"]
+            assert "default-src 'self'" in response.headers["Content-Security-Policy"]
