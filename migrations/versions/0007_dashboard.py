@@ -1,8 +1,10 @@
 """What the dashboard reads, and what it may: every figure of a range defined once, in SQL, without a person in it.
 
 ``ad_report(since, until)`` is ``ctwa report``'s per-ad figures over a range of UTC days (people, conversations and
-people converted counted once over the range); ``range_report(since, until)`` the same over all ads together.
-Both read the rollups, whose person keys may hold phone numbers, and return counts only: they run with their
+people converted counted once over the range); ``range_report(since, until)`` the same over all ads together;
+``engagement_report(since, until)`` what the people an ad brought did next (wrote again, got a reply, how soon),
+per ad and over all; ``ad_creatives(since, until, ad)`` an ad's creatives as its clicks showed them. They read the
+rollups and the tables, whose person keys may hold phone numbers, and return counts only: they run with their
 owner's rights (``SECURITY DEFINER``), so that a role that may read nothing personal — the dashboard's, created by
 ``ctwa migrate`` — may still call them. ``performance_daily`` and ``conversions_daily`` are ``ad_performance_daily``
 and ``ad_conversions_daily`` for all ads together (a person who clicked two ads that day is one person);
@@ -178,6 +180,93 @@ FUNCTIONS = {
                conversions.conversions, conversions.value, conversions.people_converted,
                round(conversions.people_converted::numeric / nullif(people.people, 0), 3)
         FROM clicks, people, newcomers, talks, conversions
+        $$
+    """,
+    # What the people an ad's clicks in the range brought did next, per ad and (total) over all ads together — each
+    # person counted once: wrote again within the attribution window after a click (a message of theirs other than
+    # the click's own), got a reply within it that was delivered (or read), and how long after a click its first
+    # reply came (the median over clicks with one). And the replies of the range (by their first report's UTC day)
+    # whose last touch was the ad: how many, delivered, read — as ad_engagement counts them over all time.
+    "engagement_report(since date, until date)": f"""
+        CREATE FUNCTION engagement_report(since date, until date)
+        RETURNS TABLE (
+            total boolean, source_id text, people int, people_wrote_again int, people_replied int,
+            people_reply_read int, median_seconds_to_first_reply double precision, replies int,
+            replies_delivered int, replies_read int
+        )
+        {_DEFINER} AS $$
+        WITH click AS (
+            SELECT click.source_id, click.person_key,
+                   EXISTS (
+                       SELECT 1 FROM messages AS later
+                       WHERE later.person_key = click.person_key
+                         AND later.sent_at > click.clicked_at
+                         AND later.sent_at <= click.clicked_at + attribution_window()
+                         AND later.message_id <> click.message_id
+                   ) AS wrote_again,
+                   reply.first_reported_at - click.clicked_at AS first_reply_after,
+                   coalesce(reply.delivered, false) AS replied,
+                   coalesce(reply.read, false) AS reply_read
+            FROM ad_clicks AS click
+            LEFT JOIN LATERAL (
+                SELECT min(report.reported_at) AS first_reported_at,
+                       bool_or(status.status IN ('DELIVERED', 'READ')) AS delivered,
+                       bool_or(status.status = 'READ') AS read
+                FROM delivery_reports AS report JOIN message_status AS status USING (message_id)
+                WHERE report.person_key = click.person_key
+                  AND report.reported_at >= click.clicked_at
+                  AND report.reported_at <= click.clicked_at + attribution_window()
+            ) AS reply ON true
+            WHERE click.person_key IS NOT NULL
+              AND click.clicked_at >= ($1::timestamp AT TIME ZONE 'UTC')
+              AND click.clicked_at < (($2 + 1)::timestamp AT TIME ZONE 'UTC')
+        ), engaged AS (
+            SELECT GROUPING(source_id) = 1 AS total, source_id,
+                   count(DISTINCT person_key)::int AS people,
+                   count(DISTINCT person_key) FILTER (WHERE wrote_again)::int AS people_wrote_again,
+                   count(DISTINCT person_key) FILTER (WHERE replied)::int AS people_replied,
+                   count(DISTINCT person_key) FILTER (WHERE reply_read)::int AS people_reply_read,
+                   percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM first_reply_after))
+                       AS median_seconds_to_first_reply
+            FROM click GROUP BY GROUPING SETS ((source_id), ())
+        ), replied AS (
+            SELECT GROUPING(last_touch_source_id) = 1 AS total, last_touch_source_id AS source_id,
+                   count(*)::int AS replies,
+                   count(*) FILTER (WHERE status IN ('DELIVERED', 'READ'))::int AS replies_delivered,
+                   count(*) FILTER (WHERE status = 'READ')::int AS replies_read
+            FROM reply_attribution
+            WHERE last_touch_message_id IS NOT NULL
+              AND (first_reported_at AT TIME ZONE 'UTC')::date BETWEEN $1 AND $2
+            GROUP BY GROUPING SETS ((last_touch_source_id), ())
+        )
+        SELECT coalesce(engaged.total, replied.total), coalesce(engaged.source_id, replied.source_id),
+               coalesce(engaged.people, 0), coalesce(engaged.people_wrote_again, 0),
+               coalesce(engaged.people_replied, 0), coalesce(engaged.people_reply_read, 0),
+               engaged.median_seconds_to_first_reply, coalesce(replied.replies, 0),
+               coalesce(replied.replies_delivered, 0), coalesce(replied.replies_read, 0)
+        FROM engaged FULL JOIN replied
+        ON replied.total = engaged.total AND replied.source_id IS NOT DISTINCT FROM engaged.source_id
+        ORDER BY 1 DESC, 2
+        $$
+    """,
+    # An ad's creatives as its clicks in the range showed them: each headline, text, media and link, with its clicks
+    # and people.
+    "ad_creatives(since date, until date, ad text)": f"""
+        CREATE FUNCTION ad_creatives(since date, until date, ad text)
+        RETURNS TABLE (
+            headline text, body text, source_type text, media_type text, image_url text, video_url text,
+            thumbnail_url text, source_url text, clicks int, people int, first_clicked_at timestamptz,
+            last_clicked_at timestamptz
+        )
+        {_DEFINER} AS $$
+        SELECT headline, body, source_type, media_type, image_url, video_url, thumbnail_url, source_url,
+               count(*)::int, count(DISTINCT person_key)::int, min(clicked_at), max(clicked_at)
+        FROM ad_clicks
+        WHERE source_id = $3
+          AND clicked_at >= ($1::timestamp AT TIME ZONE 'UTC')
+          AND clicked_at < (($2 + 1)::timestamp AT TIME ZONE 'UTC')
+        GROUP BY headline, body, source_type, media_type, image_url, video_url, thumbnail_url, source_url
+        ORDER BY count(*) DESC, max(clicked_at) DESC
         $$
     """,
 }

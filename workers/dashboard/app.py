@@ -48,6 +48,8 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/api/summary", _api(_summary))
     app.router.add_get("/api/ads", _api(_ads))
     app.router.add_get("/api/daily", _api(_daily))
+    app.router.add_get("/api/engagement", _api(_engagement))
+    app.router.add_get("/api/creatives", _api(_creatives))
     app.router.add_get("/api/conversions", _api(_conversions))
     app.router.add_get("/api/freshness", _api(_freshness))
     app.router.add_static("/static", STATIC, append_version=False)
@@ -121,6 +123,17 @@ async def _ads(request: web.Request, engine: AsyncEngine) -> Any:
 
 async def _daily(request: web.Request, engine: AsyncEngine) -> Any:
     return await figures.daily(engine, figures.Range.asked(request.query), request.query.get("source_id") or None)
+
+
+async def _engagement(request: web.Request, engine: AsyncEngine) -> Any:
+    return await figures.engagement(engine, figures.Range.asked(request.query))
+
+
+async def _creatives(request: web.Request, engine: AsyncEngine) -> Any:
+    asked = figures.Range.asked(request.query)
+    if not (source_id := request.query.get("source_id")):
+        return web.json_response({"error": "no ad", "detail": "source_id names the ad"}, status=400)
+    return await figures.creatives(engine, asked, source_id)
 
 
 async def _conversions(request: web.Request, engine: AsyncEngine) -> Any:

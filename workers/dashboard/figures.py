@@ -1,6 +1,7 @@
 """The dashboard's figures, each read from the views and functions of the migrations — ``range_report`` and
 ``ad_report`` (0007, the latter ``ctwa report``'s), ``performance_daily``, ``ad_performance_daily``,
-``conversions_daily``, ``ad_conversions_daily``, ``conversion_overview``, ``ingest_freshness`` — never computed
+``conversions_daily``, ``ad_conversions_daily``, ``engagement_report``, ``ad_creatives``, ``conversion_overview``,
+``ingest_freshness`` — never computed
 again here: this module takes the range asked for and shapes what the database answers as JSON."""
 
 from __future__ import annotations
@@ -18,7 +19,18 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from workers.commands.report import ADS_REPORT, SETTINGS, with_money
 from workers.conversions.status import STATUSES
 
-__all__ = ["MAX_DAYS", "Range", "RangeError", "ads", "conversions", "daily", "freshness", "summary"]
+__all__ = [
+    "MAX_DAYS",
+    "Range",
+    "RangeError",
+    "ads",
+    "conversions",
+    "creatives",
+    "daily",
+    "engagement",
+    "freshness",
+    "summary",
+]
 
 # A range longer than this is refused: more than a year of days is no chart, and a costly query.
 MAX_DAYS = 400
@@ -103,6 +115,20 @@ _DAILY = {
     ]
 }
 
+_ENGAGEMENT = text("SELECT * FROM engagement_report(:since, :until)")
+_ENGAGED = (
+    "people",
+    "people_wrote_again",
+    "people_replied",
+    "people_reply_read",
+    "median_seconds_to_first_reply",
+    "replies",
+    "replies_delivered",
+    "replies_read",
+)
+
+_CREATIVES = text("SELECT * FROM ad_creatives(:since, :until, :source_id)")
+
 _CONVERSIONS = text(
     """
     SELECT events::text AS events, oldest_pending_event_id, oldest_pending_event_time,
@@ -146,6 +172,35 @@ async def daily(engine: AsyncEngine, asked: Range, source_id: str | None = None)
     async with engine.connect() as connection:
         rows = [dict(row._mapping) for row in await connection.execute(statement, params)]
     return [_json(row) for row in with_money(rows)]
+
+
+async def engagement(engine: AsyncEngine, asked: Range) -> dict[str, Any]:
+    """What the people the ads brought did next — wrote again, got a reply, how soon — over all ads (``total``, and
+    ``before``: the period before) and per ad."""
+    async with engine.connect() as connection:
+        current = [row._asdict() for row in await connection.execute(_ENGAGEMENT, asked.params())]
+        before = [row._asdict() for row in await connection.execute(_ENGAGEMENT, asked.previous.params())]
+
+    def total(rows: list[dict[str, Any]]) -> dict[str, Any]:
+        return _json({name: next(row for row in rows if row["total"])[name] for name in _ENGAGED})
+
+    ads = [
+        _json({"source_id": row["source_id"], **{name: row[name] for name in _ENGAGED}})
+        for row in current
+        if not row["total"]
+    ]
+    return {
+        "total": total(current),
+        "before": total(before),
+        "ads": ads,
+    }
+
+
+async def creatives(engine: AsyncEngine, asked: Range, source_id: str) -> list[dict[str, Any]]:
+    """The ad's creatives as its clicks in the range showed them, most clicked first."""
+    async with engine.connect() as connection:
+        found = await connection.execute(_CREATIVES, asked.params() | {"source_id": source_id})
+        return [_json(row._asdict()) for row in found]
 
 
 async def conversions(engine: AsyncEngine) -> dict[str, Any]:

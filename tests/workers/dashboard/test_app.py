@@ -161,6 +161,52 @@ async def test_every_day_of_the_range_is_there_with_the_views_numbers(dashboard:
     ]
 
 
+async def test_what_the_people_did_next_worked_out_by_hand(dashboard: Client, seeded: AsyncEngine) -> None:
+    answer = await _get(dashboard, "/api/engagement", **RANGE)
+    # P1 (M1) and P4 (M5, then M4) wrote again, P3 too (M3); OUT1 to P1 was read, OUT3 to P3 delivered, OUT2 to P2
+    # failed. First replies 10 min after M1 and M2, 50 min after M3: median 600 s. Replies by last touch: OUT1 and
+    # OUT2 on A, OUT3 on B. The number (MP) did nothing more.
+    assert answer["total"] == {
+        "people": 7,
+        "people_wrote_again": 3,
+        "people_replied": 2,
+        "people_reply_read": 1,
+        "median_seconds_to_first_reply": 600.0,
+        "replies": 3,
+        "replies_delivered": 2,
+        "replies_read": 1,
+    }
+    by_ad = {ad["source_id"]: ad for ad in answer["ads"]}
+    assert by_ad[A] | {"source_id": A} == {
+        "source_id": A,
+        "people": 5,
+        "people_wrote_again": 2,
+        "people_replied": 1,
+        "people_reply_read": 1,
+        "median_seconds_to_first_reply": 600.0,
+        "replies": 2,
+        "replies_delivered": 1,
+        "replies_read": 1,
+    }
+    assert (by_ad[B]["people_wrote_again"], by_ad[B]["median_seconds_to_first_reply"]) == (1, 3000.0)
+    assert (by_ad[C]["people_wrote_again"], by_ad[C]["median_seconds_to_first_reply"]) == (0, None)
+    assert answer["before"]["people"] == 0
+    # The people who clicked are those of the ads' figures: one definition of a range's people.
+    ads = {ad["source_id"]: ad for ad in await _get(dashboard, "/api/ads", **RANGE)}
+    assert {ad: by_ad[ad]["people"] for ad in (A, B, C)} == {ad: ads[ad]["people"] for ad in (A, B, C)}
+
+
+async def test_an_ads_creatives(dashboard: Client) -> None:
+    answer = await _get(dashboard, "/api/creatives", source_id=A, **RANGE)
+    assert [(c["headline"], c["media_type"], c["clicks"], c["people"]) for c in answer] == [
+        (f"Headline {A}", "image", 4, 4),
+        (f"Ad {A}", None, 1, 1),
+    ]
+    assert await _get(dashboard, "/api/creatives", source_id="no-such-ad", **RANGE) == []
+    async with dashboard.get("/api/creatives", params=RANGE, headers=AUTH) as response:
+        assert response.status == 400
+
+
 async def test_the_conversions_to_meta_and_the_freshness(dashboard: Client) -> None:
     answer = await _get(dashboard, "/api/conversions")
     assert answer["events"] == {
@@ -190,8 +236,8 @@ async def test_the_conversions_to_meta_and_the_freshness(dashboard: Client) -> N
     ],
 )
 async def test_a_bad_range_is_a_clear_400(dashboard: Client, query: dict[str, str]) -> None:
-    for path in ("/api/summary", "/api/ads", "/api/daily"):
-        async with dashboard.get(path, params=query, headers=AUTH) as response:
+    for path in ("/api/summary", "/api/ads", "/api/daily", "/api/engagement", "/api/creatives"):
+        async with dashboard.get(path, params=query | {"source_id": A}, headers=AUTH) as response:
             assert response.status == 400
             assert (await response.json())["error"] == "bad range"
 
@@ -230,7 +276,7 @@ async def test_every_answer_carries_the_security_headers(dashboard: Client) -> N
 async def test_no_answer_carries_a_phone_number_or_a_message_text(dashboard: Client, seeded: AsyncEngine) -> None:
     [stored] = await rows(seeded, "SELECT count(*) AS n FROM messages WHERE identity = :phone", phone=PHONE)
     assert stored["n"] == 1  # it is in the database, under the dashboard's eyes
-    for path in ("/api/summary", "/api/ads", "/api/daily", "/api/conversions", "/api/freshness"):
+    for path in ("/api/summary", "/api/ads", "/api/daily", "/api/engagement", "/api/creatives", "/api/conversions"):
         for query in (RANGE, {**RANGE, "source_id": A}, {**RANGE, "format": "csv"}):
             async with dashboard.get(path, params=query, headers=AUTH) as response:
                 body = await response.text()

@@ -37,6 +37,12 @@ LEFT JOIN (
 ) AS converted ON converted.day = day.day
 ORDER BY day.day;
 
+-- _ENGAGEMENT
+SELECT * FROM engagement_report(:since, :until);
+
+-- _CREATIVES
+SELECT * FROM ad_creatives(:since, :until, :source_id);
+
 -- _CONVERSIONS
 SELECT events::text AS events, oldest_pending_event_id, oldest_pending_event_time,
        extract(epoch FROM now() - oldest_pending_event_time) AS oldest_pending_age_s,
