@@ -190,8 +190,8 @@ FUNCTIONS = {
     "engagement_report(since date, until date)": f"""
         CREATE FUNCTION engagement_report(since date, until date)
         RETURNS TABLE (
-            total boolean, source_id text, people int, people_wrote_again int, people_replied int,
-            people_reply_read int, median_seconds_to_first_reply double precision, replies int,
+            total boolean, source_id text, people int, people_wrote_again int, wrote_again_rate numeric,
+            people_replied int, people_reply_read int, median_seconds_to_first_reply double precision, replies int,
             replies_delivered int, replies_read int
         )
         {_DEFINER} AS $$
@@ -241,6 +241,7 @@ FUNCTIONS = {
         )
         SELECT coalesce(engaged.total, replied.total), coalesce(engaged.source_id, replied.source_id),
                coalesce(engaged.people, 0), coalesce(engaged.people_wrote_again, 0),
+               round(engaged.people_wrote_again::numeric / nullif(engaged.people, 0), 3),
                coalesce(engaged.people_replied, 0), coalesce(engaged.people_reply_read, 0),
                engaged.median_seconds_to_first_reply, coalesce(replied.replies, 0),
                coalesce(replied.replies_delivered, 0), coalesce(replied.replies_read, 0)

@@ -119,6 +119,7 @@ _ENGAGEMENT = text("SELECT * FROM engagement_report(:since, :until)")
 _ENGAGED = (
     "people",
     "people_wrote_again",
+    "wrote_again_rate",
     "people_replied",
     "people_reply_read",
     "median_seconds_to_first_reply",

@@ -169,6 +169,7 @@ async def test_what_the_people_did_next_worked_out_by_hand(dashboard: Client, se
     assert answer["total"] == {
         "people": 7,
         "people_wrote_again": 3,
+        "wrote_again_rate": 0.429,
         "people_replied": 2,
         "people_reply_read": 1,
         "median_seconds_to_first_reply": 600.0,
@@ -181,6 +182,7 @@ async def test_what_the_people_did_next_worked_out_by_hand(dashboard: Client, se
         "source_id": A,
         "people": 5,
         "people_wrote_again": 2,
+        "wrote_again_rate": 0.4,
         "people_replied": 1,
         "people_reply_read": 1,
         "median_seconds_to_first_reply": 600.0,
