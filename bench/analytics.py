@@ -2,13 +2,14 @@
 then the attribution views and ``ctwa report`` queried for a 30-day range — and, in the same run, the same
 answers computed straight from ``ad_clicks`` without the rollups the workers keep.
 
-    python bench/analytics.py [--clicks 1000000] [--messages 5000000] [--conversions 50000] [--repeat 5]
+    python bench/analytics.py [--clicks 1000000] [--messages 5000000] [--conversions 50000] [--replies 0] [--repeat 5]
 
 The data: 90 days, 400 ads (one in ten a post, one in five without a click id), about 500,000 people with a
 skewed number of clicks each, two thirds of them contacts and the rest known by phone number only (DISPATCH).
 Each conversion event follows a click with a click id by 2 hours to 7 days and names the click's person; most
 are sent, some pending, failed or unattributed (those without their click, as the sender leaves them), and
-purchases carry a value in EUR, USD or GBP.
+purchases carry a value in EUR, USD or GBP. With ``--replies``, the business's replies to those people, each with
+its delivery reports (delivered and read, delivered, or failed), for the dashboard's engagement figures.
 """
 
 from __future__ import annotations
@@ -177,7 +178,33 @@ def _conversions(rng: random.Random, count: int, clicks: list[asyncpg.Record]) -
         )
 
 
-async def load(url: str, clicks: int, messages: int, conversions: int) -> None:
+# What became of the business's replies: delivered and read, delivered only, or failed.
+_REPLY_FATES = {("DELIVERED", "READ"): 6, ("DELIVERED",): 3, ("FAILED",): 1}
+
+
+def _replies(rng: random.Random, count: int, people: int) -> Iterator[tuple[object, ...]]:
+    """Delivery reports of ``count`` replies of the business to its people: each reply's reports a few seconds to
+    an hour apart."""
+    for n in range(count):
+        person = int(rng.random() ** 2 * people)
+        contact = f"C{person:08d}" if person % 3 else None
+        at = START + timedelta(seconds=rng.uniform(0, DAYS * 86400))
+        for status in rng.choices(list(_REPLY_FATES), list(_REPLY_FATES.values()))[0]:
+            at += timedelta(seconds=rng.uniform(2, 3600))
+            yield (
+                f"MR{n:010d}",
+                status,
+                "APP",
+                "WHATSAPP",
+                f"34{person:09d}",
+                contact,
+                f"V{person:08d}" if contact else None,
+                at,
+                "CONVERSATION" if contact else "DISPATCH",
+            )
+
+
+async def load(url: str, clicks: int, messages: int, conversions: int, replies: int = 0) -> None:
     rng = random.Random(7)
     people = 500_000
     connection = await asyncpg.connect(make_url(url).set(drivername="postgresql").render_as_string(False))
@@ -229,6 +256,24 @@ async def load(url: str, clicks: int, messages: int, conversions: int) -> None:
             ],
         )
         print(f"COPY {messages:,} messages: {time.perf_counter() - started:.0f} s", file=sys.stderr)
+        if replies:
+            started = time.perf_counter()
+            await connection.copy_records_to_table(
+                "delivery_reports",
+                records=_replies(rng, replies, people),
+                columns=[
+                    "message_id",
+                    "status",
+                    "app_id",
+                    "channel",
+                    "identity",
+                    "contact_id",
+                    "conversation_id",
+                    "reported_at",
+                    "processing_mode",
+                ],
+            )
+            print(f"COPY the reports of {replies:,} replies: {time.perf_counter() - started:.0f} s", file=sys.stderr)
         # Contacts, one in a thousand deleted, so person_attribution has erasures to leave out.
         await connection.copy_records_to_table(
             "contacts",
@@ -326,6 +371,7 @@ def main() -> None:
     parser.add_argument("--clicks", type=int, default=1_000_000)
     parser.add_argument("--messages", type=int, default=5_000_000)
     parser.add_argument("--conversions", type=int, default=50_000, help="conversion events (0: none)")
+    parser.add_argument("--replies", type=int, default=0, help="the business's replies, with their delivery reports")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--keep", action="store_true", help="keep the database (ctwa_bench_analytics)")
     parser.add_argument("--reuse", action="store_true", help="query the database a --keep run left")
@@ -334,7 +380,7 @@ def main() -> None:
     if not args.reuse:
         asyncio.run(drop(url))
         upgrade(url)
-        asyncio.run(load(url, args.clicks, args.messages, args.conversions))
+        asyncio.run(load(url, args.clicks, args.messages, args.conversions, args.replies))
         asyncio.run(prepare(url))
 
     print(

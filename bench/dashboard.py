@@ -1,10 +1,11 @@
 """Dashboard benchmark: every ``/api`` endpoint of ``ctwa dashboard`` over ``bench/analytics.py``'s data (1,000,000
-clicks, 5,000,000 messages, 50,000 conversion events) for its 30-day range — the server's own time per answer, from
+clicks, 5,000,000 messages, 50,000 conversion events, and with ``--replies`` the business's replies) for its 30-day
+range (the creatives those of its most clicked ad) — the server's own time per answer, from
 its ``Server-Timing`` header — and, where Chromium and Selenium are installed, the page fully drawn in headless
 Chromium.
 
-    python bench/analytics.py --keep          # load the data once (ctwa_bench_analytics), several minutes
-    python bench/dashboard.py [--repeat 20]   # then measure the dashboard on it
+    python bench/analytics.py --replies 1000000 --keep   # load the data once (ctwa_bench_analytics): minutes
+    python bench/dashboard.py [--repeat 20]              # then measure the dashboard on it
 
 The dashboard runs in this process, as the read-only role ``ctwa migrate`` makes (so the grants are part of what is
 measured), on loopback without users. The page counts as drawn when it marks itself so (``data-state="drawn"`` on
@@ -41,6 +42,8 @@ ENDPOINTS = {
     "/api/summary": {"since": SINCE.isoformat(), "until": UNTIL.isoformat()},
     "/api/ads": {"since": SINCE.isoformat(), "until": UNTIL.isoformat()},
     "/api/daily": {"since": SINCE.isoformat(), "until": UNTIL.isoformat()},
+    "/api/engagement": {"since": SINCE.isoformat(), "until": UNTIL.isoformat()},
+    "/api/creatives": {"since": SINCE.isoformat(), "until": UNTIL.isoformat(), "source_id": "1202000001"},
     "/api/conversions": {},
     "/api/freshness": {},
 }

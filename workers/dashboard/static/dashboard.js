@@ -1,13 +1,15 @@
 /* The dashboard page: fetches the JSON API (docs/dashboard.md) and lays out what it answers. Every figure is the
-   API's; this script only formats numbers, dates and changes against the previous period, sorts the table and
-   draws the daily chart with uPlot. The range and the ad on view live in the URL, so a link can be shared; the
-   page fetches everything again every few seconds and redraws it, keeping the sort and the view. */
+   API's; this script only formats numbers, dates, durations and changes against the previous period, joins the
+   ads' engagement to their rows by ad id, sorts the table and draws the daily chart and an ad's funnel with uPlot.
+   The range and the ad on view live in the URL, so a link can be shared; the page fetches everything again every
+   few seconds and redraws it, keeping the sort and the view. */
 (function () {
   "use strict";
 
   const REFRESH_MS = 5000;
   const DAY_MS = 86400000;
   const CHART_HEIGHT = 320;
+  const FUNNEL_HEIGHT = 280;
   // The daily chart's lines, in the legend's order.
   const SERIES = [
     { key: "clicks", label: "Clicks", color: "#128c7e", fill: "rgba(18, 140, 126, 0.08)" },
@@ -18,6 +20,23 @@
   const COUNTS = ["clicks", "people", "new_people", "conversations", "conversions"];
   const STATUSES = ["pending", "sending", "sent", "failed", "unconfirmed", "unattributed"];
   const TEXT_COLUMNS = new Set(["source_id", "headline", "source_type"]);
+  // The ads table's columns read from /api/engagement's row of the same ad, not from /api/ads'.
+  const ENGAGED_COLUMNS = new Set(["wrote_again_rate", "median_seconds_to_first_reply", "replies"]);
+  // An ad's funnel, step by step: each step's people, from the ad's row of /api/ads (ads) or of /api/engagement.
+  const FUNNEL = [
+    { label: "Clicked", from: "ads", key: "people", color: "#128c7e" },
+    { label: "Wrote again", from: "engagement", key: "people_wrote_again", color: "#2f9e8f" },
+    { label: "Reply delivered", from: "engagement", key: "people_replied", color: "#2f6fde" },
+    { label: "Reply read", from: "engagement", key: "people_reply_read", color: "#5b8def" },
+    { label: "Converted", from: "ads", key: "people_converted", color: "#8e44ad" },
+  ];
+  // A creative's links, shown as text: never loaded (the page's Content-Security-Policy is default-src 'self').
+  const LINKS = [
+    { key: "image_url", label: "image" },
+    { key: "video_url", label: "video" },
+    { key: "thumbnail_url", label: "thumbnail" },
+    { key: "source_url", label: "link" },
+  ];
 
   const counts = new Intl.NumberFormat(undefined);
   const percent = new Intl.NumberFormat(undefined, { style: "percent", maximumFractionDigits: 1 });
@@ -27,6 +46,7 @@
     maximumFractionDigits: 1,
   });
   const points = new Intl.NumberFormat(undefined, { maximumFractionDigits: 1, signDisplay: "always" });
+  const durations = new Intl.NumberFormat(undefined, { maximumFractionDigits: 1 });
   const dayLabel = new Intl.DateTimeFormat(undefined, {
     day: "numeric",
     month: "short",
@@ -34,6 +54,14 @@
     timeZone: "UTC",
   });
   const tickDay = new Intl.DateTimeFormat(undefined, { day: "numeric", month: "short", timeZone: "UTC" });
+  const shortMoment = new Intl.DateTimeFormat(undefined, {
+    day: "numeric",
+    month: "short",
+    hour: "2-digit",
+    minute: "2-digit",
+    timeZone: "UTC",
+    timeZoneName: "short",
+  });
   const moment = new Intl.DateTimeFormat(undefined, {
     day: "numeric",
     month: "short",
@@ -50,9 +78,11 @@
     refreshes: 0,
     sort: null, // { key, dir: "asc" | "desc" }, null: the API's order (most clicks first)
     ads: [],
+    engaged: new Map(), // each ad's row of /api/engagement, by its source_id
     view: null,
     primaryCurrency: null,
     chart: null,
+    funnel: null,
     range: null, // the range on view, { since, until }, as the API answered it
   };
 
@@ -62,7 +92,7 @@
 
   function readLocation() {
     const query = new URLSearchParams(window.location.search);
-    return { since: query.get("since"), until: query.get("until"), ad: query.get("ad") };
+    return { since: query.get("since"), until: query.get("until"), ad: query.get("ad") || null };
   }
 
   function pageUrl(view) {
@@ -150,6 +180,20 @@
 
   function formatMoment(value) {
     return value ? moment.format(new Date(value)) : "never";
+  }
+
+  // A duration as a person says it: 42 s, 10 min, 2.5 h, 3 days.
+  function formatDuration(seconds) {
+    if (!isNumber(seconds)) return "–";
+    const s = Math.max(0, Number(seconds));
+    if (Math.round(s) < 60) return `${Math.round(s)} s`;
+    if (Math.round(s / 6) < 600) return `${durations.format(s / 60)} min`;
+    if (Math.round(s / 360) < 480) return `${durations.format(s / 3600)} h`;
+    return `${durations.format(s / 86400)} days`;
+  }
+
+  function formatShortMoment(value) {
+    return value ? shortMoment.format(new Date(value)) : "–";
   }
 
   function formatAge(seconds) {
@@ -305,6 +349,23 @@
     );
   }
 
+  // Who wrote again after a click: how many, against the period before, and which share of the people who clicked.
+  function renderWroteAgain(current, before) {
+    const node = $("headline-wrote-again");
+    const count = current ? current.people_wrote_again : null;
+    node.textContent = formatCount(count);
+    node.dataset.value = isNumber(count) ? String(count) : "";
+    showChange($("change-wrote-again"), change(count, before && before.people_wrote_again));
+    const share = $("headline-wrote-again-rate");
+    const rate = current ? current.wrote_again_rate : null;
+    const people = current ? current.people : null;
+    share.textContent =
+      isNumber(rate) && isNumber(people)
+        ? `${formatRate(rate)} of ${formatCount(people)} ${Number(people) === 1 ? "person" : "people"}`
+        : "";
+    share.dataset.value = isNumber(rate) ? String(rate) : "";
+  }
+
   function renderViewTitle(view, row, summary) {
     const back = $("back");
     const title = $("view-title");
@@ -416,9 +477,166 @@
     if (width !== state.chart.width) state.chart.setSize({ width, height: CHART_HEIGHT });
   }
 
+  /* ---- an ad's funnel ---- */
+
+  function funnelOptions(width) {
+    return {
+      width,
+      height: FUNNEL_HEIGHT,
+      legend: { show: false },
+      cursor: { show: false },
+      select: { show: false },
+      scales: {
+        x: { time: false, range: [-0.5, FUNNEL.length - 0.5] },
+        // Room above the tallest bar for its label.
+        y: { range: (plot, min, max) => [0, max > 0 ? Math.ceil(max * 1.18) : 1] },
+      },
+      axes: [
+        {
+          stroke: "#5f6b7a",
+          grid: { show: false },
+          ticks: { show: false },
+          splits: () => FUNNEL.map((step, index) => index),
+          values: (plot, splits) => splits.map((index) => (FUNNEL[index] ? FUNNEL[index].label : "")),
+        },
+        {
+          stroke: "#5f6b7a",
+          grid: { stroke: "#eef1f5" },
+          ticks: { stroke: "#e3e8ee" },
+          incrs: integerSteps(),
+          size: 56,
+          values: (plot, ticks) => ticks.map((tick) => counts.format(tick)),
+        },
+      ],
+      series: [
+        {},
+        {
+          label: "People",
+          width: 0,
+          fill: FUNNEL[0].color,
+          points: { show: false },
+          paths: uPlot.paths.bars({
+            size: [0.62, 96],
+            disp: { fill: { unit: 3, values: () => FUNNEL.map((step) => step.color) } },
+          }),
+        },
+      ],
+      hooks: {
+        draw: [
+          (plot) => {
+            labelBars(plot);
+            const box = plot.root.parentElement;
+            box.dataset.drawn = "true";
+            box.dataset.bars = String(plot.data[0].length);
+            box.dataset.counts = JSON.stringify(plot.data[1]);
+          },
+        ],
+      },
+    };
+  }
+
+  // Each bar's count above it, as text over the plot (uPlot's overlay), placed where uPlot put the bar.
+  function labelBars(plot) {
+    let layer = plot.over.querySelector(".bar-labels");
+    if (layer === null) {
+      layer = element("div", { class: "bar-labels", "data-testid": "funnel-labels" });
+      plot.over.append(layer);
+    }
+    const labels = plot.data[1].map((count, index) => {
+      const label = element(
+        "span",
+        { class: "bar-label", "data-testid": "funnel-label", "data-step": FUNNEL[index].label, "data-value": count },
+        formatCount(count),
+      );
+      label.style.left = `${plot.valToPos(index, "x")}px`;
+      label.style.top = `${plot.valToPos(count, "y")}px`;
+      return label;
+    });
+    layer.replaceChildren(...labels);
+  }
+
+  function renderFunnel(row, engaged) {
+    const box = $("funnel");
+    const sources = { ads: row, engagement: engaged };
+    const data = [
+      FUNNEL.map((step, index) => index),
+      FUNNEL.map((step) => {
+        const value = sources[step.from] ? sources[step.from][step.key] : null;
+        return isNumber(value) ? Number(value) : 0;
+      }),
+    ];
+    const width = Math.max(box.clientWidth, 280);
+    if (state.funnel === null) {
+      state.funnel = new uPlot(funnelOptions(width), data, box);
+    } else {
+      if (width !== state.funnel.width) state.funnel.setSize({ width, height: FUNNEL_HEIGHT });
+      state.funnel.setData(data);
+    }
+  }
+
+  function resizeFunnel() {
+    if (state.funnel === null || $("ad-panels").hidden) return;
+    const width = Math.max($("funnel").clientWidth, 280);
+    if (width !== state.funnel.width) state.funnel.setSize({ width, height: FUNNEL_HEIGHT });
+  }
+
+  /* ---- an ad's creatives ---- */
+
+  function renderCreatives(creatives) {
+    const rows = (Array.isArray(creatives) ? creatives : []).map((creative) => {
+      const field = (tag, key, text, className) =>
+        element(
+          tag,
+          {
+            class: className,
+            "data-testid": `creative-${key}`,
+            "data-value": creative[key] === null || creative[key] === undefined ? "" : String(creative[key]),
+          },
+          text,
+        );
+      const links = LINKS.filter((link) => creative[link.key]).map((link) =>
+        element(
+          "li",
+          {},
+          element("span", { class: "link-kind" }, link.label),
+          field("span", link.key, creative[link.key], "url"),
+        ),
+      );
+      const kind = [];
+      if (creative.source_type) kind.push(field("span", "source_type", creative.source_type));
+      if (creative.source_type && creative.media_type) kind.push(" · ");
+      if (creative.media_type) kind.push(field("span", "media_type", creative.media_type));
+      return element(
+        "tr",
+        { "data-testid": "creative-row" },
+        element(
+          "td",
+          { class: "creative" },
+          field("div", "headline", creative.headline || "(no headline)", creative.headline ? "headline" : "missing"),
+          creative.body ? field("div", "body", creative.body, "body") : null,
+          links.length ? element("ul", { class: "links" }, ...links) : null,
+        ),
+        element("td", { class: "kind" }, ...(kind.length ? kind : ["–"])),
+        field("td", "clicks", formatCount(creative.clicks), "num"),
+        field("td", "people", formatCount(creative.people), "num"),
+        field("td", "first_clicked_at", formatShortMoment(creative.first_clicked_at), "when"),
+        field("td", "last_clicked_at", formatShortMoment(creative.last_clicked_at), "when"),
+      );
+    });
+    $("creatives-rows").replaceChildren(...rows);
+    $("creatives-empty").hidden = rows.length > 0;
+  }
+
   /* ---- the ads table ---- */
 
   function sortValue(row, key) {
+    if (ENGAGED_COLUMNS.has(key)) {
+      const engaged = state.engaged.get(row.source_id);
+      if (!engaged) return null;
+      // Replies: by those delivered, then by those read.
+      if (key === "replies") return [Number(engaged.replies_delivered), Number(engaged.replies_read)];
+      return isNumber(engaged[key]) ? Number(engaged[key]) : null;
+    }
     if (key === "value") {
       const amount = row.value && state.primaryCurrency ? row.value[state.primaryCurrency] : undefined;
       return isNumber(amount) ? Number(amount) : null;
@@ -438,10 +656,21 @@
       const x = sortValue(a.row, key);
       const y = sortValue(b.row, key);
       if (x === null || y === null) return x === y ? a.index - b.index : x === null ? 1 : -1; // empty last
-      const order = typeof x === "string" ? x.localeCompare(y, undefined, { numeric: true }) : x - y;
+      const order = compare(x, y);
       return order === 0 ? a.index - b.index : sign * order;
     });
     return rows.map((item) => item.row);
+  }
+
+  function compare(x, y) {
+    if (typeof x === "string") return x.localeCompare(y, undefined, { numeric: true });
+    if (Array.isArray(x)) {
+      for (let index = 0; index < x.length; index += 1) {
+        if (x[index] !== y[index]) return x[index] - y[index];
+      }
+      return 0;
+    }
+    return x - y;
   }
 
   function cell(key, value, text, className) {
@@ -454,6 +683,41 @@
       },
       text,
     );
+  }
+
+  // The columns of what the ad's people did next: its row of /api/engagement, joined by ad id.
+  function engagedCells(engaged) {
+    const wrote = cell(
+      "wrote_again_rate",
+      engaged ? engaged.wrote_again_rate : null,
+      formatRate(engaged ? engaged.wrote_again_rate : null),
+      "num",
+    );
+    if (engaged && isNumber(engaged.people)) {
+      wrote.title = `${formatCount(engaged.people_wrote_again)} of ${formatCount(engaged.people)} people wrote again`;
+    }
+    const median = engaged ? engaged.median_seconds_to_first_reply : null;
+    const replies = engaged
+      ? {
+          replies: engaged.replies,
+          replies_delivered: engaged.replies_delivered,
+          replies_read: engaged.replies_read,
+        }
+      : null;
+    return [
+      wrote,
+      cell("median_seconds_to_first_reply", median, formatDuration(median), "num"),
+      element(
+        "td",
+        { class: "num replies", "data-testid": "ad-replies", "data-value": replies ? JSON.stringify(replies) : "" },
+        ...(replies
+          ? [
+              `${formatCount(replies.replies_delivered)} / ${formatCount(replies.replies_read)}`,
+              element("span", { class: "of" }, ` of ${formatCount(replies.replies)}`),
+            ]
+          : ["–"]),
+      ),
+    ];
   }
 
   function renderAds(view) {
@@ -480,6 +744,7 @@
         cell("people", row.people, formatCount(row.people), "num"),
         cell("new_people", row.new_people, formatCount(row.new_people), "num"),
         cell("conversations", row.conversations, formatCount(row.conversations), "num"),
+        ...engagedCells(state.engaged.get(row.source_id) || null),
         cell("conversions", row.conversions, formatCount(row.conversions), "num"),
         cell("conversion_rate", row.conversion_rate, formatRate(row.conversion_rate), "num"),
         element(
@@ -598,38 +863,54 @@
       // Without a full range in the URL, the API's default range: asked of the summary first, then used by all.
       const first = explicit ? null : await api("/api/summary", range);
       if (first) range = { since: first.since, until: first.until };
-      const [summary, ads, daily, conversions, freshness] = await Promise.all([
+      const [summary, ads, daily, engagement, creatives, conversions, freshness] = await Promise.all([
         first || api("/api/summary", range),
         api("/api/ads", range),
         api("/api/daily", view.ad === null ? range : { ...range, source_id: view.ad }),
+        api("/api/engagement", range),
+        view.ad === null ? null : api("/api/creatives", { ...range, source_id: view.ad }),
         api("/api/conversions"),
         api("/api/freshness"),
       ]);
-      // An ad's figures against its own previous period: its row of the ads of the period before.
-      const adsBefore = view.ad === null ? null : await api("/api/ads", summary.previous);
+      // An ad's figures against its own previous period: its rows of the ads and engagement of the period before.
+      const [adsBefore, engagementBefore] =
+        view.ad === null
+          ? [null, null]
+          : await Promise.all([api("/api/ads", summary.previous), api("/api/engagement", summary.previous)]);
       if (!current()) return;
 
       state.view = view;
       state.ads = Array.isArray(ads) ? ads : [];
+      state.engaged = new Map(((engagement && engagement.ads) || []).map((row) => [row.source_id, row]));
       state.primaryCurrency = Object.keys((summary.current && summary.current.value) || {}).sort()[0] || null;
       $("error").hidden = true;
       document.querySelector("main").classList.remove("stale");
       renderRange(summary, view);
+      const panels = $("ad-panels");
       if (view.ad === null) {
         renderViewTitle(view, null, summary);
         renderFigures(summary.current, summary.before);
+        renderWroteAgain(engagement.total, engagement.before);
+        panels.hidden = true;
       } else {
         const row = state.ads.find((ad) => ad.source_id === view.ad) || null;
         const rowBefore = (adsBefore || []).find((ad) => ad.source_id === view.ad) || null;
+        const engaged = state.engaged.get(view.ad) || null;
+        const engagedBefore = ((engagementBefore && engagementBefore.ads) || []).find((ad) => ad.source_id === view.ad);
         renderViewTitle(view, row, summary);
         renderFigures(row, rowBefore);
+        renderWroteAgain(engaged, engagedBefore || null);
+        panels.hidden = false; // shown before the funnel is drawn: uPlot sizes it from its box
+        renderFunnel(row, engaged);
+        renderCreatives(creatives);
       }
       state.range = { since: summary.since, until: summary.until };
       renderChart(daily);
       renderAds(view);
       renderMeta(conversions);
       renderFreshness(freshness);
-      // uPlot draws in a microtask of its own, queued by setData: after it, the page is drawn.
+      // uPlot draws in a microtask of its own, queued by setData (the daily chart's, and the funnel's in an ad's
+      // view): after them, the page is drawn.
       await Promise.resolve();
       if (!current()) return;
       state.refreshes += 1;
@@ -658,14 +939,20 @@
       document.documentElement.dataset.state = "loading";
       refresh();
     });
-    window.addEventListener("resize", resizeChart);
+    window.addEventListener("resize", () => {
+      resizeChart();
+      resizeFunnel();
+    });
     document.addEventListener("visibilitychange", () => {
       if (document.visibilityState === "visible") refresh();
     });
-    // For whoever checks the page: the chart as uPlot holds it, and a way to refresh now.
+    // For whoever checks the page: the charts as uPlot holds them, and a way to refresh now.
     window.dashboard = Object.freeze({
       get chart() {
         return state.chart;
+      },
+      get funnel() {
+        return state.funnel;
       },
       refresh,
     });
