@@ -94,7 +94,7 @@ class Cluster:
         pid = self._beams().get(node)
         assert pid is not None, f"{node} is not running"
         os.kill(pid, signal.SIGKILL)
-        await self._reap(self._node(node))
+        await self._reap(self._node(node), kill=True)
 
     async def stop(self, node: str) -> None:
         """Shut the node down gracefully (``rabbitmqctl shutdown``); return once it is gone."""
@@ -248,7 +248,7 @@ class Cluster:
         atexit.unregister(self._kill_now)
         self._kill_now(remove=False)
         for node in self._nodes:
-            await self._reap(node)
+            await self._reap(node, kill=True)
         deadline = time.monotonic() + 10
         while self._beams():
             assert time.monotonic() < deadline, f"RabbitMQ nodes still running after SIGKILL: {self._beams()}"
@@ -308,10 +308,17 @@ class Cluster:
                 start_new_session=True,  # a Ctrl-C in the terminal is for pytest, whose teardown stops the nodes
             )
 
-    async def _reap(self, node: Node, within: float = 30) -> None:
-        """Wait until the node's VM and the script that started it are gone."""
+    async def _reap(self, node: Node, within: float = 30, *, kill: bool = False) -> None:
+        """Wait until the node's VM and the script that started it are gone; with ``kill``, SIGKILL whatever of them
+        is still there each time it looks (a VM that appeared after the kill — its node was starting — included)."""
         deadline = time.monotonic() + within
-        while node.name in self._beams() or (node.process is not None and node.process.poll() is None):
+        while node.name in (beams := self._beams()) or (node.process is not None and node.process.poll() is None):
+            if kill:
+                with contextlib.suppress(ProcessLookupError):
+                    if node.name in beams:
+                        os.kill(beams[node.name], signal.SIGKILL)
+                    elif node.process is not None:
+                        os.killpg(node.process.pid, signal.SIGKILL)  # its own session (start_new_session)
             if time.monotonic() > deadline:
                 if node.process is not None:
                     node.process.kill()
