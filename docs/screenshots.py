@@ -1,5 +1,6 @@
 """Screenshots of a running dashboard, for the docs: ``dashboard.png`` (all ads) and ``dashboard-ad.png`` (one ad's
-view), 1280x900 each, taken in headless Chromium (Debian's ``chromium`` and ``chromium-driver``, through Selenium).
+view, with its funnel and creatives), each the whole page at 1280 pixels wide (at least 900 high), taken in headless
+Chromium (Debian's ``chromium`` and ``chromium-driver``, through Selenium).
 
     python docs/screenshots.py --url http://127.0.0.1:8081 --user anna:a-long-password
     python docs/screenshots.py --since 2025-11-01 --until 2025-11-30 --ad 120000A --out /tmp/shots
@@ -91,11 +92,16 @@ def wait_drawn(driver: WebDriver, ad: str | None = None) -> None:
 
 
 def capture(driver: WebDriver, path: Path) -> None:
-    """The viewport, from the top of the page, as a PNG."""
+    """The whole page, from its top, as a PNG: as wide as the viewport, as high as the page (at least the viewport)."""
     driver.execute_script("window.scrollTo(0, 0)")
+    height = max(HEIGHT, int(driver.execute_script("return document.documentElement.scrollHeight")))
     shot = driver.execute_cdp_cmd(
         "Page.captureScreenshot",
-        {"format": "png", "clip": {"x": 0, "y": 0, "width": WIDTH, "height": HEIGHT, "scale": 1}},
+        {
+            "format": "png",
+            "captureBeyondViewport": True,
+            "clip": {"x": 0, "y": 0, "width": WIDTH, "height": height, "scale": 1},
+        },
     )
     path.write_bytes(base64.b64decode(shot["data"]))
 

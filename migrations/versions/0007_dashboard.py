@@ -210,9 +210,13 @@ FUNCTIONS = {
             FROM ad_clicks AS click
             LEFT JOIN LATERAL (
                 SELECT min(report.reported_at) AS first_reported_at,
-                       bool_or(status.status IN ('DELIVERED', 'READ')) AS delivered,
-                       bool_or(status.status = 'READ') AS read
-                FROM delivery_reports AS report JOIN message_status AS status USING (message_id)
+                       bool_or(reply.status IN ('DELIVERED', 'READ')) AS delivered,
+                       bool_or(reply.status = 'READ') AS read
+                FROM delivery_reports AS report
+                -- Each reply's status as message_status has it, looked up by its id (not the whole view).
+                CROSS JOIN LATERAL (
+                    SELECT status FROM message_status WHERE message_status.message_id = report.message_id
+                ) AS reply
                 WHERE report.person_key = click.person_key
                   AND report.reported_at >= click.clicked_at
                   AND report.reported_at <= click.clicked_at + attribution_window()
@@ -235,7 +239,13 @@ FUNCTIONS = {
                    count(*) FILTER (WHERE status IN ('DELIVERED', 'READ'))::int AS replies_delivered,
                    count(*) FILTER (WHERE status = 'READ')::int AS replies_read
             FROM reply_attribution
-            WHERE last_touch_message_id IS NOT NULL
+            -- The replies reported in the range, by id: the view then reads only theirs.
+            WHERE message_id = ANY (ARRAY(
+                SELECT DISTINCT message_id FROM delivery_reports
+                WHERE reported_at >= ($1::timestamp AT TIME ZONE 'UTC')
+                  AND reported_at < (($2 + 1)::timestamp AT TIME ZONE 'UTC')
+            ))
+              AND last_touch_message_id IS NOT NULL
               AND (first_reported_at AT TIME ZONE 'UTC')::date BETWEEN $1 AND $2
             GROUP BY GROUPING SETS ((last_touch_source_id), ())
         )

@@ -1,9 +1,10 @@
 """The dashboard's page in a real browser: headless Chromium (Debian's ``chromium`` and ``chromium-driver``, driven by
 Selenium) against a real ``ctwa dashboard`` process, reading the seeded test database as the read-only role that
 ``ctwa migrate`` makes. The page draws without a console error; its numbers, table and daily chart are the API's
-and the SQL's (``range_report``, ``ad_report``, ``performance_daily``, …); a preset, a changed address and an ad's
-view update them; the sort and the view survive the page's own refreshes; a callback stored while the page is open
-shows up within 10 s without a reload; ``docs/screenshots.py`` saves its two images.
+and the SQL's (``range_report``, ``ad_report``, ``engagement_report``, ``performance_daily``, …); an ad's view shows
+its funnel (a uPlot bar chart) and its creatives (``ad_creatives``), their links as text, never loaded; a preset, a
+changed address and an ad's view update them; the sort and the view survive the page's own refreshes; a callback
+stored while the page is open shows up within 10 s without a reload; ``docs/screenshots.py`` saves its two images.
 
 Without the browser the tests skip, loudly; with ``CI`` set they fail (``.ci/run`` installs it)."""
 
@@ -64,6 +65,36 @@ AUTH = {"Authorization": "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode
 STREAM = {"since": DAY0.isoformat(), "until": DAY2.isoformat()}
 
 COUNTS = ("clicks", "people", "new_people", "conversations", "conversions")
+# What the people an ad brought did next (/api/engagement, engagement_report), and the ads table's columns of it.
+ENGAGED = (
+    "people",
+    "people_wrote_again",
+    "wrote_again_rate",
+    "people_replied",
+    "people_reply_read",
+    "median_seconds_to_first_reply",
+    "replies",
+    "replies_delivered",
+    "replies_read",
+)
+ENGAGED_COLUMNS = ("wrote_again_rate", "median_seconds_to_first_reply", "replies")
+REPLIES = ("replies", "replies_delivered", "replies_read")
+# An ad's funnel, its steps in order.
+FUNNEL = ("Clicked", "Wrote again", "Reply delivered", "Reply read", "Converted")
+CREATIVE = (
+    "headline",
+    "body",
+    "source_type",
+    "media_type",
+    "image_url",
+    "video_url",
+    "thumbnail_url",
+    "source_url",
+    "clicks",
+    "people",
+    "first_clicked_at",
+    "last_clicked_at",
+)
 # The daily chart's lines, in order, and the statuses of the conversions panel.
 SERIES = ("clicks", "people", "conversations", "conversions")
 STATUSES = ("pending", "sending", "sent", "failed", "unconfirmed", "unattributed")
@@ -301,9 +332,61 @@ class Page:
         for row in table:
             for key in COUNTS:
                 row[key] = int(row[key])
-            row["conversion_rate"] = float(row["conversion_rate"]) if row["conversion_rate"] else None
+            for key in ("conversion_rate", "wrote_again_rate", "median_seconds_to_first_reply"):
+                row[key] = float(row[key]) if row[key] else None
             row["value"] = json.loads(row["value"])
+            row["replies"] = json.loads(row["replies"]) if row["replies"] else None
         return table
+
+    def wrote_again(self) -> dict[str, Any]:
+        """The "Wrote again" card: how many, and the share of the people who clicked."""
+        rate = self.value("headline-wrote-again-rate")
+        count = self.value("headline-wrote-again")
+        return {
+            "people_wrote_again": int(count) if count else None,
+            "wrote_again_rate": float(rate) if rate else None,
+        }
+
+    def funnel(self) -> dict[str, Any]:
+        """An ad's funnel as uPlot holds it and as the page labels it: its canvas, its steps, each bar's count."""
+        funnel: dict[str, Any] = self.js(
+            """
+            const chart = window.dashboard.funnel;
+            const box = document.querySelector('[data-testid="funnel"]');
+            const canvas = box.querySelector('canvas');
+            return {
+                shown: !box.closest('[hidden]'),
+                canvas: canvas !== null && canvas.width > 0 && canvas.height > 0,
+                drawn: box.dataset.drawn,
+                bars: box.dataset.bars,
+                counts: chart.data[1],
+                steps: [...box.querySelectorAll('[data-testid="funnel-label"]')].map((label) => label.dataset.step),
+                labels: [...box.querySelectorAll('[data-testid="funnel-label"]')].map((label) => label.textContent),
+            };
+            """
+        )
+        return funnel
+
+    def creatives(self) -> list[dict[str, Any]]:
+        """The creatives table's rows, each field as the API gives it (None where the page shows none)."""
+        table: list[dict[str, Any]] = self.js(
+            """
+            return [...document.querySelectorAll('[data-testid="creative-row"]')].map((row) => {
+                const fields = {};
+                for (const field of row.querySelectorAll('[data-testid^="creative-"]')) {
+                    fields[field.dataset.testid.slice(9)] = field.dataset.value;
+                }
+                return fields;
+            });
+            """
+        )
+        return [
+            {
+                key: (int(row[key]) if key in ("clicks", "people") else row[key]) if row.get(key) else None
+                for key in CREATIVE
+            }
+            for row in table
+        ]
 
     def chart(self) -> dict[str, Any]:
         """The daily chart as uPlot holds it: its canvas, its lines, its days and each line's values."""
@@ -430,6 +513,64 @@ def _table(ads: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
+def _number(value: Any) -> Any:
+    return float(value) if isinstance(value, Decimal) else value
+
+
+async def engagement_report(db: AsyncEngine, since: str, until: str) -> dict[str, Any]:
+    """engagement_report's rows, read as its owner, shaped as /api/engagement answers: ``total`` and ``ads``."""
+    reported = await rows(
+        db,
+        "SELECT * FROM engagement_report(:since, :until)",
+        since=date.fromisoformat(since),
+        until=date.fromisoformat(until),
+    )
+    [total] = [row for row in reported if row["total"]]
+    return {
+        "total": {key: _number(total[key]) for key in ENGAGED},
+        "ads": [
+            {"source_id": row["source_id"], **{key: _number(row[key]) for key in ENGAGED}}
+            for row in reported
+            if not row["total"]
+        ],
+    }
+
+
+def _engaged_table(ads: list[dict[str, Any]], engaged: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The ads table's engagement columns: each ad's row of the engagement, joined to the ads by ad id."""
+    by_ad = {row["source_id"]: row for row in engaged}
+    table = []
+    for ad in ads:
+        row = by_ad.get(ad["source_id"])
+        table.append(
+            {
+                "source_id": ad["source_id"] or "",
+                "wrote_again_rate": None if row is None else row["wrote_again_rate"],
+                "median_seconds_to_first_reply": None if row is None else row["median_seconds_to_first_reply"],
+                "replies": None if row is None else {key: row[key] for key in REPLIES},
+            }
+        )
+    return table
+
+
+def _engaged_cells(page_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{key: row[key] for key in ("source_id", *ENGAGED_COLUMNS)} for row in page_rows]
+
+
+async def ad_creatives(db: AsyncEngine, since: str, until: str, ad: str) -> list[dict[str, Any]]:
+    """ad_creatives's rows, read as its owner, as /api/creatives answers them."""
+    found = await rows(
+        db,
+        "SELECT * FROM ad_creatives(:since, :until, :ad)",
+        since=date.fromisoformat(since),
+        until=date.fromisoformat(until),
+        ad=ad,
+    )
+    return [
+        {key: row[key].isoformat() if isinstance(row[key], datetime) else row[key] for key in CREATIVE} for row in found
+    ]
+
+
 def _cells(page_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [
         {key: row[key] for key in ("source_id", *COUNTS, "conversion_rate")} | {"value": _money(row["value"])}
@@ -443,6 +584,14 @@ async def check_all_ads(page: Page, db: AsyncEngine, since: str, until: str) -> 
     assert _shown(page.figures()) == _shown(summary["current"]) == await range_report(db, since, until)
     ads = await api(page.base, "/api/ads", since=since, until=until)
     assert _cells(page.ads()) == _table(ads) == _table(await ad_report(db, since, until))
+    # What the people did next: the card, and the table's columns joined by ad id, the API's and the SQL's.
+    engagement = await api(page.base, "/api/engagement", since=since, until=until)
+    by_sql = await engagement_report(db, since, until)
+    assert engagement["total"] == by_sql["total"]
+    assert engagement["ads"] == by_sql["ads"]
+    shown = {key: engagement["total"][key] for key in ("people_wrote_again", "wrote_again_rate")}
+    assert page.wrote_again() == shown
+    assert _engaged_cells(page.ads()) == _engaged_table(ads, engagement["ads"]) == _engaged_table(ads, by_sql["ads"])
     daily = await api(page.base, "/api/daily", since=since, until=until)
     chart = page.chart()
     assert chart["days"] == [day["day"] for day in daily]
@@ -481,6 +630,42 @@ async def test_the_page_draws_the_views_figures_without_a_console_error(page: Pa
     assert page.text("figure-clicks") == "8"
     assert page.text("figure-conversion_rate") == "66.7%"
     assert page.text("figure-people_converted") == "4 of 6 people converted"
+
+    # What those people did next, worked out by hand: P1 and P4 (on A) and P3 (on B) wrote again; OUT1 to P1 was
+    # read, OUT3 to P3 delivered, OUT2 to P2 failed; first replies 10 min after M1 and M2, 50 min after M3.
+    engagement = await api(page.base, "/api/engagement", **STREAM)
+    assert {key: engagement["total"][key] for key in ENGAGED if key not in REPLIES} == {
+        "people": 6,
+        "people_wrote_again": 3,
+        "wrote_again_rate": 0.5,
+        "people_replied": 2,
+        "people_reply_read": 1,
+        "median_seconds_to_first_reply": 600.0,
+    }
+    assert page.wrote_again() == {"people_wrote_again": 3, "wrote_again_rate": 0.5}
+    assert page.text("headline-wrote-again") == "3"
+    assert page.text("headline-wrote-again-rate") == "50.0% of 6 people"
+    assert page.text("change-wrote-again") == "new"  # nobody wrote again in the 3 days before
+    by_ad = {row["source_id"]: row for row in page.ads()}
+    assert (by_ad[A]["wrote_again_rate"], by_ad[A]["median_seconds_to_first_reply"]) == (0.5, 600.0)
+    assert by_ad[A]["replies"] == {"replies": 2, "replies_delivered": 1, "replies_read": 1}
+    assert by_ad[B]["median_seconds_to_first_reply"] == 3000.0
+    assert by_ad[C]["median_seconds_to_first_reply"] is None
+
+    def shown(ad: str, column: str) -> str:
+        return str(
+            page.driver.find_element(
+                By.CSS_SELECTOR, f'[data-testid="ad-row"][data-source-id="{ad}"] [data-testid="ad-{column}"]'
+            ).text
+        )
+
+    assert shown(A, "wrote_again_rate") == "50.0%"
+    assert shown(A, "median_seconds_to_first_reply") == "10 min"
+    assert shown(B, "median_seconds_to_first_reply") == "50 min"
+    assert shown(C, "median_seconds_to_first_reply") == NOTHING
+    assert shown(A, "replies").split() == ["1", "/", "1", "of", "2"]
+    # The ad panels are an ad's view's only.
+    assert not page.find("ad-panels").is_displayed()
 
     # Conversions to Meta: the overview's counts, the oldest pending, and the parked reason, shown.
     overview = await api(page.base, "/api/conversions")
@@ -576,6 +761,88 @@ async def test_a_preset_a_changed_address_and_an_ads_view_update_the_figures(pag
     assert page.severe() == []
 
 
+async def test_an_ads_view_draws_its_funnel_and_lists_its_creatives(page: Page, seeded: AsyncEngine) -> None:
+    page.open(f"?since={STREAM['since']}&until={STREAM['until']}&ad={A}")
+    await page.drawn(**STREAM, ad=A)
+    assert page.find("ad-panels").is_displayed()
+
+    # The funnel, drawn as soon as the page says it is: uPlot's canvas, five bars, each labelled with its count —
+    # the people of the ad's row of the ads and of the engagement, the API's and the SQL's.
+    [row] = [ad for ad in await api(page.base, "/api/ads", **STREAM) if ad["source_id"] == A]
+    [engaged] = [ad for ad in (await api(page.base, "/api/engagement", **STREAM))["ads"] if ad["source_id"] == A]
+    [reported] = [ad for ad in await ad_report(seeded, **STREAM) if ad["source_id"] == A]
+    [by_sql] = [ad for ad in (await engagement_report(seeded, **STREAM))["ads"] if ad["source_id"] == A]
+    steps = [
+        row["people"],
+        engaged["people_wrote_again"],
+        engaged["people_replied"],
+        engaged["people_reply_read"],
+        row["people_converted"],
+    ]
+    assert steps == [
+        reported["people"],
+        by_sql["people_wrote_again"],
+        by_sql["people_replied"],
+        by_sql["people_reply_read"],
+        reported["people_converted"],
+    ]
+    # By hand: P1, P2, P4 and P7 clicked A; P1 and P4 wrote again; OUT1 reached P1 and was read; P1, P2, P4 bought.
+    assert steps == [4, 2, 1, 1, 3]
+    funnel = page.funnel()
+    assert funnel["canvas"]
+    assert funnel["drawn"] == "true"
+    assert funnel["bars"] == "5"
+    assert funnel["counts"] == steps
+    assert funnel["steps"] == list(FUNNEL)
+    assert funnel["labels"] == ["4", "2", "1", "1", "3"]
+    assert page.js("return window.dashboard.funnel.series.length") == 2  # the steps, and one series of counts
+
+    # Its "Wrote again" card: its row of the engagement; nothing in the period before to compare with.
+    assert page.wrote_again() == {"people_wrote_again": 2, "wrote_again_rate": 0.5}
+    assert page.text("headline-wrote-again-rate") == "50.0% of 4 people"
+
+    # Its creatives: the API's and the SQL's, field by field; the links as text, no image or video loaded.
+    creatives = await api(page.base, "/api/creatives", **STREAM, source_id=A)
+    assert page.creatives() == creatives == await ad_creatives(seeded, **STREAM, ad=A)
+    assert [(creative["headline"], creative["clicks"], creative["people"]) for creative in creatives] == [
+        (f"Headline {A}", 4, 4)
+    ]
+    assert "https://fb.me/x" in page.text("creatives")
+    assert page.js("return document.querySelectorAll('img, video, picture, iframe, object, embed').length") == 0
+    loaded = page.js("return performance.getEntriesByType('resource').map((entry) => entry.name)")
+    assert all(url.startswith(page.base) for url in loaded), loaded
+
+    # Another ad, by its row: the funnel and the creatives follow.
+    page.driver.find_element(
+        By.CSS_SELECTOR, f'[data-testid="ad-row"][data-source-id="{C}"] [data-testid="ad-clicks"]'
+    ).click()
+    await page.drawn(**STREAM, ad=C)
+    [row_c] = [ad for ad in await ad_report(seeded, **STREAM) if ad["source_id"] == C]
+    [engaged_c] = [ad for ad in (await engagement_report(seeded, **STREAM))["ads"] if ad["source_id"] == C]
+    assert page.funnel()["counts"] == [
+        row_c["people"],
+        engaged_c["people_wrote_again"],
+        engaged_c["people_replied"],
+        engaged_c["people_reply_read"],
+        row_c["people_converted"],
+    ]
+    assert page.creatives() == await ad_creatives(seeded, **STREAM, ad=C)
+
+    # All ads again: no funnel, no creatives.
+    page.find("back").click()
+    await page.drawn(**STREAM)
+    assert not page.find("ad-panels").is_displayed()
+
+    # An ad over a range where it has nothing: every step at 0, no creative.
+    page.open(f"?since=2025-10-01&until=2025-10-05&ad={A}")
+    await page.drawn(since="2025-10-01", until="2025-10-05", ad=A)
+    assert page.funnel()["counts"] == [0] * 5
+    assert page.creatives() == []
+    assert page.find("creatives-empty").is_displayed()
+    assert page.text("headline-wrote-again") == NOTHING
+    assert page.severe() == []
+
+
 async def test_the_sort_and_the_view_survive_the_pages_refreshes(page: Page, seeded: AsyncEngine) -> None:
     page.open(f"?since={STREAM['since']}&until={STREAM['until']}")
     await page.drawn(**STREAM)
@@ -590,6 +857,25 @@ async def test_the_sort_and_the_view_survive_the_pages_refreshes(page: Page, see
         page.driver.find_element(By.CSS_SELECTOR, "th:has(> [data-testid='sort-clicks'])").get_attribute("aria-sort")
         == "ascending"
     )
+
+    # The columns joined from the engagement sort too: the most first, then the fewest; an ad without one last.
+    for column, value in [
+        ("wrote_again_rate", lambda row: row["wrote_again_rate"]),
+        ("median_seconds_to_first_reply", lambda row: row["median_seconds_to_first_reply"]),
+        ("replies", lambda row: (row["replies"]["replies_delivered"], row["replies"]["replies_read"])),
+    ]:
+        for direction, descending in (("descending", True), ("ascending", False)):
+            page.find(f"sort-{column}").click()
+            shown = [value(row) for row in page.ads() if row[column] is not None]
+            assert shown == sorted(shown, reverse=descending), (column, direction)
+            assert [row[column] is None for row in page.ads()] == sorted(row[column] is None for row in page.ads())
+            header = page.driver.find_element(By.CSS_SELECTOR, f"th:has(> [data-testid='sort-{column}'])")
+            assert header.get_attribute("aria-sort") == direction
+    # By hand: first replies 50 min after B's click, 10 after A's; none after C's.
+    page.find("sort-median_seconds_to_first_reply").click()
+    assert [row["source_id"] for row in page.ads()] == [B, A, C]
+    page.find("sort-median_seconds_to_first_reply").click()
+    assert [row["source_id"] for row in page.ads()] == [A, B, C]
 
     page.find("sort-headline").click()
     headlines = [row["headline"] for row in page.ads()]
@@ -607,6 +893,11 @@ async def test_the_sort_and_the_view_survive_the_pages_refreshes(page: Page, see
     await eventually(lambda: page.refreshes() >= before + 1, LIVE_S, "the page did not refresh itself")
     assert page.js("return document.documentElement.dataset.ad") == B
     assert page.text("view-title") == f"Headline {B}"
+    funnel = page.funnel()
+    assert funnel["shown"]
+    assert funnel["bars"] == "5"
+    assert funnel["labels"] == [str(count) for count in funnel["counts"]]
+    assert len(page.creatives()) == 1
     assert page.severe() == []
 
 
@@ -679,7 +970,9 @@ async def test_the_screenshot_script_saves_both_views(
     for name in ("dashboard.png", "dashboard-ad.png"):
         path = tmp_path / name
         assert path.stat().st_size > 10_000, f"{name} is nearly empty"
-        assert _png_size(path) == (WIDTH, HEIGHT)
+        width, height = _png_size(path)
+        assert width == WIDTH
+        assert height >= HEIGHT  # the whole page, from the top: the ads table, and in an ad's view its funnel
         assert f"saved {path}" in out.decode()
     assert (tmp_path / "dashboard.png").read_bytes() != (tmp_path / "dashboard-ad.png").read_bytes()
 

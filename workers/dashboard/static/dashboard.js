@@ -25,9 +25,9 @@
   // An ad's funnel, step by step: each step's people, from the ad's row of /api/ads (ads) or of /api/engagement.
   const FUNNEL = [
     { label: "Clicked", from: "ads", key: "people", color: "#128c7e" },
-    { label: "Wrote again", from: "engagement", key: "people_wrote_again", color: "#2f9e8f" },
-    { label: "Reply delivered", from: "engagement", key: "people_replied", color: "#2f6fde" },
-    { label: "Reply read", from: "engagement", key: "people_reply_read", color: "#5b8def" },
+    { label: "Wrote\nagain", from: "engagement", key: "people_wrote_again", color: "#2f9e8f" },
+    { label: "Reply\ndelivered", from: "engagement", key: "people_replied", color: "#2f6fde" },
+    { label: "Reply\nread", from: "engagement", key: "people_reply_read", color: "#5b8def" },
     { label: "Converted", from: "ads", key: "people_converted", color: "#8e44ad" },
   ];
   // A creative's links, shown as text: never loaded (the page's Content-Security-Policy is default-src 'self').
@@ -59,8 +59,8 @@
     month: "short",
     hour: "2-digit",
     minute: "2-digit",
+    hourCycle: "h23",
     timeZone: "UTC",
-    timeZoneName: "short",
   });
   const moment = new Intl.DateTimeFormat(undefined, {
     day: "numeric",
@@ -110,6 +110,8 @@
     if (url !== window.location.pathname + window.location.search) {
       window.history.pushState(null, "", url);
     }
+    // Another ad, or all of them: from the top, where its figures, funnel and creatives are.
+    if (state.view === null || state.view.ad !== (view.ad || null)) window.scrollTo(0, 0);
     refresh();
   }
 
@@ -496,6 +498,7 @@
           stroke: "#5f6b7a",
           grid: { show: false },
           ticks: { show: false },
+          size: 48,
           splits: () => FUNNEL.map((step, index) => index),
           values: (plot, splits) => splits.map((index) => (FUNNEL[index] ? FUNNEL[index].label : "")),
         },
@@ -545,7 +548,12 @@
     const labels = plot.data[1].map((count, index) => {
       const label = element(
         "span",
-        { class: "bar-label", "data-testid": "funnel-label", "data-step": FUNNEL[index].label, "data-value": count },
+        {
+          class: "bar-label",
+          "data-testid": "funnel-label",
+          "data-step": FUNNEL[index].label.replace("\n", " "),
+          "data-value": count,
+        },
         formatCount(count),
       );
       label.style.left = `${plot.valToPos(index, "x")}px`;
@@ -713,7 +721,7 @@
         ...(replies
           ? [
               `${formatCount(replies.replies_delivered)} / ${formatCount(replies.replies_read)}`,
-              element("span", { class: "of" }, ` of ${formatCount(replies.replies)}`),
+              element("span", { class: "of" }, `of ${formatCount(replies.replies)}`),
             ]
           : ["–"]),
       ),
