@@ -167,6 +167,18 @@ async def test_the_services_role_can_do_all_the_workers_do(
     assert erased > 0  # merges, erasure and the rollups all ran under the services role
 
 
+async def test_the_services_role_runs_ctwa_report_and_the_range_functions(app_role: str, db: AsyncEngine) -> None:
+    """Not executable by PUBLIC, the range functions are granted to the services' role by `ctwa migrate`."""
+    engine = create_async_engine(app_role)
+    try:
+        async with engine.connect() as connection:
+            for function in ("ad_report", "range_report", "engagement_report"):
+                await connection.execute(text(f"SELECT * FROM {function}(current_date - 7, current_date)"))
+            await connection.execute(text("SELECT * FROM ad_creatives(current_date - 7, current_date, 'ad')"))
+    finally:
+        await engine.dispose()
+
+
 PERSONAL = [
     "34611223344",
     "447700900123",
