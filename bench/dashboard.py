@@ -57,7 +57,7 @@ def _percentile(values: list[float], share: float) -> float:
 async def measure_api(base: str, repeat: int) -> dict[str, list[float]]:
     """Server milliseconds per endpoint, ``repeat`` answers each, in turn (after one warm-up round)."""
     times: dict[str, list[float]] = {path: [] for path in ENDPOINTS}
-    async with aiohttp.ClientSession() as session:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None)) as session:
         for round_number in range(repeat + 1):
             for path, query in ENDPOINTS.items():
                 async with session.get(base + path, params=query) as response:
@@ -126,7 +126,7 @@ async def main_async(args: argparse.Namespace) -> None:
     base = f"http://127.0.0.1:{port}"
     try:
         api = await measure_api(base, args.repeat)
-        page = await asyncio.to_thread(measure_page, base, max(3, args.repeat // 4))
+        page = await asyncio.to_thread(measure_page, base, max(3, args.repeat // 4)) if args.page else None
     finally:
         await runner.cleanup()
 
@@ -137,7 +137,7 @@ async def main_async(args: argparse.Namespace) -> None:
         cells = [f"{_percentile(values, share):,.0f} ms" for share in (0.5, 0.95, 1.0)]
         print(f"| `{path}` | {' | '.join(cells)} |")
     if page is None:
-        print("\npage: not measured (needs selenium, chromium and chromedriver)")
+        print("\npage: not measured (--no-page, or no selenium, chromium and chromedriver)")
     else:
         print(
             f"\npage fully drawn in headless Chromium: median {statistics.median(page) * 1000:,.0f} ms, "
@@ -149,6 +149,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--port", type=int, default=8089)
+    parser.add_argument("--no-page", dest="page", action="store_false", help="the API only")
     asyncio.run(main_async(parser.parse_args()))
 
 

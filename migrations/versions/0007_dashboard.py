@@ -210,16 +210,19 @@ FUNCTIONS = {
             FROM ad_clicks AS click
             LEFT JOIN LATERAL (
                 SELECT min(report.reported_at) AS first_reported_at,
-                       bool_or(reply.status IN ('DELIVERED', 'READ')) AS delivered,
-                       bool_or(reply.status = 'READ') AS read
-                FROM delivery_reports AS report
-                -- Each reply's status as message_status has it, looked up by its id (not the whole view).
-                CROSS JOIN LATERAL (
-                    SELECT status FROM message_status WHERE message_status.message_id = report.message_id
-                ) AS reply
-                WHERE report.person_key = click.person_key
-                  AND report.reported_at >= click.clicked_at
-                  AND report.reported_at <= click.clicked_at + attribution_window()
+                       bool_or(report.status IN ('DELIVERED', 'READ')) AS delivered,
+                       bool_or(report.status = 'READ') AS read
+                FROM (
+                    -- Each reply's status as message_status has it, looked up by the reply's id: a sub-select,
+                    -- so that the view is read for that id only (joined, it was read whole for every click).
+                    SELECT report.reported_at,
+                           (SELECT status FROM message_status WHERE message_status.message_id = report.message_id)
+                               AS status
+                    FROM delivery_reports AS report
+                    WHERE report.person_key = click.person_key
+                      AND report.reported_at >= click.clicked_at
+                      AND report.reported_at <= click.clicked_at + attribution_window()
+                ) AS report
             ) AS reply ON true
             WHERE click.person_key IS NOT NULL
               AND click.clicked_at >= ($1::timestamp AT TIME ZONE 'UTC')
