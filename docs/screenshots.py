@@ -77,15 +77,17 @@ def chromium(user: str | None, binary: str = CHROMIUM, driver_path: str = CHROME
 
 
 def wait_drawn(driver: WebDriver, ad: str | None = None) -> None:
-    """Until the page says it is drawn (for ``ad``'s view, if given); NotDrawn on an error or after TIMEOUT_S."""
+    """Until the page says it is drawn, its engagement figures too (for ``ad``'s view, if given); NotDrawn on an error
+    or after TIMEOUT_S."""
     deadline = time.monotonic() + TIMEOUT_S
     while time.monotonic() < deadline:
-        state, shown = driver.execute_script(
-            "const root = document.documentElement; return [root.dataset.state, root.dataset.ad || null]"
+        state, engagement, shown = driver.execute_script(
+            "const root = document.documentElement; "
+            "return [root.dataset.state, root.dataset.engagement, root.dataset.ad || null]"
         )
-        if state == "error":
+        if "error" in (state, engagement):
             raise NotDrawn(driver.find_element(By.CSS_SELECTOR, '[data-testid="error"]').text)
-        if state == "drawn" and (ad is None or shown == ad):
+        if state == engagement == "drawn" and (ad is None or shown == ad):
             return
         time.sleep(0.1)
     raise NotDrawn(f"the page did not draw within {TIMEOUT_S} s")

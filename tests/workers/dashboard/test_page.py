@@ -3,8 +3,10 @@ Selenium) against a real ``ctwa dashboard`` process, reading the seeded test dat
 ``ctwa migrate`` makes. The page draws without a console error; its numbers, table and daily chart are the API's
 and the SQL's (``range_report``, ``ad_report``, ``engagement_report``, ``performance_daily``, …); an ad's view shows
 its funnel (a uPlot bar chart) and its creatives (``ad_creatives``), their links as text, never loaded; a preset, a
-changed address and an ad's view update them; the sort and the view survive the page's own refreshes; a callback
-stored while the page is open shows up within 10 s without a reload; ``docs/screenshots.py`` saves its two images.
+changed address and an ad's view update them; the sort and the view survive the page's own refreshes; with
+/api/engagement held by the browser, every other part is drawn and the engagement's show a placeholder until it
+answers, and it is not asked again meanwhile; a callback stored while the page is open shows up within 10 s without a
+reload; ``docs/screenshots.py`` saves its two images.
 
 Without the browser the tests skip, loudly; with ``CI`` set they fail (``.ci/run`` installs it)."""
 
@@ -12,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import itertools
 import json
 import os
 import shutil
@@ -23,7 +27,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -59,6 +63,7 @@ FLAGS = (
 )
 WIDTH, HEIGHT = 1280, 900
 NOTHING = "\N{EN DASH}"  # what the page shows where there is no figure
+FAINT = "rgb(138, 149, 163)"  # the muted colour of what is still on its way (dashboard.css's --faint)
 
 USER, PASSWORD = "anna", "a long password"
 AUTH = {"Authorization": "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()}
@@ -276,18 +281,48 @@ class Page:
     def open(self, query: str = "") -> None:
         self.driver.get(f"{self.base}/{query}")
 
-    async def drawn(self, since: str | None = None, until: str | None = None, ad: str | None = None) -> None:
-        """Until the page has drawn the range ``since``-``until`` (any, if not given) and the view (``ad``, or all)."""
+    async def drawn(
+        self, since: str | None = None, until: str | None = None, ad: str | None = None, *, engagement: bool = False
+    ) -> None:
+        """Until the page has drawn the range ``since``-``until`` (any, if not given) and the view (``ad``, or all):
+        every part but the engagement's (``data-state``), and with ``engagement`` those too (``data-engagement``)."""
         want = None if since is None else f"{since}..{until}"
 
         def done() -> bool:
-            state, shown, shown_ad = self.js(
-                "const d = document.documentElement.dataset; return [d.state, d.range, d.ad || null]"
+            state, engaged, shown, shown_ad = self.js(
+                "const d = document.documentElement.dataset; return [d.state, d.engagement, d.range, d.ad || null]"
             )
             assert state != "error", self.text("error")
-            return bool(state == "drawn" and (want is None or shown == want) and shown_ad == ad)
+            assert engaged != "error", self.text("error")
+            return bool(
+                state == "drawn"
+                and (engaged == "drawn" or not engagement)
+                and (want is None or shown == want)
+                and shown_ad == ad
+            )
 
-        await eventually(done, 15, f"the page did not draw {want or 'its range'} ({ad or 'all ads'})")
+        what = f"{want or 'its range'} ({ad or 'all ads'}){', engagement included' if engagement else ''}"
+        await eventually(done, 15, f"the page did not draw {what}")
+
+    def engagement(self) -> str:
+        """``data-engagement``: whether the parts drawn from /api/engagement are (``drawn``) or wait (``loading``)."""
+        return str(self.js("return document.documentElement.dataset.engagement"))
+
+    def pending(self) -> list[dict[str, Any]]:
+        """The placeholders of figures still on their way: where (the closest ``data-testid``), what they show, what
+        they say to assistive technology, and their colour."""
+        shown: list[dict[str, Any]] = self.js(
+            """
+            return [...document.querySelectorAll('.pending')].map((node) => ({
+                where: node.closest('[data-testid]').dataset.testid,
+                text: node.textContent,
+                role: node.getAttribute('role'),
+                label: node.getAttribute('aria-label'),
+                color: getComputedStyle(node).color,
+            }));
+            """
+        )
+        return shown
 
     def refreshes(self) -> int:
         return int(self.js("return Number(document.documentElement.dataset.refreshes || 0)"))
@@ -419,6 +454,20 @@ async def eventually(condition: Callable[[], bool], seconds: float, message: str
     while not condition():
         assert time.monotonic() < deadline, message
         await asyncio.sleep(0.1)
+
+
+async def settles(check: Callable[[], Awaitable[None]], seconds: float) -> None:
+    """Until ``check`` passes, for a page whose parts follow one another, each as its answer comes; its failure if it
+    still fails after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            await check()
+            return
+        except AssertionError:
+            if time.monotonic() >= deadline:
+                raise
+            await asyncio.sleep(0.2)
 
 
 @pytest.fixture
@@ -578,20 +627,15 @@ def _cells(page_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
-async def check_all_ads(page: Page, db: AsyncEngine, since: str, until: str) -> None:
-    """The page's headline numbers, table and chart are the API's and the views' for the range."""
+async def check_all_ads(page: Page, db: AsyncEngine, since: str, until: str, *, engagement: bool = True) -> None:
+    """The page's headline numbers, table and chart are the API's and the views' for the range; with ``engagement``
+    (the page drawn with it), what the people did next too."""
     summary = await api(page.base, "/api/summary", since=since, until=until)
     assert _shown(page.figures()) == _shown(summary["current"]) == await range_report(db, since, until)
     ads = await api(page.base, "/api/ads", since=since, until=until)
     assert _cells(page.ads()) == _table(ads) == _table(await ad_report(db, since, until))
-    # What the people did next: the card, and the table's columns joined by ad id, the API's and the SQL's.
-    engagement = await api(page.base, "/api/engagement", since=since, until=until)
-    by_sql = await engagement_report(db, since, until)
-    assert engagement["total"] == by_sql["total"]
-    assert engagement["ads"] == by_sql["ads"]
-    shown = {key: engagement["total"][key] for key in ("people_wrote_again", "wrote_again_rate")}
-    assert page.wrote_again() == shown
-    assert _engaged_cells(page.ads()) == _engaged_table(ads, engagement["ads"]) == _engaged_table(ads, by_sql["ads"])
+    if engagement:
+        await check_engagement(page, db, since, until)
     daily = await api(page.base, "/api/daily", since=since, until=until)
     chart = page.chart()
     assert chart["days"] == [day["day"] for day in daily]
@@ -599,12 +643,98 @@ async def check_all_ads(page: Page, db: AsyncEngine, since: str, until: str) -> 
     assert page.find("download-csv").get_attribute("href").endswith(f"/api/ads?since={since}&until={until}&format=csv")
 
 
+async def check_engagement(page: Page, db: AsyncEngine, since: str, until: str) -> None:
+    """What the people did next, as the page shows it for the range: the "Wrote again" card, and the ads table's
+    columns joined by ad id, the API's and the SQL's."""
+    ads = await api(page.base, "/api/ads", since=since, until=until)
+    engagement = await api(page.base, "/api/engagement", since=since, until=until)
+    by_sql = await engagement_report(db, since, until)
+    assert engagement["total"] == by_sql["total"]
+    assert engagement["ads"] == by_sql["ads"]
+    shown = {key: engagement["total"][key] for key in ("people_wrote_again", "wrote_again_rate")}
+    assert page.wrote_again() == shown
+    assert _engaged_cells(page.ads()) == _engaged_table(ads, engagement["ads"]) == _engaged_table(ads, by_sql["ads"])
+    assert page.pending() == []
+
+
+# ---- /api/engagement made slow: the browser holds its requests ----
+
+
+class Held:
+    """The page's requests to /api/engagement, held by Chromium until released: DevTools' Fetch domain, enabled in a
+    session of its own on the page's tab, beside chromedriver's. ``asked``: each request's URL, in order."""
+
+    PATTERN = "*/api/engagement*"
+
+    def __init__(self, socket: aiohttp.ClientWebSocketResponse) -> None:
+        self.socket = socket
+        self.asked: list[str] = []
+        self.holding = True
+        self._held: list[str] = []
+        self._numbers = itertools.count(1)
+        self._answers: dict[int, asyncio.Future[dict[str, Any]]] = {}
+
+    async def command(self, method: str, **params: Any) -> dict[str, Any]:
+        number = next(self._numbers)
+        answer: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._answers[number] = answer
+        await self.socket.send_json({"id": number, "method": method, "params": params})
+        return await asyncio.wait_for(answer, 10)
+
+    async def _continue(self, request: str) -> None:
+        # Not waited for: called from read(), which reads its answer.
+        await self.socket.send_json(
+            {"id": next(self._numbers), "method": "Fetch.continueRequest", "params": {"requestId": request}}
+        )
+
+    async def read(self) -> None:
+        async for message in self.socket:
+            event = json.loads(message.data)
+            answer = self._answers.pop(event.get("id"), None)
+            if answer is not None:
+                if "error" in event:
+                    answer.set_exception(AssertionError(f"DevTools refused: {event['error']}"))
+                else:
+                    answer.set_result(event.get("result", {}))
+            elif event.get("method") == "Fetch.requestPaused":
+                self.asked.append(event["params"]["request"]["url"])
+                if self.holding:
+                    self._held.append(event["params"]["requestId"])
+                else:
+                    await self._continue(event["params"]["requestId"])
+
+    async def release(self) -> None:
+        """Lets the held requests go on, and those to come."""
+        self.holding = False
+        while self._held:
+            await self._continue(self._held.pop(0))
+
+
+@contextlib.asynccontextmanager
+async def engagement_held(driver: WebDriver) -> AsyncIterator[Held]:
+    """The page's requests to /api/engagement held (``Held``) until released; all released, and the interception
+    gone with its session, on the way out."""
+    address = driver.capabilities["goog:chromeOptions"]["debuggerAddress"]
+    # chromedriver's window handle is the tab's DevTools target id.
+    url = f"ws://{address}/devtools/page/{driver.current_window_handle}"
+    async with aiohttp.ClientSession() as session, session.ws_connect(url, max_msg_size=0) as socket:
+        held = Held(socket)
+        reading = asyncio.create_task(held.read())
+        try:
+            await held.command("Fetch.enable", patterns=[{"urlPattern": Held.PATTERN, "requestStage": "Request"}])
+            yield held
+        finally:
+            await held.release()
+            await held.command("Fetch.disable")
+            reading.cancel()
+
+
 # ---- the tests ----
 
 
 async def test_the_page_draws_the_views_figures_without_a_console_error(page: Page, seeded: AsyncEngine) -> None:
     page.open(f"?since={STREAM['since']}&until={STREAM['until']}")
-    await page.drawn(**STREAM)
+    await page.drawn(**STREAM, engagement=True)
     assert page.severe() == []
 
     # The daily chart drew: uPlot's canvas, its four lines, one point per day of the range.
@@ -694,7 +824,7 @@ async def test_a_preset_a_changed_address_and_an_ads_view_update_the_figures(pag
     today = _today()
     page.find("preset-30").click()
     thirty = {"since": (today - timedelta(days=29)).isoformat(), "until": today.isoformat()}
-    await page.drawn(**thirty)
+    await page.drawn(**thirty, engagement=True)
     assert page.driver.current_url == f"{page.base}/?since={thirty['since']}&until={thirty['until']}"
     assert "active" in page.find("preset-30").get_attribute("class")
     assert len(page.chart()["days"]) == 30
@@ -703,7 +833,7 @@ async def test_a_preset_a_changed_address_and_an_ads_view_update_the_figures(pag
 
     page.find("preset-7").click()
     seven = {"since": (today - timedelta(days=6)).isoformat(), "until": today.isoformat()}
-    await page.drawn(**seven)
+    await page.drawn(**seven, engagement=True)
     assert len(page.chart()["days"]) == 7
     await check_all_ads(page, seeded, **seven)
     assert page.figures()["clicks"] == 3  # R3 was 20 days ago
@@ -711,13 +841,13 @@ async def test_a_preset_a_changed_address_and_an_ads_view_update_the_figures(pag
 
     # The browser's back button: the 30 days again.
     page.driver.back()
-    await page.drawn(**thirty)
+    await page.drawn(**thirty, engagement=True)
     await check_all_ads(page, seeded, **thirty)
 
     # A changed address: the stream's first day alone.
     day0 = {"since": DAY0.isoformat(), "until": DAY0.isoformat()}
     page.open(f"?since={day0['since']}&until={day0['until']}")
-    await page.drawn(**day0)
+    await page.drawn(**day0, engagement=True)
     assert len(page.chart()["days"]) == 1
     await check_all_ads(page, seeded, **day0)
 
@@ -748,7 +878,7 @@ async def test_a_preset_a_changed_address_and_an_ads_view_update_the_figures(pag
     ).get_attribute("class")
 
     page.find("back").click()
-    await page.drawn(**STREAM)
+    await page.drawn(**STREAM, engagement=True)
     assert page.driver.current_url == f"{page.base}/?since={STREAM['since']}&until={STREAM['until']}"
     assert not page.find("back").is_displayed()
     await check_all_ads(page, seeded, **STREAM)
@@ -763,7 +893,7 @@ async def test_a_preset_a_changed_address_and_an_ads_view_update_the_figures(pag
 
 async def test_an_ads_view_draws_its_funnel_and_lists_its_creatives(page: Page, seeded: AsyncEngine) -> None:
     page.open(f"?since={STREAM['since']}&until={STREAM['until']}&ad={A}")
-    await page.drawn(**STREAM, ad=A)
+    await page.drawn(**STREAM, ad=A, engagement=True)
     assert page.find("ad-panels").is_displayed()
 
     # The funnel, drawn as soon as the page says it is: uPlot's canvas, five bars, each labelled with its count —
@@ -816,7 +946,7 @@ async def test_an_ads_view_draws_its_funnel_and_lists_its_creatives(page: Page, 
     page.driver.find_element(
         By.CSS_SELECTOR, f'[data-testid="ad-row"][data-source-id="{C}"] [data-testid="ad-clicks"]'
     ).click()
-    await page.drawn(**STREAM, ad=C)
+    await page.drawn(**STREAM, ad=C, engagement=True)
     [row_c] = [ad for ad in await ad_report(seeded, **STREAM) if ad["source_id"] == C]
     [engaged_c] = [ad for ad in (await engagement_report(seeded, **STREAM))["ads"] if ad["source_id"] == C]
     assert page.funnel()["counts"] == [
@@ -835,7 +965,7 @@ async def test_an_ads_view_draws_its_funnel_and_lists_its_creatives(page: Page, 
 
     # An ad over a range where it has nothing: every step at 0, no creative.
     page.open(f"?since=2025-10-01&until=2025-10-05&ad={A}")
-    await page.drawn(since="2025-10-01", until="2025-10-05", ad=A)
+    await page.drawn(since="2025-10-01", until="2025-10-05", ad=A, engagement=True)
     assert page.funnel()["counts"] == [0] * 5
     assert page.creatives() == []
     assert page.find("creatives-empty").is_displayed()
@@ -845,7 +975,7 @@ async def test_an_ads_view_draws_its_funnel_and_lists_its_creatives(page: Page, 
 
 async def test_the_sort_and_the_view_survive_the_pages_refreshes(page: Page, seeded: AsyncEngine) -> None:
     page.open(f"?since={STREAM['since']}&until={STREAM['until']}")
-    await page.drawn(**STREAM)
+    await page.drawn(**STREAM, engagement=True)
     by_api = [row["source_id"] for row in await api(page.base, "/api/ads", **STREAM)]
     assert [row["source_id"] for row in page.ads()] == by_api  # most clicks first, as the API orders them
 
@@ -888,7 +1018,7 @@ async def test_the_sort_and_the_view_survive_the_pages_refreshes(page: Page, see
 
     # An ad's view stays through a refresh too.
     page.open(f"?since={STREAM['since']}&until={STREAM['until']}&ad={B}")
-    await page.drawn(**STREAM, ad=B)
+    await page.drawn(**STREAM, ad=B, engagement=True)
     before = page.refreshes()
     await eventually(lambda: page.refreshes() >= before + 1, LIVE_S, "the page did not refresh itself")
     assert page.js("return document.documentElement.dataset.ad") == B
@@ -901,14 +1031,94 @@ async def test_the_sort_and_the_view_survive_the_pages_refreshes(page: Page, see
     assert page.severe() == []
 
 
+async def test_the_page_draws_the_rest_while_the_engagement_is_slow(page: Page, seeded: AsyncEngine) -> None:
+    """/api/engagement, much the slowest at scale, held by the browser: every other part is drawn, the engagement's
+    show a placeholder; it is not asked again at each refresh while its answer is awaited; it fills in once it
+    answers."""
+    summary = await api(page.base, "/api/summary", **STREAM)
+    asked = f"{page.base}/api/engagement?since={STREAM['since']}&until={STREAM['until']}"
+    before = summary["previous"]
+    asked_before = f"{page.base}/api/engagement?since={before['since']}&until={before['until']}"
+    waiting = {"text": "\N{HORIZONTAL ELLIPSIS}", "role": "img", "label": "Loading", "color": FAINT}
+    cells = [f"ad-{column}" for _ in range(3) for column in ENGAGED_COLUMNS]  # A, B and C's
+
+    async with engagement_held(page.driver) as held:
+        page.open(f"?since={STREAM['since']}&until={STREAM['until']}")
+        await page.drawn(**STREAM)
+        await eventually(lambda: held.asked == [asked], 5, "the page did not ask for the engagement")
+        assert page.engagement() == "loading"
+
+        # Everything but the engagement: the API's and the SQL's.
+        await check_all_ads(page, seeded, **STREAM, engagement=False)
+        assert page.chart()["canvas"]
+        overview = await api(page.base, "/api/conversions")
+        assert page.meta() == {status: overview["events"][status] for status in STATUSES}
+        assert page.text("freshness").startswith("Newest callback stored ")
+        assert [row["source_id"] for row in page.ads()] == [A, B, C]
+
+        # The engagement's parts: "…", muted, "Loading" to assistive technology; no figure of theirs.
+        assert page.pending() == [{"where": where, **waiting} for where in ["headline-wrote-again", *cells]]
+        assert page.text("headline-wrote-again") == "\N{HORIZONTAL ELLIPSIS}"
+        assert page.text("headline-wrote-again-rate") == ""
+        assert page.wrote_again() == {"people_wrote_again": None, "wrote_again_rate": None}
+        assert all(row[column] is None for row in page.ads() for column in ENGAGED_COLUMNS)
+        card = page.driver.find_element(By.CSS_SELECTOR, '.card[data-figure="wrote_again"]')
+        assert card.get_attribute("aria-busy") == "true"
+
+        # The page refreshes the rest meanwhile, but does not ask for the engagement again while it waits for it.
+        refreshes = page.refreshes()
+        await eventually(lambda: page.refreshes() >= refreshes + 1, LIVE_S, "the page did not refresh itself")
+        assert held.asked == [asked]
+        assert page.engagement() == "loading"
+        assert len(page.pending()) == 1 + len(cells)
+
+        # An ad's view meanwhile: its figures, days and creatives; its funnel's clicked and converted, its engagement's
+        # steps waiting. The range's engagement is still the one asked; the period before's, for its card, once.
+        page.driver.find_element(
+            By.CSS_SELECTOR, f'[data-testid="ad-row"][data-source-id="{A}"] [data-testid="ad-clicks"]'
+        ).click()
+        await page.drawn(**STREAM, ad=A)
+        [row] = [ad for ad in await api(page.base, "/api/ads", **STREAM) if ad["source_id"] == A]
+        assert _shown(page.figures()) == _figures(row)
+        assert page.chart()["values"] == await daily_views(seeded, **STREAM, ad=A)
+        assert page.creatives() == await api(page.base, "/api/creatives", **STREAM, source_id=A)
+        funnel = page.funnel()
+        assert funnel["shown"]
+        assert funnel["canvas"]
+        assert funnel["counts"] == [4, None, None, None, 3]
+        assert funnel["labels"] == ["4", *["\N{HORIZONTAL ELLIPSIS}"] * 3, "3"]
+        assert page.pending() == [
+            {"where": where, **waiting} for where in ["headline-wrote-again", *["funnel-label"] * 3, *cells]
+        ]
+        await eventually(lambda: len(held.asked) == 2, 5, "the page did not ask for the engagement before")
+        assert held.asked == [asked, asked_before]
+        assert page.engagement() == "loading"
+
+        # Answered: every placeholder filled in, with the API's and the SQL's figures.
+        await held.release()
+        await page.drawn(**STREAM, ad=A, engagement=True)
+        assert page.pending() == []
+        assert page.funnel()["counts"] == [4, 2, 1, 1, 3]
+        assert page.funnel()["labels"] == ["4", "2", "1", "1", "3"]
+        assert page.wrote_again() == {"people_wrote_again": 2, "wrote_again_rate": 0.5}
+        assert card.get_attribute("aria-busy") == "false"
+        page.find("back").click()
+        await page.drawn(**STREAM, engagement=True)
+        await check_all_ads(page, seeded, **STREAM)
+        assert page.wrote_again() == {"people_wrote_again": 3, "wrote_again_rate": 0.5}
+    assert page.severe() == []
+
+
 async def test_a_callback_stored_after_the_page_opened_shows_up_without_a_reload(
     page: Page, seeded: AsyncEngine
 ) -> None:
     page.open()  # the default range: the last 7 days, today included
     today = _today()
-    await page.drawn(since=(today - timedelta(days=6)).isoformat(), until=today.isoformat())
+    await page.drawn(since=(today - timedelta(days=6)).isoformat(), until=today.isoformat(), engagement=True)
+    since, until = page.range()
     clicks = page.figures()["clicks"]
     [row_a] = [row for row in page.ads() if row["source_id"] == A]
+    people = (await api(page.base, "/api/engagement", since=since, until=until))["total"]["people"]
     page.js("window.notReloaded = true")
 
     await store(
@@ -925,16 +1135,24 @@ async def test_a_callback_stored_after_the_page_opened_shows_up_without_a_reload
         ],
     )
     stored = time.monotonic()
-    await eventually(
-        lambda: page.figures()["clicks"] == clicks + 1, LIVE_S, "the new click did not show up within 10 s"
-    )
+
+    def shown() -> bool:
+        [row_a_now] = [row for row in page.ads() if row["source_id"] == A]
+        return bool(page.figures()["clicks"] == clicks + 1 and row_a_now["clicks"] == row_a["clicks"] + 1)
+
+    await eventually(shown, LIVE_S, "the new click did not show up within 10 s")
     assert time.monotonic() - stored <= LIVE_S
     assert page.js("return window.notReloaded === true"), "the page was reloaded"
-    [row_a_now] = [row for row in page.ads() if row["source_id"] == A]
-    assert row_a_now["clicks"] == row_a["clicks"] + 1
-    assert float(page.find("freshness").get_attribute("data-age-s")) < LIVE_S
-    since, until = page.range()
-    await check_all_ads(page, seeded, since, until)
+
+    # Every part follows, each as its answer comes: the freshness, the chart, what the people did next (the new
+    # person among those who clicked).
+    async def followed() -> None:
+        assert float(page.find("freshness").get_attribute("data-age-s")) < LIVE_S
+        assert page.engagement() == "drawn"
+        assert page.text("headline-wrote-again-rate").endswith(f" of {people + 1} people")
+        await check_all_ads(page, seeded, since, until)
+
+    await settles(followed, LIVE_S)
     assert page.severe() == []
 
 

@@ -1,8 +1,11 @@
 /* The dashboard page: fetches the JSON API (docs/dashboard.md) and lays out what it answers. Every figure is the
    API's; this script only formats numbers, dates, durations and changes against the previous period, joins the
    ads' engagement to their rows by ad id, sorts the table and draws the daily chart and an ad's funnel with uPlot.
-   The range and the ad on view live in the URL, so a link can be shared; the page fetches everything again every
-   few seconds and redraws it, keeping the sort and the view. */
+   The range and the ad on view live in the URL, so a link can be shared. Each part of the page is drawn as soon as
+   the answers it needs are in, not after all of them: /api/engagement, much the slowest, feeds only the "Wrote
+   again" card, three columns of the ads table and three bars of an ad's funnel, which show a placeholder until it
+   answers. The page asks again every few seconds and redraws, keeping the sort and the view, but never asks the
+   same question twice at once: a slow answer is waited for, not piled up. */
 (function () {
   "use strict";
 
@@ -72,18 +75,28 @@
     timeZoneName: "short",
   });
 
+  // The page's questions whose answers only feed the engagement's parts (placeholders until they answer).
+  const ENGAGEMENT = new Set(["engagement", "engagementBefore"]);
+  const PLACEHOLDER = "\u2026";
+
   const state = {
-    runs: 0, // the newest refresh started; an older one's answers are dropped
+    view: null, // what the URL asks for: { since, until, ad }
+    generation: 0, // one more at each change of view: a part is redrawn for the new one even from the same answers
+    range: null, // the view's range, { since, until }: the URL's, or the API's default once /api/summary answered
+    ticks: 0, // refreshes started: each asks every question not still in flight
     timer: 0,
+    slots: new Map(), // by question (see wanted()): its fetch in flight, its last answer and for which URL
+    drawn: new Map(), // by part: the view and the answers it was last drawn from
+    status: null, // the last draw's: every part drawn, the engagement's too, the questions that failed
+    counted: 0, // the newest refresh whose answers are all on the page
     refreshes: 0,
     sort: null, // { key, dir: "asc" | "desc" }, null: the API's order (most clicks first)
     ads: [],
-    engaged: new Map(), // each ad's row of /api/engagement, by its source_id
-    view: null,
+    engaged: null, // each ad's row of /api/engagement, by its source_id; null until it answers
     primaryCurrency: null,
     chart: null,
+    chartRange: null, // the daily chart's range, { since, until }
     funnel: null,
-    range: null, // the range on view, { since, until }, as the API answered it
   };
 
   const $ = (testid) => document.querySelector(`[data-testid="${testid}"]`);
@@ -105,13 +118,13 @@
   }
 
   function navigate(view) {
-    document.documentElement.dataset.state = "loading";
     const url = pageUrl(view);
     if (url !== window.location.pathname + window.location.search) {
       window.history.pushState(null, "", url);
     }
     // Another ad, or all of them: from the top, where its figures, funnel and creatives are.
     if (state.view === null || state.view.ad !== (view.ad || null)) window.scrollTo(0, 0);
+    show(readLocation());
     refresh();
   }
 
@@ -125,20 +138,25 @@
     }
   }
 
-  async function api(path, params) {
+  // A question to the API: its path and its whole URL, which tells one question from another.
+  function ask(path, params) {
     // From the origin, never from the page's address: one that carries user:password@ cannot be fetched from.
     const url = new URL(path, window.location.origin);
     for (const [name, value] of Object.entries(params || {})) {
       if (value !== null && value !== undefined && value !== "") url.searchParams.set(name, value);
     }
-    const response = await fetch(url, { headers: { Accept: "application/json" }, cache: "no-store" });
+    return { path, url: url.href };
+  }
+
+  async function api(question) {
+    const response = await fetch(question.url, { headers: { Accept: "application/json" }, cache: "no-store" });
     let body = null;
     try {
       body = await response.json();
     } catch (error) {
       body = null;
     }
-    if (!response.ok) throw new ApiError(path, response.status, body);
+    if (!response.ok) throw new ApiError(question.path, response.status, body);
     return body;
   }
 
@@ -266,6 +284,11 @@
     return node;
   }
 
+  // Where a figure is still on its way: an ellipsis, muted, that assistive technology reads as "Loading".
+  function placeholder() {
+    return element("span", { class: "pending", role: "img", "aria-label": "Loading", title: "Loading…" }, PLACEHOLDER);
+  }
+
   /* ---- the range picker ---- */
 
   function renderRange(summary, view) {
@@ -351,14 +374,24 @@
     );
   }
 
-  // Who wrote again after a click: how many, against the period before, and which share of the people who clicked.
-  function renderWroteAgain(current, before) {
+  // Who wrote again after a click: how many, against the period before, and which share of the people who clicked;
+  // a placeholder while the engagement has not answered (pending).
+  function renderWroteAgain(current, before, pending) {
     const node = $("headline-wrote-again");
+    const share = $("headline-wrote-again-rate");
+    node.closest(".card").setAttribute("aria-busy", String(pending));
+    if (pending) {
+      node.replaceChildren(placeholder());
+      node.dataset.value = "";
+      showChange($("change-wrote-again"), { text: "", tone: "" });
+      share.textContent = "";
+      share.dataset.value = "";
+      return;
+    }
     const count = current ? current.people_wrote_again : null;
     node.textContent = formatCount(count);
     node.dataset.value = isNumber(count) ? String(count) : "";
     showChange($("change-wrote-again"), change(count, before && before.people_wrote_again));
-    const share = $("headline-wrote-again-rate");
     const rate = current ? current.wrote_again_rate : null;
     const people = current ? current.people : null;
     share.textContent =
@@ -368,7 +401,7 @@
     share.dataset.value = isNumber(rate) ? String(rate) : "";
   }
 
-  function renderViewTitle(view, row, summary) {
+  function renderViewTitle(view, row) {
     const back = $("back");
     const title = $("view-title");
     const subtitle = $("view-subtitle");
@@ -385,7 +418,8 @@
     if (row) {
       subtitle.textContent = [`Ad ${view.ad}`, row.source_type, row.media_type].filter(Boolean).join(" · ");
     } else {
-      subtitle.textContent = `No clicks or conversions for this ad from ${formatRange(summary.since, summary.until)}.`;
+      const { since, until } = state.range;
+      subtitle.textContent = `No clicks or conversions for this ad from ${formatRange(since, until)}.`;
     }
   }
 
@@ -408,8 +442,8 @@
         x: {
           time: true,
           range: (plot, min, max) => {
-            const first = state.range ? Date.parse(state.range.since) / 1000 : min;
-            const last = state.range ? Date.parse(state.range.until) / 1000 : max;
+            const first = state.chartRange ? Date.parse(state.chartRange.since) / 1000 : min;
+            const last = state.chartRange ? Date.parse(state.chartRange.until) / 1000 : max;
             if (first === null || last === null) return [0, 86400];
             return first === last ? [first - 43200, last + 43200] : [first, last];
           },
@@ -459,8 +493,9 @@
     };
   }
 
-  function renderChart(daily) {
+  function renderChart(daily, range) {
     const box = $("chart-daily");
+    state.chartRange = range;
     const rows = Array.isArray(daily) ? daily : [];
     const data = [
       rows.map((row) => Date.parse(row.day) / 1000),
@@ -545,30 +580,39 @@
       layer = element("div", { class: "bar-labels", "data-testid": "funnel-labels" });
       plot.over.append(layer);
     }
+    // A step still on its way (null: the engagement has not answered) has no bar yet, and a placeholder for a label.
     const labels = plot.data[1].map((count, index) => {
+      const pending = count === null;
       const label = element(
         "span",
         {
-          class: "bar-label",
+          class: pending ? "bar-label pending" : "bar-label",
           "data-testid": "funnel-label",
           "data-step": FUNNEL[index].label.replace("\n", " "),
-          "data-value": count,
+          "data-value": pending ? "" : count,
+          role: pending ? "img" : null,
+          "aria-label": pending ? "Loading" : null,
+          title: pending ? "Loading…" : null,
         },
-        formatCount(count),
+        pending ? PLACEHOLDER : formatCount(count),
       );
       label.style.left = `${plot.valToPos(index, "x")}px`;
-      label.style.top = `${plot.valToPos(count, "y")}px`;
+      label.style.top = `${plot.valToPos(pending ? 0 : count, "y")}px`;
       return label;
     });
     layer.replaceChildren(...labels);
   }
 
-  function renderFunnel(row, engaged) {
+  // The ad's funnel from its row of the ads and of the engagement; the engagement's steps null while it has not
+  // answered (pending): no bar, a placeholder over the axis.
+  function renderFunnel(row, engaged, pending) {
     const box = $("funnel");
+    box.setAttribute("aria-busy", String(pending));
     const sources = { ads: row, engagement: engaged };
     const data = [
       FUNNEL.map((step, index) => index),
       FUNNEL.map((step) => {
+        if (pending && step.from === "engagement") return null;
         const value = sources[step.from] ? sources[step.from][step.key] : null;
         return isNumber(value) ? Number(value) : 0;
       }),
@@ -639,7 +683,7 @@
 
   function sortValue(row, key) {
     if (ENGAGED_COLUMNS.has(key)) {
-      const engaged = state.engaged.get(row.source_id);
+      const engaged = state.engaged === null ? null : state.engaged.get(row.source_id);
       if (!engaged) return null;
       // Replies: by those delivered, then by those read.
       if (key === "replies") return [Number(engaged.replies_delivered), Number(engaged.replies_read)];
@@ -693,8 +737,23 @@
     );
   }
 
-  // The columns of what the ad's people did next: its row of /api/engagement, joined by ad id.
-  function engagedCells(engaged) {
+  // The columns of what the ad's people did next: its row of /api/engagement, joined by ad id; placeholders while
+  // the engagement has not answered.
+  function engagedCells(engaged, pending) {
+    if (pending) {
+      return [...ENGAGED_COLUMNS].map((key) =>
+        element(
+          "td",
+          {
+            class: key === "replies" ? "num replies" : "num",
+            "data-testid": `ad-${key}`,
+            "data-value": "",
+            "aria-busy": "true",
+          },
+          placeholder(),
+        ),
+      );
+    }
     const wrote = cell(
       "wrote_again_rate",
       engaged ? engaged.wrote_again_rate : null,
@@ -752,7 +811,7 @@
         cell("people", row.people, formatCount(row.people), "num"),
         cell("new_people", row.new_people, formatCount(row.new_people), "num"),
         cell("conversations", row.conversations, formatCount(row.conversations), "num"),
-        ...engagedCells(state.engaged.get(row.source_id) || null),
+        ...(state.engaged === null ? engagedCells(null, true) : engagedCells(state.engaged.get(row.source_id) || null)),
         cell("conversions", row.conversions, formatCount(row.conversions), "num"),
         cell("conversion_rate", row.conversion_rate, formatRate(row.conversion_rate), "num"),
         element(
@@ -790,7 +849,8 @@
         } else {
           state.sort = { key, dir: TEXT_COLUMNS.has(key) ? "asc" : "desc" };
         }
-        if (state.view !== null) renderAds(state.view);
+        state.drawn.delete("ads"); // redrawn, in the new order, if its answers are in
+        draw();
       });
     }
   }
@@ -843,95 +903,291 @@
     node.classList.toggle("stale", isNumber(age) && Number(age) >= 60);
   }
 
-  /* ---- one refresh: every endpoint, then every part of the page ---- */
+  /* ---- what the page asks: each question again at every refresh, never while it is still in flight ---- */
 
-  function showError(error, view) {
-    // The range asked for stays in the picker; what is on the page is dimmed, being an older answer's.
+  function explicit(view) {
+    return Boolean(view.since && view.until);
+  }
+
+  // What the view on show asks, by question. Without a full range in the URL, the API's default range: asked of the
+  // summary first, then of the others. An ad's figures are set against its rows of the ads and of the engagement of
+  // the period before, which the summary names.
+  function wanted() {
+    const view = state.view;
+    const questions = {
+      summary: ask("/api/summary", { since: view.since, until: view.until }),
+      conversions: ask("/api/conversions"),
+      freshness: ask("/api/freshness"),
+    };
+    const range = state.range;
+    if (range === null) return questions;
+    questions.ads = ask("/api/ads", range);
+    questions.daily = ask("/api/daily", view.ad === null ? range : { ...range, source_id: view.ad });
+    questions.engagement = ask("/api/engagement", range);
+    if (view.ad !== null) {
+      questions.creatives = ask("/api/creatives", { ...range, source_id: view.ad });
+      const summary = answer("summary", questions);
+      if (summary !== undefined) {
+        questions.adsBefore = ask("/api/ads", summary.previous);
+        questions.engagementBefore = ask("/api/engagement", summary.previous);
+      }
+    }
+    return questions;
+  }
+
+  function slot(name) {
+    if (!state.slots.has(name)) {
+      state.slots.set(name, { asking: null, url: null, body: undefined, tick: 0, failed: null, error: null });
+    }
+    return state.slots.get(name);
+  }
+
+  // The answer to a question as it is asked now; undefined until it has come (an older question's does not count).
+  function answer(name, questions) {
+    const question = questions[name];
+    const held = state.slots.get(name);
+    return question !== undefined && held !== undefined && held.url === question.url ? held.body : undefined;
+  }
+
+  // Asks what the view needs: every question (a refresh), or those not answered yet. Never one still in flight:
+  // its next fetch waits for that answer, and goes at once if the view has changed meanwhile.
+  function pull(again) {
+    const questions = wanted();
+    for (const [name, question] of Object.entries(questions)) {
+      const held = slot(name);
+      if (held.asking !== null) continue;
+      // A question that failed is asked again at the next refresh.
+      if (!again && (held.url === question.url || held.failed === question.url)) continue;
+      fetchInto(name, held, question);
+    }
+  }
+
+  async function fetchInto(name, held, question) {
+    const tick = state.ticks;
+    held.asking = question.url;
+    let body;
+    let error = null;
+    try {
+      body = await api(question);
+    } catch (caught) {
+      error = caught;
+    }
+    held.asking = null;
+    const now = wanted()[name];
+    // The answer to a question no longer asked (another range, another ad) is dropped.
+    if (now !== undefined && now.url === question.url) {
+      if (error === null) {
+        Object.assign(held, { url: question.url, body, tick, failed: null, error: null });
+        if (name === "summary" && !explicit(state.view)) state.range = { since: body.since, until: body.until };
+      } else {
+        Object.assign(held, { failed: question.url, error });
+      }
+      draw();
+    }
+    pull(false);
+  }
+
+  /* ---- the parts of the page, each drawn as soon as the answers it needs are in ---- */
+
+  // Each part: the questions it needs (until they answer it is dimmed, still showing what it showed), those of the
+  // engagement it shows placeholders for until they answer (waits), the elements it is drawn in, and how.
+  function partsOf(view) {
+    const all = view.ad === null;
+    const ad = (rows) => (Array.isArray(rows) ? rows : []).find((row) => row.source_id === view.ad) || null;
+    const engagedRow = (engagement) => ad(engagement && engagement.ads);
+    const panel = (testid) => $(testid).closest(".panel");
+    const parts = [
+      {
+        name: "range",
+        needs: ["summary"],
+        boxes: [$("compared")],
+        draw: (got) => renderRange(got.summary, view),
+      },
+      {
+        name: "title",
+        needs: all ? [] : ["ads"],
+        boxes: [$("view-title")],
+        draw: (got) => renderViewTitle(view, all ? null : ad(got.ads)),
+      },
+      {
+        name: "figures",
+        needs: all ? ["summary"] : ["ads", "adsBefore"],
+        boxes: [...document.querySelectorAll(".figures .card:not([data-figure='wrote_again'])")],
+        draw: (got) =>
+          all
+            ? renderFigures(got.summary.current, got.summary.before)
+            : renderFigures(ad(got.ads), ad(got.adsBefore)),
+      },
+      {
+        name: "wrote-again",
+        needs: [],
+        waits: all ? ["engagement"] : ["engagement", "engagementBefore"],
+        boxes: [],
+        draw: (got, pending) => {
+          if (pending) renderWroteAgain(null, null, true);
+          else if (all) renderWroteAgain(got.engagement.total, got.engagement.before, false);
+          else renderWroteAgain(engagedRow(got.engagement), engagedRow(got.engagementBefore), false);
+        },
+      },
+      {
+        name: "chart",
+        needs: ["daily"],
+        boxes: [panel("chart-daily")],
+        draw: (got) => renderChart(got.daily, state.range),
+      },
+      {
+        name: "ads",
+        needs: ["ads"],
+        waits: ["engagement"],
+        boxes: [panel("ads-table")],
+        draw: (got, pending) => {
+          state.ads = Array.isArray(got.ads) ? got.ads : [];
+          state.engaged = pending ? null : new Map((got.engagement.ads || []).map((row) => [row.source_id, row]));
+          // Sorted by value: by the amounts in the first of the table's currencies.
+          const currencies = new Set(state.ads.flatMap((row) => Object.keys(row.value || {})));
+          state.primaryCurrency = [...currencies].sort()[0] || null;
+          renderAds(view);
+        },
+      },
+      {
+        name: "meta",
+        needs: ["conversions"],
+        boxes: [$("meta")],
+        draw: (got) => renderMeta(got.conversions),
+      },
+      {
+        name: "freshness",
+        needs: ["freshness"],
+        boxes: [$("freshness")],
+        draw: (got) => renderFreshness(got.freshness),
+      },
+    ];
+    if (!all) {
+      parts.push(
+        {
+          name: "funnel",
+          needs: ["ads"],
+          waits: ["engagement"],
+          boxes: [panel("funnel")],
+          draw: (got, pending) => renderFunnel(ad(got.ads), pending ? null : engagedRow(got.engagement), pending),
+        },
+        {
+          name: "creatives",
+          needs: ["creatives"],
+          boxes: [panel("creatives")],
+          draw: (got) => renderCreatives(got.creatives),
+        },
+      );
+    }
+    return parts;
+  }
+
+  // Draws every part whose answers are in and not drawn yet (for this view), dims those still waiting, then says
+  // what is drawn.
+  function draw() {
+    const view = state.view;
+    const questions = wanted();
+    const got = {};
+    for (const name of Object.keys(questions)) got[name] = answer(name, questions);
+    const has = (name) => got[name] !== undefined;
+    $("ad-panels").hidden = view.ad === null; // shown before the funnel is drawn: uPlot sizes it from its box
+    let ready = true;
+    let engaged = true;
+    for (const part of partsOf(view)) {
+      const waits = part.waits || [];
+      const partReady = part.needs.every(has);
+      const pending = !waits.every(has);
+      for (const box of part.boxes) {
+        box.classList.toggle("waiting", !partReady);
+        box.setAttribute("aria-busy", String(!partReady || pending));
+      }
+      ready = ready && partReady;
+      engaged = engaged && partReady && !pending;
+      if (!partReady) continue;
+      const from = [state.generation, ...[...part.needs, ...waits].map((name) => got[name])];
+      const last = state.drawn.get(part.name);
+      if (last && last.length === from.length && last.every((input, index) => input === from[index])) continue;
+      part.draw(got, pending);
+      state.drawn.set(part.name, from);
+    }
+    const failed = Object.keys(questions).filter((name) => {
+      const held = state.slots.get(name);
+      return held !== undefined && held.failed === questions[name].url;
+    });
+    state.status = { view, range: state.range, questions, ready, engaged, failed };
+    // uPlot draws in a microtask of its own, queued by setData (the daily chart's, and the funnel's in an ad's
+    // view): after them, the page says what is drawn.
+    Promise.resolve().then(mark);
+  }
+
+  // On <html>: data-state "drawn" once every part but the engagement's placeholders is drawn for the view,
+  // data-engagement "drawn" once those are too; each "loading" before, "error" while a question of theirs fails.
+  function mark() {
+    const { view, range, questions, ready, engaged, failed } = state.status;
+    const root = document.documentElement.dataset;
+    const slow = failed.filter((name) => ENGAGEMENT.has(name));
+    const fast = failed.filter((name) => !ENGAGEMENT.has(name));
+    showError(failed.length ? state.slots.get(fast.length ? fast[0] : slow[0]).error : null, view, fast.length > 0);
+    root.state = fast.length ? "error" : ready ? "drawn" : "loading";
+    root.engagement = slow.length ? "error" : engaged ? "drawn" : "loading";
+    if (root.state !== "drawn") return;
+    root.range = `${range.since}..${range.until}`;
+    root.ad = view.ad === null ? "" : view.ad;
+    // One more refresh on the page once all its answers but the engagement's, asked at it or later, are.
+    const oldest = Math.min(
+      ...Object.keys(questions)
+        .filter((name) => !ENGAGEMENT.has(name))
+        .map((name) => state.slots.get(name).tick),
+    );
+    if (oldest > state.counted) {
+      state.counted = oldest;
+      state.refreshes += 1;
+      root.refreshes = String(state.refreshes);
+    }
+  }
+
+  function showError(error, view, stale) {
+    const node = $("error");
+    // What is on the page is dimmed when a question but the engagement's fails, being an older answer's.
+    document.querySelector("main").classList.toggle("stale", stale);
+    if (error === null) {
+      node.hidden = true;
+      return;
+    }
+    // The range asked for stays in the picker.
     const form = $("range");
     if (view.since) form.elements.since.value = view.since;
     if (view.until) form.elements.until.value = view.until;
-    document.querySelector("main").classList.add("stale");
-    const node = $("error");
     node.hidden = false;
     node.textContent =
       error instanceof ApiError
         ? `The dashboard could not answer: ${error.message}`
         : "The dashboard cannot be reached; retrying…";
-    document.documentElement.dataset.state = "error";
   }
 
-  async function refresh() {
-    const run = ++state.runs;
-    window.clearTimeout(state.timer);
-    const view = readLocation();
-    const current = () => run === state.runs;
-    try {
-      let range = { since: view.since, until: view.until };
-      const explicit = Boolean(range.since && range.until);
-      // Without a full range in the URL, the API's default range: asked of the summary first, then used by all.
-      const first = explicit ? null : await api("/api/summary", range);
-      if (first) range = { since: first.since, until: first.until };
-      const [summary, ads, daily, engagement, creatives, conversions, freshness] = await Promise.all([
-        first || api("/api/summary", range),
-        api("/api/ads", range),
-        api("/api/daily", view.ad === null ? range : { ...range, source_id: view.ad }),
-        api("/api/engagement", range),
-        view.ad === null ? null : api("/api/creatives", { ...range, source_id: view.ad }),
-        api("/api/conversions"),
-        api("/api/freshness"),
-      ]);
-      // An ad's figures against its own previous period: its rows of the ads and engagement of the period before.
-      const [adsBefore, engagementBefore] =
-        view.ad === null
-          ? [null, null]
-          : await Promise.all([api("/api/ads", summary.previous), api("/api/engagement", summary.previous)]);
-      if (!current()) return;
-
-      state.view = view;
-      state.ads = Array.isArray(ads) ? ads : [];
-      state.engaged = new Map(((engagement && engagement.ads) || []).map((row) => [row.source_id, row]));
-      state.primaryCurrency = Object.keys((summary.current && summary.current.value) || {}).sort()[0] || null;
-      $("error").hidden = true;
-      document.querySelector("main").classList.remove("stale");
-      renderRange(summary, view);
-      const panels = $("ad-panels");
-      if (view.ad === null) {
-        renderViewTitle(view, null, summary);
-        renderFigures(summary.current, summary.before);
-        renderWroteAgain(engagement.total, engagement.before);
-        panels.hidden = true;
-      } else {
-        const row = state.ads.find((ad) => ad.source_id === view.ad) || null;
-        const rowBefore = (adsBefore || []).find((ad) => ad.source_id === view.ad) || null;
-        const engaged = state.engaged.get(view.ad) || null;
-        const engagedBefore = ((engagementBefore && engagementBefore.ads) || []).find((ad) => ad.source_id === view.ad);
-        renderViewTitle(view, row, summary);
-        renderFigures(row, rowBefore);
-        renderWroteAgain(engaged, engagedBefore || null);
-        panels.hidden = false; // shown before the funnel is drawn: uPlot sizes it from its box
-        renderFunnel(row, engaged);
-        renderCreatives(creatives);
-      }
-      state.range = { since: summary.since, until: summary.until };
-      renderChart(daily);
-      renderAds(view);
-      renderMeta(conversions);
-      renderFreshness(freshness);
-      // uPlot draws in a microtask of its own, queued by setData (the daily chart's, and the funnel's in an ad's
-      // view): after them, the page is drawn.
-      await Promise.resolve();
-      if (!current()) return;
-      state.refreshes += 1;
-      document.documentElement.dataset.state = "drawn";
-      document.documentElement.dataset.range = `${summary.since}..${summary.until}`;
-      document.documentElement.dataset.ad = view.ad === null ? "" : view.ad;
-      document.documentElement.dataset.refreshes = String(state.refreshes);
-    } catch (error) {
-      if (!current()) return;
-      showError(error, view);
-    } finally {
-      if (current()) state.timer = window.setTimeout(refresh, REFRESH_MS);
+  // A new view (the URL changed): its range, and every part drawn again for it.
+  function show(view) {
+    state.view = view;
+    state.generation += 1;
+    state.range = null;
+    if (explicit(view)) {
+      state.range = { since: view.since, until: view.until };
+    } else {
+      // The API's default range, if its summary is in already.
+      const summary = answer("summary", { summary: ask("/api/summary", { since: view.since, until: view.until }) });
+      if (summary !== undefined) state.range = { since: summary.since, until: summary.until };
     }
+    document.documentElement.dataset.state = "loading";
+    document.documentElement.dataset.engagement = "loading";
+  }
+
+  // A refresh: every question asked again (but those still in flight), and again in REFRESH_MS.
+  function refresh() {
+    window.clearTimeout(state.timer);
+    state.ticks += 1;
+    pull(true);
+    draw();
+    state.timer = window.setTimeout(refresh, REFRESH_MS);
   }
 
   function start() {
@@ -944,7 +1200,7 @@
       navigate({ since: view.since, until: view.until, ad: null });
     });
     window.addEventListener("popstate", () => {
-      document.documentElement.dataset.state = "loading";
+      show(readLocation());
       refresh();
     });
     window.addEventListener("resize", () => {
@@ -964,6 +1220,7 @@
       },
       refresh,
     });
+    show(readLocation());
     refresh();
   }
 
