@@ -27,3 +27,10 @@ def test_ingest_imports_nothing_from_workers() -> None:
         for path in modules
     }
     assert {path: names for path, names in offenders.items() if names} == {}
+
+
+def test_test_modules_have_unique_names() -> None:
+    """pytest imports test modules by their file's name (tests/ is on the path): two of one name can't both run."""
+    names = sorted(path.name for path in (ROOT / "tests").rglob("test_*.py"))
+    assert len(names) > 50
+    assert sorted({name for name in names if names.count(name) > 1}) == []
