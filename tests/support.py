@@ -10,7 +10,7 @@ import os
 import socket
 import sys
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
@@ -420,3 +420,21 @@ class WorkerProcess:
 
     def total(self, prefix: str) -> float:
         return sum(value for counters in self.lifetimes for name, value in counters.items() if name.startswith(prefix))
+
+
+@contextlib.asynccontextmanager
+async def database_role(
+    database_url: str, role: str, grant: Callable[[str, str], Awaitable[None]]
+) -> AsyncIterator[str]:
+    """A role of the test database's server set up by ``grant`` (`ctwa migrate`'s ``grant_app_role`` or
+    ``grant_read_role``), as its URL; dropped afterwards, with what it was granted."""
+    url = make_url(database_url).set(username=role, password=f"{role}-password").render_as_string(hide_password=False)
+    await grant(database_url, url)
+    try:
+        yield url
+    finally:
+        admin = create_async_engine(database_url, isolation_level="AUTOCOMMIT")
+        async with admin.connect() as connection:
+            await connection.execute(text(f'DROP OWNED BY "{role}"'))
+            await connection.execute(text(f'DROP ROLE "{role}"'))
+        await admin.dispose()

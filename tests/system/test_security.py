@@ -12,10 +12,10 @@ from dataclasses import dataclass
 
 import pytest
 from callbacks import contact_event, delivery, inbound, merge, referral
-from sqlalchemy import make_url, text
+from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from support import RUN_ID, ReceiverFactory, fixture_bytes, fixture_names, raw_post, store
+from support import RUN_ID, ReceiverFactory, database_role, fixture_bytes, fixture_names, raw_post, store
 
 from ingest.receiver.signature import signed_headers
 from ingest.settings import Settings
@@ -115,15 +115,8 @@ async def test_sql_injection_strings_are_stored_as_data(db: AsyncEngine) -> None
 @pytest.fixture
 async def app_role(database_url: str) -> AsyncIterator[str]:
     """A services role, as `ctwa migrate` sets it up when CTWA_DATABASE_URL names another user than the owner's."""
-    role = f"ctwa_test_app_{RUN_ID}"
-    url = make_url(database_url).set(username=role, password="app-password").render_as_string(hide_password=False)
-    await grant_app_role(database_url, url)
-    yield url
-    admin = create_async_engine(database_url, isolation_level="AUTOCOMMIT")
-    async with admin.connect() as connection:
-        await connection.execute(text(f'DROP OWNED BY "{role}"'))
-        await connection.execute(text(f'DROP ROLE "{role}"'))
-    await admin.dispose()
+    async with database_role(database_url, f"ctwa_test_app_{RUN_ID}", grant_app_role) as url:
+        yield url
 
 
 @pytest.mark.parametrize(

@@ -21,10 +21,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from attribution import DAY0, DAY2, A, B, C, store_conversions, store_stream
 from callbacks import inbound, referral
-from sqlalchemy import make_url, text
+from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from support import RUN_ID, free_port, rows, store
+from support import RUN_ID, database_role, free_port, rows, store
 
 from ingest.settings import Settings
 from workers.commands import report
@@ -45,15 +45,8 @@ Client = TestClient[web.Request, web.Application]
 @pytest.fixture(scope="module")
 async def read_role(database_url: str) -> AsyncIterator[str]:
     """The dashboard's role, as `ctwa migrate` sets it up from CTWA_DASHBOARD_DATABASE_URL."""
-    role = f"ctwa_test_read_{RUN_ID}"
-    url = make_url(database_url).set(username=role, password="read-password").render_as_string(hide_password=False)
-    await grant_read_role(database_url, url)
-    yield url
-    admin = create_async_engine(database_url, isolation_level="AUTOCOMMIT")
-    async with admin.connect() as connection:
-        await connection.execute(text(f'DROP OWNED BY "{role}"'))
-        await connection.execute(text(f'DROP ROLE "{role}"'))
-    await admin.dispose()
+    async with database_role(database_url, f"ctwa_test_read_{RUN_ID}", grant_read_role) as url:
+        yield url
 
 
 @pytest.fixture

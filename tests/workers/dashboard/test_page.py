@@ -41,9 +41,9 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
-from sqlalchemy import make_url, text
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from support import RUN_ID, free_port, rows, store, unavailable
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+from support import RUN_ID, database_role, free_port, rows, store, unavailable
 
 from workers.commands.migrate import grant_read_role
 
@@ -144,15 +144,8 @@ def browser() -> Iterator[WebDriver]:
 @pytest.fixture(scope="module")
 async def read_role(database_url: str) -> AsyncIterator[str]:
     """The dashboard's read-only role, as ``ctwa migrate`` sets it up from CTWA_DASHBOARD_DATABASE_URL."""
-    role = f"ctwa_test_page_{RUN_ID}"
-    url = make_url(database_url).set(username=role, password="read-password").render_as_string(hide_password=False)
-    await grant_read_role(database_url, url)
-    yield url
-    admin = create_async_engine(database_url, isolation_level="AUTOCOMMIT")
-    async with admin.connect() as connection:
-        await connection.execute(text(f'DROP OWNED BY "{role}"'))
-        await connection.execute(text(f'DROP ROLE "{role}"'))
-    await admin.dispose()
+    async with database_role(database_url, f"ctwa_test_page_{RUN_ID}", grant_read_role) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
