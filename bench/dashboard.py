@@ -19,10 +19,8 @@ import argparse
 import asyncio
 import os
 import platform
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -31,6 +29,7 @@ from aiohttp import web
 from sqlalchemy import make_url
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parent.parent / "docs"))  # screenshots.py: the headless Chromium of the docs
 from analytics import SERVER_URL, SINCE, UNTIL
 
 from ingest.settings import Settings
@@ -74,31 +73,14 @@ def measure_page(base: str, repeat: int) -> list[tuple[float, float]] | None:
     """Seconds from navigation to the page marking itself drawn, and its engagement figures too, in headless
     Chromium; None without a browser."""
     try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
+        from screenshots import chromium
         from selenium.webdriver.support.ui import WebDriverWait
     except ImportError:
         return None
-    if not (shutil.which("chromium") and shutil.which("chromedriver")):
+    if not (Path("/usr/bin/chromium").exists() and Path("/usr/bin/chromedriver").exists()):
         return None
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium") or ""
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--window-size=1280,900",
-        f"--user-data-dir={tempfile.mkdtemp(prefix='ctwa-bench-chromium-')}",
-    ):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(options=options, service=Service(shutil.which("chromedriver") or ""))
     seconds: list[tuple[float, float]] = []
-    try:
+    with chromium(None) as driver:
         url = f"{base}/?since={SINCE}&until={UNTIL}"
         for _ in range(repeat):
             started = time.perf_counter()
@@ -111,8 +93,6 @@ def measure_page(base: str, repeat: int) -> list[tuple[float, float]] | None:
                 lambda d: d.execute_script("return document.documentElement.dataset.engagement") == "drawn"
             )
             seconds.append((drawn, time.perf_counter() - started))
-    finally:
-        driver.quit()
     return seconds
 
 
