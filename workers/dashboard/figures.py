@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from workers.commands.report import ADS_REPORT, SETTINGS, with_money
+from workers.commands.report import ADS_REPORT, with_money
 from workers.conversions.status import STATUSES
 
 __all__ = [
@@ -147,7 +147,6 @@ _FRESHNESS = text(
 async def summary(engine: AsyncEngine, asked: Range) -> dict[str, Any]:
     """The range's figures, and those of the period just before it, over all ads."""
     async with engine.connect() as connection:
-        await connection.execute(text(SETTINGS))
         current = (await connection.execute(_SUMMARY, asked.params())).one()._asdict()
         before = (await connection.execute(_SUMMARY, asked.previous.params())).one()._asdict()
     return {
@@ -161,7 +160,6 @@ async def summary(engine: AsyncEngine, asked: Range) -> dict[str, Any]:
 async def ads(engine: AsyncEngine, asked: Range) -> list[dict[str, Any]]:
     """Each ad's figures over the range: ``ctwa report``'s."""
     async with engine.connect() as connection:
-        await connection.execute(text(SETTINGS))
         rows = [dict(row._mapping) for row in await connection.execute(ADS_REPORT, asked.params())]
     return [_json(row) for row in with_money(rows)]
 
