@@ -33,6 +33,7 @@ from decimal import Decimal
 from typing import Any
 
 from callbacks import T0, contact_event, delivery, inbound, merge, referral
+from conversion_records import ATTRIBUTED
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 from support import store
@@ -128,4 +129,5 @@ async def store_conversions(db: AsyncEngine) -> AsyncEngine:
     """Write the conversions as the sender would have left them: attributed (``click_message_id``), with a status."""
     async with db.begin() as connection:
         await connection.execute(insert(conversion_events), CONVERSIONS)
+        await connection.execute(ATTRIBUTED)
     return db

@@ -258,7 +258,9 @@ _SNAPSHOT = {
     "person_touches": "*",
     "ad_daily": "*",
     "ad_daily_people": "*",
+    "daily_people": "*",
     "ad_daily_conversations": "*",
+    "daily_conversations": "*",
     "ad_performance_daily": "*",
     "person_attribution": "*",
 }

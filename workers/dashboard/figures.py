@@ -6,6 +6,7 @@ again here: this module takes the range asked for and shapes what the database a
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -116,6 +117,7 @@ _DAILY = {
 }
 
 _ENGAGEMENT = text("SELECT * FROM engagement_report(:since, :until)")
+# What engagement_report says of each ad and of all together.
 _ENGAGED = (
     "people",
     "people_wrote_again",
@@ -123,9 +125,6 @@ _ENGAGED = (
     "people_replied",
     "people_reply_read",
     "median_seconds_to_first_reply",
-    "replies",
-    "replies_delivered",
-    "replies_read",
 )
 
 _CREATIVES = text("SELECT * FROM ad_creatives(:since, :until, :source_id)")
@@ -144,11 +143,20 @@ _FRESHNESS = text(
 )
 
 
+async def _both(engine: AsyncEngine, statement: Any, asked: Range) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """``statement``'s rows for the range and for the period before it, asked at once on two connections."""
+
+    async def rows(period: Range) -> list[dict[str, Any]]:
+        async with engine.connect() as connection:
+            return [row._asdict() for row in await connection.execute(statement, period.params())]
+
+    current, before = await asyncio.gather(rows(asked), rows(asked.previous))
+    return current, before
+
+
 async def summary(engine: AsyncEngine, asked: Range) -> dict[str, Any]:
     """The range's figures, and those of the period just before it, over all ads."""
-    async with engine.connect() as connection:
-        current = (await connection.execute(_SUMMARY, asked.params())).one()._asdict()
-        before = (await connection.execute(_SUMMARY, asked.previous.params())).one()._asdict()
+    [current], [before] = await _both(engine, _SUMMARY, asked)
     return {
         **asked.as_json(),
         "previous": asked.previous.as_json(),
@@ -176,9 +184,7 @@ async def daily(engine: AsyncEngine, asked: Range, source_id: str | None = None)
 async def engagement(engine: AsyncEngine, asked: Range) -> dict[str, Any]:
     """What the people the ads brought did next — wrote again, got a reply, how soon — over all ads (``total``, and
     ``before``: the period before) and per ad."""
-    async with engine.connect() as connection:
-        current = [row._asdict() for row in await connection.execute(_ENGAGEMENT, asked.params())]
-        before = [row._asdict() for row in await connection.execute(_ENGAGEMENT, asked.previous.params())]
+    current, before = await _both(engine, _ENGAGEMENT, asked)
 
     def total(rows: list[dict[str, Any]]) -> dict[str, Any]:
         return _json({name: next(row for row in rows if row["total"])[name] for name in _ENGAGED})

@@ -10,7 +10,7 @@ by (time, business key); rows keyed by a message are written once.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -28,12 +28,21 @@ from workers.engine.facts import (
 from workers.engine.precedence import take_newer
 from workers.engine.rows import columns, encode, recordset
 
-__all__ = ["write"]
+__all__ = ["Written", "write"]
 
 
-async def write(connection: AsyncConnection, facts: Facts, roots: Mapping[str, str]) -> list[str]:
-    """Write every table's rows for ``facts``, each contact id replaced by its root in ``roots``; return the message
-    ids of the ad clicks that were new."""
+class Written(NamedTuple):
+    """What was new: message ids of the ad clicks, of the messages (clicks among them) and of the replies whose
+    delivery reports were."""
+
+    clicks: list[str]
+    messages: list[str]
+    reports: list[str]
+
+
+async def write(connection: AsyncConnection, facts: Facts, roots: Mapping[str, str]) -> Written:
+    """Write every table's rows for ``facts``, each contact id replaced by its root in ``roots``; return what was
+    new."""
     moved = {contact: root for contact, root in roots.items() if contact != root}
     result = await connection.execute(
         _WRITE,
@@ -47,7 +56,10 @@ async def write(connection: AsyncConnection, facts: Facts, roots: Mapping[str, s
             "click_rows": encode(_rooted(facts.clicks, moved)),
         },
     )
-    return list(result.scalars())
+    new: dict[str, list[str]] = {"click": [], "message": [], "report": []}
+    for kind, message_id in result:
+        new[kind].append(message_id)
+    return Written(new["click"], new["message"], new["report"])
 
 
 def _rooted(rows: Sequence[Mapping[str, Any]], moved: Mapping[str, str]) -> Sequence[Mapping[str, Any]]:
@@ -136,8 +148,11 @@ _CONVERSATIONS = f"""
         {take_newer("conversations", "active_channel", ["active_channel"])}
     """
 
-_MESSAGES = f"{_insert('messages', Message, 'message_rows')} ON CONFLICT (message_id) DO NOTHING"
-_DELIVERIES = f"{_insert('delivery_reports', Delivery, 'delivery_rows')} ON CONFLICT (message_id, status) DO NOTHING"
+_MESSAGES = f"{_insert('messages', Message, 'message_rows')} ON CONFLICT (message_id) DO NOTHING RETURNING message_id"
+_DELIVERIES = (
+    f"{_insert('delivery_reports', Delivery, 'delivery_rows')} ON CONFLICT (message_id, status) DO NOTHING "
+    "RETURNING message_id"
+)
 _CLICKS = f"{_insert('ad_clicks', Click, 'click_rows')} ON CONFLICT (message_id) DO NOTHING RETURNING message_id"
 
 # The tables' statements as parts of one: Postgres runs each data-modifying WITH part to completion, whether or
@@ -155,5 +170,7 @@ _WRITE = text(
             ("clicks_written", _CLICKS),
         ]
     )
-    + " SELECT message_id FROM clicks_written"
+    + " SELECT 'click', message_id FROM clicks_written"
+    + " UNION ALL SELECT 'message', message_id FROM messages_written"
+    + " UNION ALL SELECT DISTINCT 'report', message_id FROM deliveries_written"
 )

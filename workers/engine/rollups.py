@@ -13,13 +13,15 @@ The statements share their parts (the per-day counting, a person's touches); eac
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable
 from datetime import date
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from workers.engine import chains
 from workers.engine.precedence import take_when
+from workers.engine.projections import Written
 from workers.engine.schema import ROLLUP, tables
 
 __all__ = ["rebuild", "recompute_days", "refresh", "update"]
@@ -54,6 +56,14 @@ def _count_daily(clicks: str) -> str:
     ), daily_conversations AS (
         INSERT INTO ad_daily_conversations (day, source_id, conversation_id)
         SELECT DISTINCT {_DAY}, source_id, conversation_id FROM {clicks} WHERE conversation_id IS NOT NULL
+        ON CONFLICT DO NOTHING
+    ), all_ads_people AS (
+        INSERT INTO daily_people (day, person_key)
+        SELECT DISTINCT {_DAY}, person_key FROM {clicks} WHERE person_key IS NOT NULL
+        ON CONFLICT DO NOTHING
+    ), all_ads_conversations AS (
+        INSERT INTO daily_conversations (day, conversation_id)
+        SELECT DISTINCT {_DAY}, conversation_id FROM {clicks} WHERE conversation_id IS NOT NULL
         ON CONFLICT DO NOTHING
     )
     """
@@ -111,14 +121,15 @@ _COUNT_NEW = text(
 
 async def update(
     connection: AsyncConnection,
-    new_clicks: Sequence[str],
+    written: Written,
     contacts: Collection[str] = (),
     identities: Collection[tuple[str, str]] = (),
 ) -> None:
-    """Add the clicks ``new_clicks`` (message ids of clicks just inserted) to the rollups, then recompute those of
-    the persons ``contacts`` and ``identities`` (channel, identity), whose clicks changed hands."""
-    if new_clicks:
-        await connection.execute(_COUNT_NEW, {"ids": list(new_clicks)})
+    """Add what ``written`` holds (new clicks, messages and delivery reports) to the rollups, then recompute those
+    of the persons ``contacts`` and ``identities`` (channel, identity), whose clicks changed hands."""
+    if written.clicks:
+        await connection.execute(_COUNT_NEW, {"ids": list(written.clicks)})
+    await chains.settle(connection, written.messages, written.reports)
     if contacts or identities:
         keys = await connection.scalar(
             _PERSON_KEYS,
@@ -159,7 +170,25 @@ _REFRESH = [
         SELECT DISTINCT {_DAY}, source_id, person_key FROM ad_clicks WHERE person_key = ANY(:keys)
         """
     ),
+    text(
+        f"""
+        INSERT INTO daily_people (day, person_key)
+        SELECT DISTINCT {_DAY}, person_key FROM ad_clicks WHERE person_key = ANY(:keys)
+        """
+    ),
 ]
+
+# The conversion events attributed to clicks of these persons (as the clicks are now, or as the events last knew
+# them) take their click's ad and person again.
+_REFRESH_CONVERSIONS = text(
+    """
+    UPDATE conversion_events AS event SET click_source_id = click.source_id, click_person_key = click.person_key
+    FROM ad_clicks AS click
+    WHERE click.message_id = event.click_message_id
+      AND (click.person_key = ANY(:keys) OR event.click_person_key = ANY(:keys))
+      AND (event.click_source_id, event.click_person_key) IS DISTINCT FROM (click.source_id, click.person_key)
+    """
+)
 
 
 async def refresh(connection: AsyncConnection, keys: Iterable[str]) -> None:
@@ -169,12 +198,23 @@ async def refresh(connection: AsyncConnection, keys: Iterable[str]) -> None:
         return
     for statement in _REFRESH:
         await connection.execute(statement, {"keys": wanted})
+    await connection.execute(_REFRESH_CONVERSIONS, {"keys": wanted})
+    await chains.settle(connection, persons=wanted)
 
 
 _REBUILD = [
     text(f"TRUNCATE {', '.join(table.name for table in tables(ROLLUP))}"),
     # Every click is new to the emptied rollups.
     text(f"WITH {_count('ad_clicks')}"),
+    # Every attributed conversion event takes its click's ad and person again.
+    text(
+        """
+        UPDATE conversion_events AS event SET click_source_id = click.source_id, click_person_key = click.person_key
+        FROM ad_clicks AS click
+        WHERE click.message_id = event.click_message_id
+          AND (event.click_source_id, event.click_person_key) IS DISTINCT FROM (click.source_id, click.person_key)
+        """
+    ),
 ]
 
 
@@ -182,6 +222,7 @@ async def rebuild(connection: AsyncConnection) -> None:
     """Recompute every rollup from ``ad_clicks`` (after a bulk load, or to check them)."""
     for statement in _REBUILD:
         await connection.execute(statement)
+    await chains.settle(connection, everyone=True)
 
 
 _DAYS = "unnest(CAST(:days AS date[]), CAST(:sources AS text[])) AS concerned(day, source_id)"
@@ -191,7 +232,7 @@ _RECOMPUTE_DAYS = [
             f"DELETE FROM {table.name} USING {_DAYS} WHERE {table.name}.day = concerned.day "
             f"AND {table.name}.source_id IS NOT DISTINCT FROM concerned.source_id"
         )
-        for table in tables(ROLLUP, naming=("day",))
+        for table in tables(ROLLUP, naming=("day", "source_id"))
     ),
     # Every click of those days and ads is new to their emptied rows; the person rollups are left alone.
     text(
@@ -206,12 +247,58 @@ _RECOMPUTE_DAYS = [
     ),
 ]
 
+# The rows of all ads together of those days, made again from all their clicks; each statement returns the person
+# keys and conversation ids of its rows, those that had a row and those that have one now, to settle.
+_DAYS_CLICKS = """
+    SELECT days.day, click.person_key, click.conversation_id
+    FROM (SELECT DISTINCT day FROM unnest(CAST(:days AS date[])) AS day) AS days
+    JOIN ad_clicks AS click
+    ON click.clicked_at >= (days.day::timestamp AT TIME ZONE 'UTC')
+       AND click.clicked_at < ((days.day + 1)::timestamp AT TIME ZONE 'UTC')
+"""
+_RECOMPUTE_ALL_ADS = [
+    text(
+        """
+        WITH people AS (
+            DELETE FROM daily_people WHERE day = ANY(CAST(:days AS date[])) RETURNING person_key
+        ), talks AS (
+            DELETE FROM daily_conversations WHERE day = ANY(CAST(:days AS date[])) RETURNING conversation_id
+        )
+        SELECT (SELECT array_agg(DISTINCT person_key) FROM people) AS persons,
+               (SELECT array_agg(DISTINCT conversation_id) FROM talks) AS conversations
+        """
+    ),
+    text(
+        f"""
+        WITH day_clicks AS ({_DAYS_CLICKS}), people AS (
+            INSERT INTO daily_people (day, person_key)
+            SELECT DISTINCT day, person_key FROM day_clicks WHERE person_key IS NOT NULL
+            RETURNING person_key
+        ), talks AS (
+            INSERT INTO daily_conversations (day, conversation_id)
+            SELECT DISTINCT day, conversation_id FROM day_clicks WHERE conversation_id IS NOT NULL
+            RETURNING conversation_id
+        )
+        SELECT (SELECT array_agg(DISTINCT person_key) FROM people) AS persons,
+               (SELECT array_agg(DISTINCT conversation_id) FROM talks) AS conversations
+        """
+    ),
+]
+
 
 async def recompute_days(connection: AsyncConnection, days: Iterable[tuple[date, str | None]]) -> None:
-    """Recompute the per-day rollups of these (UTC day, source_id) pairs from ``ad_clicks``."""
+    """Recompute the per-day rollups of these (UTC day, source_id) pairs from ``ad_clicks``, and those of all ads
+    together of these days."""
     wanted = sorted(set(days), key=lambda pair: (pair[0], pair[1] or ""))
     if not wanted:
         return
     params = {"days": [day for day, _ in wanted], "sources": [source for _, source in wanted]}
     for statement in _RECOMPUTE_DAYS:
         await connection.execute(statement, params)
+    persons: set[str] = set()
+    conversations: set[str] = set()
+    for statement in _RECOMPUTE_ALL_ADS:
+        changed = (await connection.execute(statement, {"days": params["days"]})).one()
+        persons.update(changed.persons or ())
+        conversations.update(changed.conversations or ())
+    await chains.settle(connection, persons=persons, conversations=conversations)

@@ -17,6 +17,7 @@ from sqlalchemy import (
     Computed,
     Date,
     DateTime,
+    Float,
     Identity,
     Index,
     Integer,
@@ -29,6 +30,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
@@ -51,6 +53,8 @@ __all__ = [
     "conversations",
     "conversion_events",
     "conversion_sender",
+    "daily_conversations",
+    "daily_people",
     "delivery_reports",
     "erased_identities",
     "erasure_key",
@@ -322,14 +326,64 @@ ad_daily = Table(
     info={"kind": ROLLUP},
 )
 
+# The day chains: one row per person (or conversation) per UTC day with a click, each naming the key's previous
+# such day. A range of days then counts each key once without sorting anything: the rows of the range whose
+# previous day is before it (docs/analytics.md). The people's rows also say what the person did next — wrote again,
+# got a reply delivered, read — each with its own chain, and how soon the first reply came.
+
+
+def _previous_day(what: str = "") -> Column[object]:
+    name = f"previous_{what}_day" if what else "previous_day"
+    return Column(name, Date, comment=f"the key's previous {what or 'click'} day")
+
+
+def _engagement() -> list[Column[object]]:
+    """What a person did next after their clicks of a row's day: each flag a click's attribution window long."""
+    return [
+        Column("wrote_again", Boolean, nullable=False, server_default="false", comment="a message after a click"),
+        Column("replied", Boolean, nullable=False, server_default="false", comment="a reply delivered or read"),
+        Column("reply_read", Boolean, nullable=False, server_default="false", comment="a reply read"),
+        Column("first_reply_seconds", Float, comment="from the day's first click to the first reply's report"),
+        _previous_day(),
+        _previous_day("wrote_again"),
+        _previous_day("replied"),
+        _previous_day("reply_read"),
+    ]
+
+
+# A range's people are counted from these indexes alone (index-only scans): the chains and the facts they count.
+_ENGAGEMENT_CHAINS = [
+    "wrote_again",
+    "previous_wrote_again_day",
+    "replied",
+    "previous_replied_day",
+    "reply_read",
+    "previous_reply_read_day",
+    "first_reply_seconds",
+]
+
 ad_daily_people = Table(
     "ad_daily_people",
     metadata,
     Column("day", Date, nullable=False),
     Column("source_id", Text),
     Column("person_key", Text, nullable=False),
+    *_engagement(),
     UniqueConstraint("day", "source_id", "person_key", postgresql_nulls_not_distinct=True),
     Index(None, "person_key"),
+    Index("ix_ad_daily_people_chains", "day", "source_id", "previous_day", postgresql_include=_ENGAGEMENT_CHAINS),
+    info={"kind": ROLLUP},
+)
+
+# ad_daily_people for all ads together: a person who clicked two ads that day is one row.
+daily_people = Table(
+    "daily_people",
+    metadata,
+    Column("day", Date, primary_key=True),
+    Column("person_key", Text, primary_key=True),
+    *_engagement(),
+    Index(None, "person_key"),
+    Index("ix_daily_people_chains", "day", "previous_day", postgresql_include=_ENGAGEMENT_CHAINS),
     info={"kind": ROLLUP},
 )
 
@@ -339,7 +393,21 @@ ad_daily_conversations = Table(
     Column("day", Date, nullable=False),
     Column("source_id", Text),
     Column("conversation_id", Text, nullable=False),
+    _previous_day(),
     UniqueConstraint("day", "source_id", "conversation_id", postgresql_nulls_not_distinct=True),
+    Index(None, "conversation_id"),
+    Index("ix_ad_daily_conversations_chains", "day", "source_id", "previous_day"),
+    info={"kind": ROLLUP},
+)
+
+daily_conversations = Table(
+    "daily_conversations",
+    metadata,
+    Column("day", Date, primary_key=True),
+    Column("conversation_id", Text, primary_key=True),
+    _previous_day(),
+    Index(None, "conversation_id"),
+    Index("ix_daily_conversations_chains", "day", "previous_day"),
     info={"kind": ROLLUP},
 )
 
@@ -367,6 +435,10 @@ conversion_events = Table(
     Column("sent_at", Time, comment="when Meta counted it"),
     Column("sent_ctwa_clid", Text, comment="the click id it was sent with"),
     Column("click_message_id", Text, comment="the click it was attributed to, if known"),
+    # The click's ad and person, kept with it (through merges and erasure) so that a range's conversions are counted
+    # without looking up each click; see workers/engine/rollups.py.
+    Column("click_source_id", Text, comment="its click's ad (ad_clicks.source_id)"),
+    Column("click_person_key", Text, comment="its click's person (ad_clicks.person_key)"),
     Column("fbtrace_id", Text, comment="Meta's trace id of its request"),
     Column("error_code", Integer),
     Column("error_subcode", Integer),
@@ -378,6 +450,16 @@ conversion_events = Table(
     Index(None, "channel", "identity"),
     Index(None, "click_message_id"),
     Index(None, "event_time"),
+    Index(None, "click_person_key"),
+    # A range's counted conversions, read from the index alone (migration 0008).
+    Index(
+        "ix_conversion_events_counted_day",
+        text("((event_time AT TIME ZONE 'UTC')::date)"),
+        postgresql_include=["click_source_id", "click_person_key", "currency", "value"],
+        postgresql_where=text(
+            f"status IN {conversion_status.sql_in(conversion_status.COUNTED)} AND click_message_id IS NOT NULL"
+        ),
+    ),
     info={"kind": KEPT},
 )
 

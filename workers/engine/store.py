@@ -84,10 +84,10 @@ class Store:
         )
         if erasure is not None and not exclusive:
             return False
-        new_clicks = await projections.write(connection, said, resolved.roots)
+        written = await projections.write(connection, said, resolved.roots)
         contacts, identities = set(resolved.moved), set[tuple[str, str]]()
         if erasure is not None:
             identities = await eraser.erase(connection, erasure)
             contacts |= erasure.roots
-        await rollups.update(connection, new_clicks, contacts, identities)
+        await rollups.update(connection, written, contacts, identities)
         return True

@@ -78,12 +78,9 @@ ENGAGED = (
     "people_replied",
     "people_reply_read",
     "median_seconds_to_first_reply",
-    "replies",
-    "replies_delivered",
-    "replies_read",
 )
-ENGAGED_COLUMNS = ("wrote_again_rate", "median_seconds_to_first_reply", "replies")
-REPLIES = ("replies", "replies_delivered", "replies_read")
+ENGAGED_COLUMNS = ("wrote_again_rate", "median_seconds_to_first_reply", "replied")
+REPLIED = ("people", "people_replied", "people_reply_read")
 # An ad's funnel, its steps in order.
 FUNNEL = ("Clicked", "Wrote again", "Reply delivered", "Reply read", "Converted")
 CREATIVE = (
@@ -363,7 +360,7 @@ class Page:
             for key in ("conversion_rate", "wrote_again_rate", "median_seconds_to_first_reply"):
                 row[key] = float(row[key]) if row[key] else None
             row["value"] = json.loads(row["value"])
-            row["replies"] = json.loads(row["replies"]) if row["replies"] else None
+            row["replied"] = json.loads(row["replied"]) if row["replied"] else None
         return table
 
     def wrote_again(self) -> dict[str, Any]:
@@ -589,7 +586,7 @@ def _engaged_table(ads: list[dict[str, Any]], engaged: list[dict[str, Any]]) -> 
                 "source_id": ad["source_id"] or "",
                 "wrote_again_rate": None if row is None else row["wrote_again_rate"],
                 "median_seconds_to_first_reply": None if row is None else row["median_seconds_to_first_reply"],
-                "replies": None if row is None else {key: row[key] for key in REPLIES},
+                "replied": None if row is None else {key: row[key] for key in REPLIED},
             }
         )
     return table
@@ -757,7 +754,7 @@ async def test_the_page_draws_the_views_figures_without_a_console_error(page: Pa
     # What those people did next, worked out by hand: P1 and P4 (on A) and P3 (on B) wrote again; OUT1 to P1 was
     # read, OUT3 to P3 delivered, OUT2 to P2 failed; first replies 10 min after M1 and M2, 50 min after M3.
     engagement = await api(page.base, "/api/engagement", **STREAM)
-    assert {key: engagement["total"][key] for key in ENGAGED if key not in REPLIES} == {
+    assert {key: engagement["total"][key] for key in ENGAGED} == {
         "people": 6,
         "people_wrote_again": 3,
         "wrote_again_rate": 0.5,
@@ -771,7 +768,7 @@ async def test_the_page_draws_the_views_figures_without_a_console_error(page: Pa
     assert page.text("change-wrote-again") == "new"  # nobody wrote again in the 3 days before
     by_ad = {row["source_id"]: row for row in page.ads()}
     assert (by_ad[A]["wrote_again_rate"], by_ad[A]["median_seconds_to_first_reply"]) == (0.5, 600.0)
-    assert by_ad[A]["replies"] == {"replies": 2, "replies_delivered": 1, "replies_read": 1}
+    assert by_ad[A]["replied"] == {"people": 4, "people_replied": 1, "people_reply_read": 1}
     assert by_ad[B]["median_seconds_to_first_reply"] == 3000.0
     assert by_ad[C]["median_seconds_to_first_reply"] is None
 
@@ -786,7 +783,7 @@ async def test_the_page_draws_the_views_figures_without_a_console_error(page: Pa
     assert shown(A, "median_seconds_to_first_reply") == "10 min"
     assert shown(B, "median_seconds_to_first_reply") == "50 min"
     assert shown(C, "median_seconds_to_first_reply") == NOTHING
-    assert shown(A, "replies").split() == ["1", "/", "1", "of", "2"]
+    assert shown(A, "replied").split() == ["1", "/", "1", "of", "4"]
     # The ad panels are an ad's view's only.
     assert not page.find("ad-panels").is_displayed()
 
@@ -985,7 +982,7 @@ async def test_the_sort_and_the_view_survive_the_pages_refreshes(page: Page, see
     for column, value in [
         ("wrote_again_rate", lambda row: row["wrote_again_rate"]),
         ("median_seconds_to_first_reply", lambda row: row["median_seconds_to_first_reply"]),
-        ("replies", lambda row: (row["replies"]["replies_delivered"], row["replies"]["replies_read"])),
+        ("replied", lambda row: (row["replied"]["people_replied"], row["replied"]["people_reply_read"])),
     ]:
         for direction, descending in (("descending", True), ("ascending", False)):
             page.find(f"sort-{column}").click()

@@ -39,7 +39,14 @@ STREAM = [
     inbound("H1", 10, identity="777", contact="H", conversation="VH", text="never clicked"),
 ]
 
-ROLLUPS = ("person_touches", "ad_daily", "ad_daily_people", "ad_daily_conversations")
+ROLLUPS = (
+    "person_touches",
+    "ad_daily",
+    "ad_daily_people",
+    "daily_people",
+    "ad_daily_conversations",
+    "daily_conversations",
+)
 
 
 @pytest.fixture

@@ -73,8 +73,11 @@ def test_the_rollups_are_rebuilt_and_refreshed_per_person(table: Table) -> None:
     if "person_key" in table.c:
         assert f"DELETE FROM {table.name} WHERE person_key = ANY(:keys)" in _sql(rollups._REFRESH)
         assert re.search(rf"INSERT INTO {table.name}\b", _sql(rollups._REFRESH))
-    if "day" in table.c:
+    if "day" in table.c and "source_id" in table.c:
         assert f"DELETE FROM {table.name} USING" in _sql(rollups._RECOMPUTE_DAYS)
+    elif "day" in table.c:  # all ads together: every row of the days
+        assert f"DELETE FROM {table.name} WHERE day = ANY(" in _sql(rollups._RECOMPUTE_ALL_ADS)
+        assert re.search(rf"INSERT INTO {table.name}\b", _sql(rollups._RECOMPUTE_ALL_ADS))
 
 
 @pytest.mark.parametrize("table", [t for t in tables(KEPT) if _names_person(t)], ids=lambda table: table.name)
@@ -103,5 +106,7 @@ def test_the_derived_lists_are_those_of_the_schema_today() -> None:
         "person_touches",
         "ad_daily",
         "ad_daily_people",
+        "daily_people",
         "ad_daily_conversations",
+        "daily_conversations",
     ]

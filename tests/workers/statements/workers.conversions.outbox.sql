@@ -19,8 +19,9 @@ FOR UPDATE SKIP LOCKED;
 -- _MARK_SENDING
 UPDATE conversion_events AS event
 SET status = 'sending', claimed_at = now(), attempts = attempts + 1, sent_ctwa_clid = claimed.clid,
-    click_message_id = claimed.click
+    click_message_id = claimed.click, click_source_id = click.source_id, click_person_key = click.person_key
 FROM unnest(CAST(:ids AS bigint[]), CAST(:clids AS text[]), CAST(:clicks AS text[])) AS claimed(id, clid, click)
+LEFT JOIN ad_clicks AS click ON click.message_id = claimed.click
 WHERE event.id = claimed.id AND status IN ('pending', 'unattributed');
 
 -- _MARK_UNATTRIBUTED

@@ -26,6 +26,14 @@ creative_key = CASE WHEN (EXCLUDED.creative_at, EXCLUDED.creative_key) > (daily.
         INSERT INTO ad_daily_conversations (day, source_id, conversation_id)
         SELECT DISTINCT (clicked_at AT TIME ZONE 'UTC')::date, source_id, conversation_id FROM new_clicks WHERE conversation_id IS NOT NULL
         ON CONFLICT DO NOTHING
+    ), all_ads_people AS (
+        INSERT INTO daily_people (day, person_key)
+        SELECT DISTINCT (clicked_at AT TIME ZONE 'UTC')::date, person_key FROM new_clicks WHERE person_key IS NOT NULL
+        ON CONFLICT DO NOTHING
+    ), all_ads_conversations AS (
+        INSERT INTO daily_conversations (day, conversation_id)
+        SELECT DISTINCT (clicked_at AT TIME ZONE 'UTC')::date, conversation_id FROM new_clicks WHERE conversation_id IS NOT NULL
+        ON CONFLICT DO NOTHING
     )
 
     INSERT INTO person_touches AS touches 
@@ -74,6 +82,9 @@ DELETE FROM person_touches WHERE person_key = ANY(:keys);
 DELETE FROM ad_daily_people WHERE person_key = ANY(:keys);
 
 -- _REFRESH[2]
+DELETE FROM daily_people WHERE person_key = ANY(:keys);
+
+-- _REFRESH[3]
 WITH concerned AS (SELECT * FROM ad_clicks WHERE person_key = ANY(:keys))
 INSERT INTO person_touches 
 SELECT first.person_key, first.contact_id, last.channel, last.identity, counted.clicks,
@@ -92,12 +103,23 @@ JOIN (
     SELECT person_key, count(*)::int AS clicks FROM concerned WHERE person_key IS NOT NULL GROUP BY person_key
 ) AS counted USING (person_key);
 
--- _REFRESH[3]
+-- _REFRESH[4]
 INSERT INTO ad_daily_people (day, source_id, person_key)
 SELECT DISTINCT (clicked_at AT TIME ZONE 'UTC')::date, source_id, person_key FROM ad_clicks WHERE person_key = ANY(:keys);
 
+-- _REFRESH[5]
+INSERT INTO daily_people (day, person_key)
+SELECT DISTINCT (clicked_at AT TIME ZONE 'UTC')::date, person_key FROM ad_clicks WHERE person_key = ANY(:keys);
+
+-- _REFRESH_CONVERSIONS
+UPDATE conversion_events AS event SET click_source_id = click.source_id, click_person_key = click.person_key
+FROM ad_clicks AS click
+WHERE click.message_id = event.click_message_id
+  AND (click.person_key = ANY(:keys) OR event.click_person_key = ANY(:keys))
+  AND (event.click_source_id, event.click_person_key) IS DISTINCT FROM (click.source_id, click.person_key);
+
 -- _REBUILD[0]
-TRUNCATE person_touches, ad_daily, ad_daily_people, ad_daily_conversations;
+TRUNCATE person_touches, ad_daily, ad_daily_people, daily_people, ad_daily_conversations, daily_conversations;
 
 -- _REBUILD[1]
 WITH 
@@ -126,6 +148,14 @@ creative_key = CASE WHEN (EXCLUDED.creative_at, EXCLUDED.creative_key) > (daily.
     ), daily_conversations AS (
         INSERT INTO ad_daily_conversations (day, source_id, conversation_id)
         SELECT DISTINCT (clicked_at AT TIME ZONE 'UTC')::date, source_id, conversation_id FROM ad_clicks WHERE conversation_id IS NOT NULL
+        ON CONFLICT DO NOTHING
+    ), all_ads_people AS (
+        INSERT INTO daily_people (day, person_key)
+        SELECT DISTINCT (clicked_at AT TIME ZONE 'UTC')::date, person_key FROM ad_clicks WHERE person_key IS NOT NULL
+        ON CONFLICT DO NOTHING
+    ), all_ads_conversations AS (
+        INSERT INTO daily_conversations (day, conversation_id)
+        SELECT DISTINCT (clicked_at AT TIME ZONE 'UTC')::date, conversation_id FROM ad_clicks WHERE conversation_id IS NOT NULL
         ON CONFLICT DO NOTHING
     )
 
@@ -159,6 +189,12 @@ last_headline = CASE WHEN (EXCLUDED.last_clicked_at, EXCLUDED.last_message_id) >
 channel = CASE WHEN (EXCLUDED.last_clicked_at, EXCLUDED.last_message_id) > (touches.last_clicked_at, touches.last_message_id) THEN EXCLUDED.channel ELSE touches.channel END,
 identity = CASE WHEN (EXCLUDED.last_clicked_at, EXCLUDED.last_message_id) > (touches.last_clicked_at, touches.last_message_id) THEN EXCLUDED.identity ELSE touches.identity END,
         last_clicked_at = GREATEST(touches.last_clicked_at, EXCLUDED.last_clicked_at);
+
+-- _REBUILD[2]
+UPDATE conversion_events AS event SET click_source_id = click.source_id, click_person_key = click.person_key
+FROM ad_clicks AS click
+WHERE click.message_id = event.click_message_id
+  AND (event.click_source_id, event.click_person_key) IS DISTINCT FROM (click.source_id, click.person_key);
 
 -- _RECOMPUTE_DAYS[0]
 DELETE FROM ad_daily USING unnest(CAST(:days AS date[]), CAST(:sources AS text[])) AS concerned(day, source_id) WHERE ad_daily.day = concerned.day AND ad_daily.source_id IS NOT DISTINCT FROM concerned.source_id;
@@ -200,6 +236,42 @@ creative_key = CASE WHEN (EXCLUDED.creative_at, EXCLUDED.creative_key) > (daily.
         INSERT INTO ad_daily_conversations (day, source_id, conversation_id)
         SELECT DISTINCT (clicked_at AT TIME ZONE 'UTC')::date, source_id, conversation_id FROM day_clicks WHERE conversation_id IS NOT NULL
         ON CONFLICT DO NOTHING
+    ), all_ads_people AS (
+        INSERT INTO daily_people (day, person_key)
+        SELECT DISTINCT (clicked_at AT TIME ZONE 'UTC')::date, person_key FROM day_clicks WHERE person_key IS NOT NULL
+        ON CONFLICT DO NOTHING
+    ), all_ads_conversations AS (
+        INSERT INTO daily_conversations (day, conversation_id)
+        SELECT DISTINCT (clicked_at AT TIME ZONE 'UTC')::date, conversation_id FROM day_clicks WHERE conversation_id IS NOT NULL
+        ON CONFLICT DO NOTHING
     )
 
         SELECT count(*) FROM day_clicks;
+
+-- _RECOMPUTE_ALL_ADS[0]
+WITH people AS (
+    DELETE FROM daily_people WHERE day = ANY(CAST(:days AS date[])) RETURNING person_key
+), talks AS (
+    DELETE FROM daily_conversations WHERE day = ANY(CAST(:days AS date[])) RETURNING conversation_id
+)
+SELECT (SELECT array_agg(DISTINCT person_key) FROM people) AS persons,
+       (SELECT array_agg(DISTINCT conversation_id) FROM talks) AS conversations;
+
+-- _RECOMPUTE_ALL_ADS[1]
+WITH day_clicks AS (
+    SELECT days.day, click.person_key, click.conversation_id
+    FROM (SELECT DISTINCT day FROM unnest(CAST(:days AS date[])) AS day) AS days
+    JOIN ad_clicks AS click
+    ON click.clicked_at >= (days.day::timestamp AT TIME ZONE 'UTC')
+       AND click.clicked_at < ((days.day + 1)::timestamp AT TIME ZONE 'UTC')
+), people AS (
+            INSERT INTO daily_people (day, person_key)
+            SELECT DISTINCT day, person_key FROM day_clicks WHERE person_key IS NOT NULL
+            RETURNING person_key
+        ), talks AS (
+            INSERT INTO daily_conversations (day, conversation_id)
+            SELECT DISTINCT day, conversation_id FROM day_clicks WHERE conversation_id IS NOT NULL
+            RETURNING conversation_id
+        )
+        SELECT (SELECT array_agg(DISTINCT person_key) FROM people) AS persons,
+               (SELECT array_agg(DISTINCT conversation_id) FROM talks) AS conversations;

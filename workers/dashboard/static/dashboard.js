@@ -24,7 +24,7 @@
   const STATUSES = ["pending", "sending", "sent", "failed", "unconfirmed", "unattributed"];
   const TEXT_COLUMNS = new Set(["source_id", "headline", "source_type"]);
   // The ads table's columns read from /api/engagement's row of the same ad, not from /api/ads'.
-  const ENGAGED_COLUMNS = new Set(["wrote_again_rate", "median_seconds_to_first_reply", "replies"]);
+  const ENGAGED_COLUMNS = new Set(["wrote_again_rate", "median_seconds_to_first_reply", "replied"]);
   // An ad's funnel, step by step: each step's people, from the ad's row of /api/ads (ads) or of /api/engagement.
   const FUNNEL = [
     { label: "Clicked", from: "ads", key: "people", color: "#128c7e" },
@@ -685,8 +685,8 @@
     if (ENGAGED_COLUMNS.has(key)) {
       const engaged = state.engaged === null ? null : state.engaged.get(row.source_id);
       if (!engaged) return null;
-      // Replies: by those delivered, then by those read.
-      if (key === "replies") return [Number(engaged.replies_delivered), Number(engaged.replies_read)];
+      // Got a reply: by the people whose reply was delivered, then by those whose reply was read.
+      if (key === "replied") return [Number(engaged.people_replied), Number(engaged.people_reply_read)];
       return isNumber(engaged[key]) ? Number(engaged[key]) : null;
     }
     if (key === "value") {
@@ -745,7 +745,7 @@
         element(
           "td",
           {
-            class: key === "replies" ? "num replies" : "num",
+            class: key === "replied" ? "num replied" : "num",
             "data-testid": `ad-${key}`,
             "data-value": "",
             "aria-busy": "true",
@@ -764,11 +764,11 @@
       wrote.title = `${formatCount(engaged.people_wrote_again)} of ${formatCount(engaged.people)} people wrote again`;
     }
     const median = engaged ? engaged.median_seconds_to_first_reply : null;
-    const replies = engaged
+    const replied = engaged
       ? {
-          replies: engaged.replies,
-          replies_delivered: engaged.replies_delivered,
-          replies_read: engaged.replies_read,
+          people: engaged.people,
+          people_replied: engaged.people_replied,
+          people_reply_read: engaged.people_reply_read,
         }
       : null;
     return [
@@ -776,11 +776,11 @@
       cell("median_seconds_to_first_reply", median, formatDuration(median), "num"),
       element(
         "td",
-        { class: "num replies", "data-testid": "ad-replies", "data-value": replies ? JSON.stringify(replies) : "" },
-        ...(replies
+        { class: "num replied", "data-testid": "ad-replied", "data-value": replied ? JSON.stringify(replied) : "" },
+        ...(replied
           ? [
-              `${formatCount(replies.replies_delivered)} / ${formatCount(replies.replies_read)}`,
-              element("span", { class: "of" }, `of ${formatCount(replies.replies)}`),
+              `${formatCount(replied.people_replied)} / ${formatCount(replied.people_reply_read)}`,
+              element("span", { class: "of" }, `of ${formatCount(replied.people)}`),
             ]
           : ["–"]),
       ),

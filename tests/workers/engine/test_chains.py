@@ -1,0 +1,263 @@
+"""The day chains (workers/engine/chains.py) count each person and conversation once over any range of days, and
+what the people did next, exactly as brute force over the tables does — after a stream stored shuffled, in small
+batches; a rebuild gives the same rows. And two workers storing a click and what came after it at the same time
+both end in the settled figures: the second to settle waits for the first and sees its rows."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from callbacks import T0, contact_event, delivery, inbound, merge, referral
+from conversion_records import record
+from sqlalchemy.ext.asyncio import AsyncEngine
+from support import incoming, rows, snapshot, store
+
+from workers.engine import archive, facts, rollups
+from workers.engine.store import Store, lock
+
+DAYS = 9
+ADS = ("AD1", "AD2", "AD3")
+FIRST_DAY = T0.date()
+
+
+def _person(rng: random.Random) -> dict[str, str]:
+    person = rng.randrange(14)
+    # A third known by the number alone (DISPATCH), the rest contacts with a conversation each.
+    contact = f"P{person}" if person % 3 else ""
+    return {"identity": f"3460000{person:03d}", "contact": contact, "conversation": f"V{person}" if contact else ""}
+
+
+def generate(seed: int) -> list[bytes]:
+    """Clicks on three ads over nine days, messages after them, and replies with their reports (FAILED after
+    DELIVERED among them, days apart), shuffled."""
+    rng = random.Random(seed)
+    bodies = []
+    for number in range(70):
+        minute = rng.uniform(0, DAYS * 1440)
+        bodies.append(inbound(f"K{number}", minute, **_person(rng), metadata=referral(rng.choice(ADS), f"CL{number}")))
+    for number in range(50):
+        bodies.append(inbound(f"M{number}", rng.uniform(0, DAYS * 1440), **_person(rng), text="more"))
+    for number in range(40):
+        person = _person(rng)
+        minute = rng.uniform(0, DAYS * 1440)
+        statuses = rng.choice(
+            [
+                ["QUEUED_ON_CHANNEL", "DELIVERED", "READ"],
+                ["DELIVERED"],
+                ["QUEUED_ON_CHANNEL", "FAILED"],
+                ["DELIVERED", "FAILED"],
+            ]
+        )
+        for status in statuses:
+            minute += rng.uniform(1, 3000)
+            bodies.append(
+                delivery(f"R{number}", status, minute, identity=person["identity"], contact=person["contact"])
+            )
+    rng.shuffle(bodies)
+    return bodies
+
+
+# Brute force: each click's facts from the tables, then DISTINCT over the range.
+_CLICKS = """
+    WITH click AS (
+        SELECT click.*, (click.clicked_at AT TIME ZONE 'UTC')::date AS day,
+               EXISTS (
+                   SELECT 1 FROM messages AS later
+                   WHERE later.person_key = click.person_key AND later.message_id <> click.message_id
+                     AND later.sent_at > click.clicked_at AND later.sent_at <= click.clicked_at + attribution_window()
+               ) AS wrote,
+               EXISTS (
+                   SELECT 1 FROM delivery_reports AS report JOIN message_status AS status USING (message_id)
+                   WHERE report.person_key = click.person_key AND status.status IN ('DELIVERED', 'READ')
+                     AND report.reported_at BETWEEN click.clicked_at AND click.clicked_at + attribution_window()
+               ) AS replied,
+               EXISTS (
+                   SELECT 1 FROM delivery_reports AS report JOIN message_status AS status USING (message_id)
+                   WHERE report.person_key = click.person_key AND status.status = 'READ'
+                     AND report.reported_at BETWEEN click.clicked_at AND click.clicked_at + attribution_window()
+               ) AS read,
+               extract(epoch FROM (
+                   SELECT min(report.reported_at) FROM delivery_reports AS report
+                   WHERE report.person_key = click.person_key
+                     AND report.reported_at BETWEEN click.clicked_at AND click.clicked_at + attribution_window()
+               ) - click.clicked_at) AS reply_seconds
+        FROM ad_clicks AS click WHERE click.person_key IS NOT NULL
+    ), in_range AS (
+        SELECT * FROM click WHERE day BETWEEN :since AND :until
+    ), firsts AS (  -- a person's first click of each day (of each ad, or of all)
+        SELECT DISTINCT ON (day, {group}, person_key) day, {group} AS source_id, reply_seconds
+        FROM in_range ORDER BY day, {group}, person_key, clicked_at, message_id
+    )
+    SELECT counted.source_id, people, people_wrote_again, people_replied, people_reply_read, conversations,
+           median_seconds_to_first_reply
+    FROM (
+        SELECT {group} AS source_id, count(DISTINCT person_key) AS people,
+               count(DISTINCT person_key) FILTER (WHERE wrote) AS people_wrote_again,
+               count(DISTINCT person_key) FILTER (WHERE replied) AS people_replied,
+               count(DISTINCT person_key) FILTER (WHERE read) AS people_reply_read,
+               count(DISTINCT conversation_id) AS conversations
+        FROM in_range GROUP BY 1
+    ) AS counted
+    JOIN (
+        SELECT source_id, percentile_cont(0.5) WITHIN GROUP (ORDER BY reply_seconds) AS median_seconds_to_first_reply
+        FROM firsts GROUP BY source_id
+    ) AS median ON median.source_id IS NOT DISTINCT FROM counted.source_id
+"""
+
+_CHAINED = """
+    SELECT engaged.source_id, engaged.people, people_wrote_again, people_replied, people_reply_read,
+           counted.conversations, median_seconds_to_first_reply
+    FROM engagement_report(:since, :until) AS engaged
+    JOIN (
+        SELECT NULL::text AS source_id, conversations, true AS total FROM range_report(:since, :until)
+        UNION ALL
+        SELECT source_id, conversations, false FROM ad_report(:since, :until)
+    ) AS counted ON counted.total = engaged.total AND counted.source_id IS NOT DISTINCT FROM engaged.source_id
+"""
+
+
+def _by_ad(found: list[dict[str, Any]]) -> dict[str | None, dict[str, Any]]:
+    return {
+        row["source_id"]: {
+            name: round(value, 6) if isinstance(value, float) else value
+            for name, value in row.items()
+            if name != "source_id"
+        }
+        for row in found
+    }
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_every_range_counts_as_brute_force_does(db: AsyncEngine, seed: int) -> None:
+    bodies = generate(seed)
+    await store(db, bodies, batch_size=random.Random(seed).choice([1, 3, 7]))
+    days = [FIRST_DAY + timedelta(days=offset) for offset in range(-1, DAYS + 9)]
+    ranges = [(since, until) for since in days for until in days if since <= until]
+    wrote_again = 0
+    for since, until in ranges:
+        params = {"since": since, "until": until}
+        expected = _by_ad(await rows(db, _CLICKS.format(group="source_id"), **params))
+        expected |= _by_ad(await rows(db, _CLICKS.format(group="NULL::text"), **params))  # all ads: the total
+        chained = _by_ad(await rows(db, _CHAINED, **params))
+        if None not in expected:  # nobody in the range: the total is there, and zero
+            assert chained.pop(None)["people"] == 0
+        assert chained == expected, (since, until)
+        wrote_again += sum(row["people_wrote_again"] for row in expected.values())
+    assert wrote_again > 0  # the stream has what the chains count
+    # Per day: performance_daily's people and conversations are those of one-day ranges.
+    for day in days:
+        one = _by_ad(await rows(db, _CLICKS.format(group="NULL::text"), since=day, until=day)).get(None)
+        daily = await rows(db, "SELECT people, conversations FROM performance_daily WHERE day = :day", day=day)
+        assert (daily[0] if daily else None) == (
+            None if one is None else {"people": one["people"], "conversations": one["conversations"]}
+        )
+
+
+async def test_a_rebuild_gives_the_rows_the_workers_settled(db: AsyncEngine) -> None:
+    await store(db, generate(4), batch_size=5)
+    settled = await snapshot(db)
+    async with db.begin() as connection:
+        await rollups.rebuild(connection)
+    assert await snapshot(db) == settled
+
+
+def _app(body: bytes, app_id: str) -> bytes:
+    """``body`` as the Sinch app ``app_id`` sends it."""
+    payload = json.loads(body)
+    payload["app_id"] = app_id
+    for event in ("message", "message_delivery_report"):
+        if event in payload:
+            payload[event]["channel_identity"]["app_id"] = app_id
+    return json.dumps(payload).encode()
+
+
+# One person known by the number alone (DISPATCH), through two Sinch apps: the two workers' transactions share no
+# row of the projections (an identity's row is per app), only the person.
+CLICK = _app(inbound("K1", 0, identity="111", metadata=referral("AD1", "CL1")), "APP-ONE")
+AFTER = _app(inbound("M1", 5, identity="111", text="and one more thing"), "APP-TWO")
+REPLY = _app(delivery("R1", "READ", 8, identity="111"), "APP-TWO")
+
+
+async def _begin(engine: AsyncEngine, body: bytes) -> Any:
+    """A worker's transaction storing ``body``, left open: the connection and whether it was stored."""
+    connection = await engine.connect()
+    await connection.begin()
+    await lock(connection, exclusive=False)
+    batch = facts.read([incoming(body)])
+    await archive.insert(connection, batch)
+    return connection, batch
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [(CLICK, AFTER), (AFTER, CLICK), (CLICK, REPLY), (REPLY, CLICK)],
+    ids=["click-message", "message-click", "click-reply", "reply-click"],
+)
+async def test_two_workers_at_once_settle_what_both_wrote(db: AsyncEngine, first: bytes, second: bytes) -> None:
+    one, batch_one = await _begin(db, first)
+    two, batch_two = await _begin(db, second)
+    try:
+        assert await Store(db).project(one, batch_one.facts(), exclusive=False)
+        # The second settles the same person: it waits for the first's locks, then sees what it committed.
+        settling = asyncio.create_task(Store(db).project(two, batch_two.facts(), exclusive=False))
+        done, _ = await asyncio.wait([settling], timeout=0.5)
+        assert not done
+        await one.commit()
+        assert await settling
+        await two.commit()
+    finally:
+        await one.close()
+        await two.close()
+    [day] = await rows(db, "SELECT wrote_again, replied, reply_read, first_reply_seconds FROM daily_people")
+    if AFTER in (first, second):
+        assert day == {"wrote_again": True, "replied": False, "reply_read": False, "first_reply_seconds": None}
+    else:
+        assert day == {"wrote_again": False, "replied": True, "reply_read": True, "first_reply_seconds": 480.0}
+    engaged = await rows(db, "SELECT * FROM engagement_report(:day, :day) WHERE total", day=FIRST_DAY)
+    assert engaged[0]["people"] == 1
+
+
+async def test_a_conversions_click_keeps_its_person_through_merges_and_erasure(db: AsyncEngine) -> None:
+    phone = "34600000333"
+    await store(
+        db,
+        [
+            inbound("KA", 0, identity="111", contact="A", conversation="VA", metadata=referral("AD1", "CLA")),
+            inbound("KB", 10, identity="222", contact="B", conversation="VB", metadata=referral("AD1", "CLB")),
+            contact_event("create", "D", 15, name="Dee", identities=[phone]),
+            inbound("KD", 20, identity=phone, metadata=referral("AD2", "CLD")),  # DISPATCH: known by the number
+        ],
+    )
+    for event, click in [("EA", "KA"), ("EB", "KB"), ("ED", "KD")]:
+        await record(db, event, T0 + timedelta(hours=1), contact_id="A", status="sent", click_message_id=click)
+
+    async def attributed() -> dict[str, tuple[str, str]]:
+        found = await rows(db, "SELECT event_id, click_source_id, click_person_key FROM conversion_events")
+        return {row["event_id"]: (row["click_source_id"], row["click_person_key"]) for row in found}
+
+    assert await attributed() == {
+        "EA": ("AD1", "contact:A"),
+        "EB": ("AD1", "contact:B"),
+        "ED": ("AD2", f"identity:WHATSAPP:{phone}"),
+    }
+    day = {"since": FIRST_DAY, "until": FIRST_DAY}
+    [before] = await rows(db, "SELECT conversions, people_converted FROM range_report(:since, :until)", **day)
+    assert before == {"conversions": 3, "people_converted": 3}
+
+    # B is merged into A: A's two conversions are one person's; D is deleted: no number stays with its event.
+    await store(db, [merge("A", "B", 30, name="Ana", identities=["111", "222"])])
+    await store(db, [contact_event("delete", "D", 40, name="Dee", identities=[phone])])
+    now = await attributed()
+    assert now["EB"] == ("AD1", "contact:A")
+    assert now["ED"][0] == "AD2"
+    assert phone not in now["ED"][1]
+    [after] = await rows(db, "SELECT conversions, people_converted FROM range_report(:since, :until)", **day)
+    assert after == {"conversions": 3, "people_converted": 2}
+    async with db.begin() as connection:
+        await rollups.rebuild(connection)
+    assert await attributed() == now
