@@ -11,7 +11,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from workers.engine.erasure import Eraser
 
-
 # What a sender writes with the click it attributed an event to: the click's ad and person.
 ATTRIBUTED = text(
     """

@@ -302,35 +302,41 @@ _FUNCTIONS = {
 }
 
 
+def _scope(table: str) -> tuple[str, str, str]:
+    """The column, condition and grouping of ``table``'s rows: per ad (only when ``per_ad``, $3) for
+    ``ad_daily_people``, all ads together for ``daily_people``."""
+    if table == "ad_daily_people":
+        return "source_id, ", "AND $3", "GROUP BY source_id"
+    return "", "", ""
+
+
 def _engaged(table: str) -> str:
-    """A range's people of ``table`` (a people chain) and what they did next, each person counted once; per ad for
-    ``ad_daily_people``."""
-    ad = "source_id, " if table == "ad_daily_people" else ""
+    """A range's people of ``table`` (a people chain) and what they did next, each person counted once."""
+    ad, wanted, grouped = _scope(table)
     counts = [
         f"count(*) FILTER (WHERE {_first_in_range()})::int AS people",
         *(f"count(*) FILTER (WHERE {_first_in_range(flag)})::int AS people_{flag}" for flag in _FLAGS),
     ]
-    return (
-        f"SELECT {ad}{', '.join(counts)} FROM {table} WHERE day BETWEEN $1 AND $2 {'GROUP BY source_id' if ad else ''}"
-    )
+    return f"SELECT {ad}{', '.join(counts)} FROM {table} WHERE day BETWEEN $1 AND $2 {wanted} {grouped}"
 
 
 def _median(table: str) -> str:
-    """The median of the first reply's delay over a range's rows of ``table`` that had one; per ad for
-    ``ad_daily_people``."""
-    ad = "source_id, " if table == "ad_daily_people" else ""
+    """The median of the first reply's delay over a range's rows of ``table`` that had one."""
+    ad, wanted, grouped = _scope(table)
     return f"""
         SELECT {ad}percentile_cont(0.5) WITHIN GROUP (ORDER BY first_reply_seconds) AS median_seconds_to_first_reply
-        FROM {table} WHERE day BETWEEN $1 AND $2 AND first_reply_seconds IS NOT NULL
-        {"GROUP BY source_id" if ad else ""}
+        FROM {table} WHERE day BETWEEN $1 AND $2 AND first_reply_seconds IS NOT NULL {wanted}
+        {grouped}
     """
 
 
 # What the people an ad's clicks in the range brought did next, per ad and (total) over all ads together, each person
 # counted once: wrote again within a click's attribution window, got a reply delivered (or read) within it, and the
-# median time from a person's first click of a day to the first reply.
+# median time from a person's first click of a day to the first reply. The total alone with per_ad false.
+ENGAGEMENT = "engagement_report(date, date, boolean)"
+_ENGAGEMENT_0007 = "engagement_report(date, date)"
 _ENGAGEMENT_REPORT = f"""
-    CREATE FUNCTION engagement_report(since date, until date)
+    CREATE FUNCTION engagement_report(since date, until date, per_ad boolean DEFAULT true)
     RETURNS TABLE (
         total boolean, source_id text, people int, people_wrote_again int, wrote_again_rate numeric,
         people_replied int, people_reply_read int, median_seconds_to_first_reply double precision
@@ -374,8 +380,10 @@ def _revision_0006_ad_conversions_daily() -> str:
     return definition.replace("CREATE VIEW", "CREATE OR REPLACE VIEW")
 
 
-def _regrant(function: str, create: str) -> None:
-    """Drop and create ``function`` (its result changes), granting EXECUTE again to the roles that had it."""
+def _regrant(dropped: str, created: str, create: str) -> None:
+    """Drop the function ``dropped`` (a signature: its arguments change, or its result) and ``create`` it again as
+    ``created``, granting EXECUTE again to the roles that had it."""
+    function = dropped.split("(")[0]
     op.execute(
         f"""
         DO $do$
@@ -384,11 +392,11 @@ def _regrant(function: str, create: str) -> None:
             SELECT array_agg(DISTINCT grantee) INTO grantees FROM information_schema.routine_privileges
             WHERE routine_schema = 'public' AND routine_name = '{function}' AND privilege_type = 'EXECUTE'
               AND grantee NOT IN (current_user, 'PUBLIC');
-            DROP FUNCTION {function}(date, date);
+            DROP FUNCTION {dropped};
             EXECUTE $create${create}$create$;
-            EXECUTE 'REVOKE EXECUTE ON FUNCTION {function}(date, date) FROM PUBLIC';
+            EXECUTE 'REVOKE EXECUTE ON FUNCTION {created} FROM PUBLIC';
             IF grantees IS NOT NULL THEN
-                EXECUTE format('GRANT EXECUTE ON FUNCTION {function}(date, date) TO %s',
+                EXECUTE format('GRANT EXECUTE ON FUNCTION {created} TO %s',
                                (SELECT string_agg(quote_ident(name), ', ') FROM unnest(grantees) AS name));
             END IF;
         END $do$
@@ -434,14 +442,14 @@ def upgrade() -> None:
     op.execute(_PERFORMANCE_DAILY)
     for statement in _FUNCTIONS.values():
         op.execute(statement)
-    _regrant("engagement_report", _ENGAGEMENT_REPORT)
+    _regrant(_ENGAGEMENT_0007, ENGAGEMENT, _ENGAGEMENT_REPORT)
 
 
 def downgrade() -> None:
     before = _revision_0007()
     op.execute(_revision_0006_ad_conversions_daily())
     op.execute(before.VIEWS["conversions_daily"].replace("CREATE VIEW", "CREATE OR REPLACE VIEW"))
-    _regrant("engagement_report", before.FUNCTIONS["engagement_report(since date, until date)"])
+    _regrant(ENGAGEMENT, _ENGAGEMENT_0007, before.FUNCTIONS["engagement_report(since date, until date)"])
     for signature in ("ad_report(since date, until date)", "range_report(since date, until date)"):
         op.execute(before.FUNCTIONS[signature].replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION"))
     op.execute(before.VIEWS["performance_daily"].replace("CREATE VIEW", "CREATE OR REPLACE VIEW"))

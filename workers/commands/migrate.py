@@ -180,8 +180,8 @@ _READ_GRANTS = [
     "GRANT USAGE ON SCHEMA public TO %I",
     "REVOKE ALL ON ALL TABLES IN SCHEMA public FROM %I",
     f"GRANT SELECT ON {', '.join(READABLE)} TO %I",
-    "GRANT EXECUTE ON FUNCTION ad_report(date, date), range_report(date, date), engagement_report(date, date), "
-    "ad_creatives(date, date, text) TO %I",
+    "GRANT EXECUTE ON FUNCTION ad_report(date, date), range_report(date, date), "
+    "engagement_report(date, date, boolean), ad_creatives(date, date, text) TO %I",
 ]
 
 

@@ -116,7 +116,7 @@ _DAILY = {
     ]
 }
 
-_ENGAGEMENT = text("SELECT * FROM engagement_report(:since, :until)")
+_ENGAGEMENT = text("SELECT * FROM engagement_report(:since, :until, :per_ad)")
 # What engagement_report says of each ad and of all together.
 _ENGAGED = (
     "people",
@@ -143,20 +143,23 @@ _FRESHNESS = text(
 )
 
 
-async def _both(engine: AsyncEngine, statement: Any, asked: Range) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """``statement``'s rows for the range and for the period before it, asked at once on two connections."""
+async def _both(
+    engine: AsyncEngine, statement: Any, current: Mapping[str, Any], before: Mapping[str, Any]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """``statement``'s rows for the range and for the period before it (their parameters), asked at once on two
+    connections."""
 
-    async def rows(period: Range) -> list[dict[str, Any]]:
+    async def rows(params: Mapping[str, Any]) -> list[dict[str, Any]]:
         async with engine.connect() as connection:
-            return [row._asdict() for row in await connection.execute(statement, period.params())]
+            return [row._asdict() for row in await connection.execute(statement, params)]
 
-    current, before = await asyncio.gather(rows(asked), rows(asked.previous))
-    return current, before
+    answers = await asyncio.gather(rows(current), rows(before))
+    return answers[0], answers[1]
 
 
 async def summary(engine: AsyncEngine, asked: Range) -> dict[str, Any]:
     """The range's figures, and those of the period just before it, over all ads."""
-    [current], [before] = await _both(engine, _SUMMARY, asked)
+    [current], [before] = await _both(engine, _SUMMARY, asked.params(), asked.previous.params())
     return {
         **asked.as_json(),
         "previous": asked.previous.as_json(),
@@ -184,7 +187,10 @@ async def daily(engine: AsyncEngine, asked: Range, source_id: str | None = None)
 async def engagement(engine: AsyncEngine, asked: Range) -> dict[str, Any]:
     """What the people the ads brought did next — wrote again, got a reply, how soon — over all ads (``total``, and
     ``before``: the period before) and per ad."""
-    current, before = await _both(engine, _ENGAGEMENT, asked)
+    # Of the period before, the total alone.
+    current, before = await _both(
+        engine, _ENGAGEMENT, asked.params() | {"per_ad": True}, asked.previous.params() | {"per_ad": False}
+    )
 
     def total(rows: list[dict[str, Any]]) -> dict[str, Any]:
         return _json({name: next(row for row in rows if row["total"])[name] for name in _ENGAGED})
