@@ -45,13 +45,6 @@ _UTC_DAY = "(({at}) AT TIME ZONE 'UTC')::date"
 _NAMESPACE = 0x63686E73  # "chns"
 
 
-def _same(columns: Collection[str], left: str, right: str) -> str:
-    return " AND ".join(
-        f"{left}.{column} {'IS NOT DISTINCT FROM' if column == 'source_id' else '='} {right}.{column}"
-        for column in columns
-    )
-
-
 def _facts(row: str, by_ad: bool) -> str:
     """A sub-select of what the person of ``row`` (a row of a people chain) did next after that day's clicks (of
     its ad when ``by_ad``): one row, or none when ``row`` is outside the settled days of ``dirty``."""
@@ -98,30 +91,31 @@ def _facts(row: str, by_ad: bool) -> str:
 
 def _settle_people(table: str, key: tuple[str, ...]) -> str:
     """A data-modifying CTE settling the rows of ``table`` of the persons of ``dirty``: facts for their dirty days,
-    then every chain of each key."""
+    then every chain of each key. Each person's rows are found by its key (a nested loop on the index, whatever the
+    table's statistics say) and updated by their row address."""
     partition = ", ".join(key)
-    carried = ", ".join(f"row.{column}" for column in key)
     facts = [*FLAGS, "first_reply_seconds"]
     chains = ["previous_day", *(f"previous_{flag}_day" for flag in FLAGS)]
     return f"""
     {table}_settled AS (
         UPDATE {table} AS row SET {", ".join(f"{name} = linked.{name}" for name in [*facts, *chains])}
         FROM (
-            SELECT day, {partition}, {", ".join(facts)},
+            SELECT address, {", ".join(facts)},
                    lag(day) OVER chain AS previous_day,
                    {", ".join(f"max(day) FILTER (WHERE {flag}) OVER before AS previous_{flag}_day" for flag in FLAGS)}
             FROM (
-                SELECT row.day, {carried},
+                SELECT row.ctid AS address, row.day, {", ".join(f"row.{column}" for column in key)},
                        {", ".join(f"coalesce(found.{flag}, row.{flag}) AS {flag}" for flag in FLAGS)},
                        CASE WHEN found.wrote_again IS NULL THEN row.first_reply_seconds
                             ELSE found.first_reply_seconds END AS first_reply_seconds
-                FROM dirty JOIN {table} AS row USING (person_key)
+                FROM dirty
+                CROSS JOIN LATERAL (SELECT ctid, * FROM {table} WHERE person_key = dirty.person_key) AS row
                 LEFT JOIN LATERAL ({_facts("row", by_ad="source_id" in key)}) AS found ON true
             ) AS settled
             WINDOW chain AS (PARTITION BY {partition} ORDER BY day),
                    before AS (chain ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
         ) AS linked
-        WHERE row.day = linked.day AND {_same(key, "row", "linked")}
+        WHERE row.ctid = linked.address
           AND ({", ".join(f"row.{name}" for name in [*facts, *chains])})
               IS DISTINCT FROM ({", ".join(f"linked.{name}" for name in [*facts, *chains])})
     )
@@ -129,22 +123,24 @@ def _settle_people(table: str, key: tuple[str, ...]) -> str:
 
 
 def _link_conversations(table: str, key: tuple[str, ...]) -> str:
-    """A data-modifying CTE relinking the rows of ``table`` of the conversations of ``talks``."""
-    partition = ", ".join(key)
+    """A data-modifying CTE relinking the rows of ``table`` of the conversations of ``talks``, found and updated as
+    the people's are."""
+    partition = ", ".join(f"row.{column}" for column in key)
     return f"""
     {table}_linked AS (
         UPDATE {table} AS row SET previous_day = linked.previous_day
         FROM (
-            SELECT day, {partition}, lag(day) OVER (PARTITION BY {partition} ORDER BY day) AS previous_day
-            FROM {table} WHERE conversation_id IN (SELECT conversation_id FROM talks)
+            SELECT row.ctid AS address, lag(row.day) OVER (PARTITION BY {partition} ORDER BY row.day) AS previous_day
+            FROM talks
+            CROSS JOIN LATERAL (SELECT ctid, * FROM {table} WHERE conversation_id = talks.conversation_id) AS row
         ) AS linked
-        WHERE row.day = linked.day AND {_same(key, "row", "linked")}
-          AND row.previous_day IS DISTINCT FROM linked.previous_day
+        WHERE row.ctid = linked.address AND row.previous_day IS DISTINCT FROM linked.previous_day
     )
     """
 
 
-# Who and what a batch touched, from its parameters: the messages it stored (:messages, clicks included), the
+# Who and what a batch touched, from its parameters (ids joined as rows: a plan that scans a table tests each row
+# once against them, not against a whole array): the messages it stored (:messages, clicks included), the
 # replies it stored reports of (:reports), persons to settle whole (:persons, or all with :everyone) and
 # conversations (:conversations, with those of the clicks among :messages). A person's dirty days are those a
 # click's window could reach from what touched them.
@@ -152,13 +148,15 @@ _TOUCHED = f"""
     touched AS (
         SELECT person_key, {_UTC_DAY.format(at=f"sent_at - {_WINDOW}")} AS first_day,
                {_UTC_DAY.format(at="sent_at")} AS last_day
-        FROM messages WHERE message_id = ANY(CAST(:messages AS text[])) AND person_key IS NOT NULL
+        FROM unnest(CAST(:messages AS text[])) AS given(message_id) JOIN messages USING (message_id)
+        WHERE person_key IS NOT NULL
         UNION ALL
         SELECT report.person_key, reply.first_day, reply.last_day
         FROM (
             SELECT message_id, {_UTC_DAY.format(at=f"min(reported_at) - {_WINDOW}")} AS first_day,
                    {_UTC_DAY.format(at="max(reported_at)")} AS last_day
-            FROM delivery_reports WHERE message_id = ANY(CAST(:reports AS text[])) GROUP BY message_id
+            FROM unnest(CAST(:reports AS text[])) AS given(message_id) JOIN delivery_reports USING (message_id)
+            GROUP BY message_id
         ) AS reply
         JOIN delivery_reports AS report USING (message_id)
         WHERE report.person_key IS NOT NULL
@@ -169,8 +167,9 @@ _TOUCHED = f"""
     ), dirty AS (
         SELECT person_key, min(first_day) AS first_day, max(last_day) AS last_day FROM touched GROUP BY person_key
     ), talks AS (
-        SELECT conversation_id FROM ad_clicks
-        WHERE message_id = ANY(CAST(:messages AS text[])) AND conversation_id IS NOT NULL
+        SELECT conversation_id
+        FROM unnest(CAST(:messages AS text[])) AS given(message_id) JOIN ad_clicks USING (message_id)
+        WHERE conversation_id IS NOT NULL
         UNION
         SELECT unnest(CAST(:conversations AS text[]))
         UNION
@@ -179,7 +178,9 @@ _TOUCHED = f"""
 """
 
 # Persons and conversations are locked by bucket: a batch takes at most _BUCKETS locks, however many persons it
-# touched (Postgres's lock table is small), in one order (no deadlock between batches).
+# touched (Postgres's lock table is small), in one order (no deadlock between batches). And JIT is turned off for
+# the rest of the transaction: the settling statement's plan is costed above Postgres's JIT threshold, and compiling
+# it took 2 s where running it takes milliseconds.
 _BUCKETS = 256
 _LOCK = text(
     f"""
@@ -188,8 +189,10 @@ _LOCK = text(
             SELECT 'person:' || person_key FROM dirty UNION ALL SELECT 'conversation:' || conversation_id FROM talks
         ) AS named(key)
     )
-    SELECT count(pg_advisory_xact_lock({_NAMESPACE}, bucket))
-    FROM (SELECT bucket FROM buckets ORDER BY bucket) AS ordered
+    SELECT (
+        SELECT count(pg_advisory_xact_lock({_NAMESPACE}, bucket))
+        FROM (SELECT bucket FROM buckets ORDER BY bucket) AS ordered
+    ), set_config('jit', 'off', true)
     """
 )
 

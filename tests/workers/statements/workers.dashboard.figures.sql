@@ -38,7 +38,7 @@ LEFT JOIN (
 ORDER BY day.day;
 
 -- _ENGAGEMENT
-SELECT * FROM engagement_report(:since, :until);
+SELECT * FROM engagement_report(:since, :until, :per_ad);
 
 -- _CREATIVES
 SELECT * FROM ad_creatives(:since, :until, :source_id);

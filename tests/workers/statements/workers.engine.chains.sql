@@ -3,13 +3,15 @@ WITH
     touched AS (
         SELECT person_key, ((sent_at - attribution_window()) AT TIME ZONE 'UTC')::date AS first_day,
                ((sent_at) AT TIME ZONE 'UTC')::date AS last_day
-        FROM messages WHERE message_id = ANY(CAST(:messages AS text[])) AND person_key IS NOT NULL
+        FROM unnest(CAST(:messages AS text[])) AS given(message_id) JOIN messages USING (message_id)
+        WHERE person_key IS NOT NULL
         UNION ALL
         SELECT report.person_key, reply.first_day, reply.last_day
         FROM (
             SELECT message_id, ((min(reported_at) - attribution_window()) AT TIME ZONE 'UTC')::date AS first_day,
                    ((max(reported_at)) AT TIME ZONE 'UTC')::date AS last_day
-            FROM delivery_reports WHERE message_id = ANY(CAST(:reports AS text[])) GROUP BY message_id
+            FROM unnest(CAST(:reports AS text[])) AS given(message_id) JOIN delivery_reports USING (message_id)
+            GROUP BY message_id
         ) AS reply
         JOIN delivery_reports AS report USING (message_id)
         WHERE report.person_key IS NOT NULL
@@ -20,8 +22,9 @@ WITH
     ), dirty AS (
         SELECT person_key, min(first_day) AS first_day, max(last_day) AS last_day FROM touched GROUP BY person_key
     ), talks AS (
-        SELECT conversation_id FROM ad_clicks
-        WHERE message_id = ANY(CAST(:messages AS text[])) AND conversation_id IS NOT NULL
+        SELECT conversation_id
+        FROM unnest(CAST(:messages AS text[])) AS given(message_id) JOIN ad_clicks USING (message_id)
+        WHERE conversation_id IS NOT NULL
         UNION
         SELECT unnest(CAST(:conversations AS text[]))
         UNION
@@ -32,21 +35,25 @@ WITH
             SELECT 'person:' || person_key FROM dirty UNION ALL SELECT 'conversation:' || conversation_id FROM talks
         ) AS named(key)
     )
-    SELECT count(pg_advisory_xact_lock(1667788403, bucket))
-    FROM (SELECT bucket FROM buckets ORDER BY bucket) AS ordered;
+    SELECT (
+        SELECT count(pg_advisory_xact_lock(1667788403, bucket))
+        FROM (SELECT bucket FROM buckets ORDER BY bucket) AS ordered
+    ), set_config('jit', 'off', true);
 
 -- _SETTLE
 WITH 
     touched AS (
         SELECT person_key, ((sent_at - attribution_window()) AT TIME ZONE 'UTC')::date AS first_day,
                ((sent_at) AT TIME ZONE 'UTC')::date AS last_day
-        FROM messages WHERE message_id = ANY(CAST(:messages AS text[])) AND person_key IS NOT NULL
+        FROM unnest(CAST(:messages AS text[])) AS given(message_id) JOIN messages USING (message_id)
+        WHERE person_key IS NOT NULL
         UNION ALL
         SELECT report.person_key, reply.first_day, reply.last_day
         FROM (
             SELECT message_id, ((min(reported_at) - attribution_window()) AT TIME ZONE 'UTC')::date AS first_day,
                    ((max(reported_at)) AT TIME ZONE 'UTC')::date AS last_day
-            FROM delivery_reports WHERE message_id = ANY(CAST(:reports AS text[])) GROUP BY message_id
+            FROM unnest(CAST(:reports AS text[])) AS given(message_id) JOIN delivery_reports USING (message_id)
+            GROUP BY message_id
         ) AS reply
         JOIN delivery_reports AS report USING (message_id)
         WHERE report.person_key IS NOT NULL
@@ -57,8 +64,9 @@ WITH
     ), dirty AS (
         SELECT person_key, min(first_day) AS first_day, max(last_day) AS last_day FROM touched GROUP BY person_key
     ), talks AS (
-        SELECT conversation_id FROM ad_clicks
-        WHERE message_id = ANY(CAST(:messages AS text[])) AND conversation_id IS NOT NULL
+        SELECT conversation_id
+        FROM unnest(CAST(:messages AS text[])) AS given(message_id) JOIN ad_clicks USING (message_id)
+        WHERE conversation_id IS NOT NULL
         UNION
         SELECT unnest(CAST(:conversations AS text[]))
         UNION
@@ -69,15 +77,16 @@ WITH
     ad_daily_people_settled AS (
         UPDATE ad_daily_people AS row SET wrote_again = linked.wrote_again, replied = linked.replied, reply_read = linked.reply_read, first_reply_seconds = linked.first_reply_seconds, previous_day = linked.previous_day, previous_wrote_again_day = linked.previous_wrote_again_day, previous_replied_day = linked.previous_replied_day, previous_reply_read_day = linked.previous_reply_read_day
         FROM (
-            SELECT day, source_id, person_key, wrote_again, replied, reply_read, first_reply_seconds,
+            SELECT address, wrote_again, replied, reply_read, first_reply_seconds,
                    lag(day) OVER chain AS previous_day,
                    max(day) FILTER (WHERE wrote_again) OVER before AS previous_wrote_again_day, max(day) FILTER (WHERE replied) OVER before AS previous_replied_day, max(day) FILTER (WHERE reply_read) OVER before AS previous_reply_read_day
             FROM (
-                SELECT row.day, row.source_id, row.person_key,
+                SELECT row.ctid AS address, row.day, row.source_id, row.person_key,
                        coalesce(found.wrote_again, row.wrote_again) AS wrote_again, coalesce(found.replied, row.replied) AS replied, coalesce(found.reply_read, row.reply_read) AS reply_read,
                        CASE WHEN found.wrote_again IS NULL THEN row.first_reply_seconds
                             ELSE found.first_reply_seconds END AS first_reply_seconds
-                FROM dirty JOIN ad_daily_people AS row USING (person_key)
+                FROM dirty
+                CROSS JOIN LATERAL (SELECT ctid, * FROM ad_daily_people WHERE person_key = dirty.person_key) AS row
                 LEFT JOIN LATERAL (
         SELECT bool_or(fact.wrote) AS wrote_again, bool_or(fact.delivered) AS replied, bool_or(fact.read) AS reply_read,
                (array_agg(extract(epoch FROM fact.first_reply_at - click.clicked_at)
@@ -120,7 +129,7 @@ WITH
             WINDOW chain AS (PARTITION BY source_id, person_key ORDER BY day),
                    before AS (chain ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
         ) AS linked
-        WHERE row.day = linked.day AND row.source_id IS NOT DISTINCT FROM linked.source_id AND row.person_key = linked.person_key
+        WHERE row.ctid = linked.address
           AND (row.wrote_again, row.replied, row.reply_read, row.first_reply_seconds, row.previous_day, row.previous_wrote_again_day, row.previous_replied_day, row.previous_reply_read_day)
               IS DISTINCT FROM (linked.wrote_again, linked.replied, linked.reply_read, linked.first_reply_seconds, linked.previous_day, linked.previous_wrote_again_day, linked.previous_replied_day, linked.previous_reply_read_day)
     )
@@ -128,15 +137,16 @@ WITH
     daily_people_settled AS (
         UPDATE daily_people AS row SET wrote_again = linked.wrote_again, replied = linked.replied, reply_read = linked.reply_read, first_reply_seconds = linked.first_reply_seconds, previous_day = linked.previous_day, previous_wrote_again_day = linked.previous_wrote_again_day, previous_replied_day = linked.previous_replied_day, previous_reply_read_day = linked.previous_reply_read_day
         FROM (
-            SELECT day, person_key, wrote_again, replied, reply_read, first_reply_seconds,
+            SELECT address, wrote_again, replied, reply_read, first_reply_seconds,
                    lag(day) OVER chain AS previous_day,
                    max(day) FILTER (WHERE wrote_again) OVER before AS previous_wrote_again_day, max(day) FILTER (WHERE replied) OVER before AS previous_replied_day, max(day) FILTER (WHERE reply_read) OVER before AS previous_reply_read_day
             FROM (
-                SELECT row.day, row.person_key,
+                SELECT row.ctid AS address, row.day, row.person_key,
                        coalesce(found.wrote_again, row.wrote_again) AS wrote_again, coalesce(found.replied, row.replied) AS replied, coalesce(found.reply_read, row.reply_read) AS reply_read,
                        CASE WHEN found.wrote_again IS NULL THEN row.first_reply_seconds
                             ELSE found.first_reply_seconds END AS first_reply_seconds
-                FROM dirty JOIN daily_people AS row USING (person_key)
+                FROM dirty
+                CROSS JOIN LATERAL (SELECT ctid, * FROM daily_people WHERE person_key = dirty.person_key) AS row
                 LEFT JOIN LATERAL (
         SELECT bool_or(fact.wrote) AS wrote_again, bool_or(fact.delivered) AS replied, bool_or(fact.read) AS reply_read,
                (array_agg(extract(epoch FROM fact.first_reply_at - click.clicked_at)
@@ -179,7 +189,7 @@ WITH
             WINDOW chain AS (PARTITION BY person_key ORDER BY day),
                    before AS (chain ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
         ) AS linked
-        WHERE row.day = linked.day AND row.person_key = linked.person_key
+        WHERE row.ctid = linked.address
           AND (row.wrote_again, row.replied, row.reply_read, row.first_reply_seconds, row.previous_day, row.previous_wrote_again_day, row.previous_replied_day, row.previous_reply_read_day)
               IS DISTINCT FROM (linked.wrote_again, linked.replied, linked.reply_read, linked.first_reply_seconds, linked.previous_day, linked.previous_wrote_again_day, linked.previous_replied_day, linked.previous_reply_read_day)
     )
@@ -188,21 +198,21 @@ WITH
     ad_daily_conversations_linked AS (
         UPDATE ad_daily_conversations AS row SET previous_day = linked.previous_day
         FROM (
-            SELECT day, source_id, conversation_id, lag(day) OVER (PARTITION BY source_id, conversation_id ORDER BY day) AS previous_day
-            FROM ad_daily_conversations WHERE conversation_id IN (SELECT conversation_id FROM talks)
+            SELECT row.ctid AS address, lag(row.day) OVER (PARTITION BY row.source_id, row.conversation_id ORDER BY row.day) AS previous_day
+            FROM talks
+            CROSS JOIN LATERAL (SELECT ctid, * FROM ad_daily_conversations WHERE conversation_id = talks.conversation_id) AS row
         ) AS linked
-        WHERE row.day = linked.day AND row.source_id IS NOT DISTINCT FROM linked.source_id AND row.conversation_id = linked.conversation_id
-          AND row.previous_day IS DISTINCT FROM linked.previous_day
+        WHERE row.ctid = linked.address AND row.previous_day IS DISTINCT FROM linked.previous_day
     )
     , 
     daily_conversations_linked AS (
         UPDATE daily_conversations AS row SET previous_day = linked.previous_day
         FROM (
-            SELECT day, conversation_id, lag(day) OVER (PARTITION BY conversation_id ORDER BY day) AS previous_day
-            FROM daily_conversations WHERE conversation_id IN (SELECT conversation_id FROM talks)
+            SELECT row.ctid AS address, lag(row.day) OVER (PARTITION BY row.conversation_id ORDER BY row.day) AS previous_day
+            FROM talks
+            CROSS JOIN LATERAL (SELECT ctid, * FROM daily_conversations WHERE conversation_id = talks.conversation_id) AS row
         ) AS linked
-        WHERE row.day = linked.day AND row.conversation_id = linked.conversation_id
-          AND row.previous_day IS DISTINCT FROM linked.previous_day
+        WHERE row.ctid = linked.address AND row.previous_day IS DISTINCT FROM linked.previous_day
     )
 
     SELECT count(*) FROM dirty;
