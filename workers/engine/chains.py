@@ -45,121 +45,78 @@ _UTC_DAY = "(({at}) AT TIME ZONE 'UTC')::date"
 _NAMESPACE = 0x63686E73  # "chns"
 
 
-def _facts(row: str, by_ad: bool) -> str:
-    """A sub-select of what the person of ``row`` (a row of a people chain) did next after that day's clicks (of
-    its ad when ``by_ad``): one row, or none when ``row`` is outside the settled days of ``dirty``."""
-    ad = f"AND click.source_id IS NOT DISTINCT FROM {row}.source_id" if by_ad else ""
-    return f"""
-        SELECT bool_or(fact.wrote) AS wrote_again, bool_or(fact.delivered) AS replied, bool_or(fact.read) AS reply_read,
-               (array_agg(extract(epoch FROM fact.first_reply_at - click.clicked_at)
-                          ORDER BY click.clicked_at, click.message_id))[1] AS first_reply_seconds
-        FROM ad_clicks AS click
-        CROSS JOIN LATERAL (
-            SELECT EXISTS (
-                       SELECT 1 FROM messages AS later
-                       WHERE later.person_key = click.person_key
-                         AND later.sent_at > click.clicked_at
-                         AND later.sent_at <= click.clicked_at + {_WINDOW}
-                         AND later.message_id <> click.message_id
-                   ) AS wrote,
-                   reply.first_reply_at, coalesce(reply.delivered, false) AS delivered,
-                   coalesce(reply.read, false) AS read
-            FROM (
-                SELECT min(report.reported_at) AS first_reply_at,
-                       bool_or(report.status IN ('DELIVERED', 'READ')) AS delivered,
-                       bool_or(report.status = 'READ') AS read
-                FROM (
-                    -- Each reply's status as message_status has it, looked up by the reply's id.
-                    SELECT report.reported_at,
-                           (SELECT status FROM message_status WHERE message_status.message_id = report.message_id)
-                               AS status
-                    FROM delivery_reports AS report
-                    WHERE report.person_key = click.person_key
-                      AND report.reported_at >= click.clicked_at
-                      AND report.reported_at <= click.clicked_at + {_WINDOW}
-                ) AS report
-            ) AS reply
-        ) AS fact
-        WHERE {row}.day BETWEEN dirty.first_day AND dirty.last_day
-          AND click.person_key = {row}.person_key
-          AND click.clicked_at >= ({row}.day::timestamp AT TIME ZONE 'UTC')
-          AND click.clicked_at < (({row}.day + 1)::timestamp AT TIME ZONE 'UTC')
-          {ad}
-        HAVING count(*) > 0
-    """
-
-
-def _settle_people(table: str, key: tuple[str, ...]) -> str:
-    """A data-modifying CTE settling the rows of ``table`` of the persons of ``dirty``: facts for their dirty days,
-    then every chain of each key. Each person's rows are found by its key (a nested loop on the index, whatever the
-    table's statistics say) and updated by their row address."""
-    partition = ", ".join(key)
-    facts = [*FLAGS, "first_reply_seconds"]
-    chains = ["previous_day", *(f"previous_{flag}_day" for flag in FLAGS)]
-    return f"""
-    {table}_settled AS (
-        UPDATE {table} AS row SET {", ".join(f"{name} = linked.{name}" for name in [*facts, *chains])}
+# What a person did next after the clicks of one of their rows of ad_daily_people on a dirty day (``row``): one
+# row, looked up click by click. Its first click orders the rows of a day: the all-ads row's first reply is that of
+# the person's first click of the day.
+_FACTS = f"""
+    SELECT bool_or(fact.wrote) AS wrote_again, bool_or(fact.delivered) AS replied, bool_or(fact.read) AS reply_read,
+           (array_agg(extract(epoch FROM fact.first_reply_at - click.clicked_at)
+                      ORDER BY click.clicked_at, click.message_id))[1] AS first_reply_seconds,
+           min(click.clicked_at) AS first_clicked_at,
+           (array_agg(click.message_id ORDER BY click.clicked_at, click.message_id))[1] AS first_message_id
+    FROM ad_clicks AS click
+    CROSS JOIN LATERAL (
+        SELECT EXISTS (
+                   SELECT 1 FROM messages AS later
+                   WHERE later.person_key = click.person_key
+                     AND later.sent_at > click.clicked_at
+                     AND later.sent_at <= click.clicked_at + {_WINDOW}
+                     AND later.message_id <> click.message_id
+               ) AS wrote,
+               reply.first_reply_at, coalesce(reply.delivered, false) AS delivered,
+               coalesce(reply.read, false) AS read
         FROM (
-            SELECT address, {", ".join(facts)},
-                   lag(day) OVER chain AS previous_day,
-                   {", ".join(f"max(day) FILTER (WHERE {flag}) OVER before AS previous_{flag}_day" for flag in FLAGS)}
+            SELECT min(report.reported_at) AS first_reply_at,
+                   bool_or(report.status IN ('DELIVERED', 'READ')) AS delivered,
+                   bool_or(report.status = 'READ') AS read
             FROM (
-                SELECT row.ctid AS address, row.day, {", ".join(f"row.{column}" for column in key)},
-                       {", ".join(f"coalesce(found.{flag}, row.{flag}) AS {flag}" for flag in FLAGS)},
-                       CASE WHEN found.wrote_again IS NULL THEN row.first_reply_seconds
-                            ELSE found.first_reply_seconds END AS first_reply_seconds
-                FROM dirty
-                CROSS JOIN LATERAL (SELECT ctid, * FROM {table} WHERE person_key = dirty.person_key) AS row
-                LEFT JOIN LATERAL ({_facts("row", by_ad="source_id" in key)}) AS found ON true
-            ) AS settled
-            WINDOW chain AS (PARTITION BY {partition} ORDER BY day),
-                   before AS (chain ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
-        ) AS linked
-        WHERE row.ctid = linked.address
-          AND ({", ".join(f"row.{name}" for name in [*facts, *chains])})
-              IS DISTINCT FROM ({", ".join(f"linked.{name}" for name in [*facts, *chains])})
-    )
-    """
+                -- Each reply's status as message_status has it, looked up by the reply's id.
+                SELECT report.reported_at,
+                       (SELECT status FROM message_status WHERE message_status.message_id = report.message_id)
+                           AS status
+                FROM delivery_reports AS report
+                WHERE report.person_key = click.person_key
+                  AND report.reported_at >= click.clicked_at
+                  AND report.reported_at <= click.clicked_at + {_WINDOW}
+            ) AS report
+        ) AS reply
+    ) AS fact
+    WHERE click.person_key = row.person_key
+      AND click.clicked_at >= (row.day::timestamp AT TIME ZONE 'UTC')
+      AND click.clicked_at < ((row.day + 1)::timestamp AT TIME ZONE 'UTC')
+      AND click.source_id IS NOT DISTINCT FROM row.source_id
+"""
 
+_FACT_COLUMNS = [*FLAGS, "first_reply_seconds"]
+_CHAIN_COLUMNS = ["previous_day", *(f"previous_{flag}_day" for flag in FLAGS)]
 
-def _link_conversations(table: str, key: tuple[str, ...]) -> str:
-    """A data-modifying CTE relinking the rows of ``table`` of the conversations of ``talks``, found and updated as
-    the people's are."""
-    partition = ", ".join(f"row.{column}" for column in key)
-    return f"""
-    {table}_linked AS (
-        UPDATE {table} AS row SET previous_day = linked.previous_day
-        FROM (
-            SELECT row.ctid AS address, lag(row.day) OVER (PARTITION BY {partition} ORDER BY row.day) AS previous_day
-            FROM talks
-            CROSS JOIN LATERAL (SELECT ctid, * FROM {table} WHERE conversation_id = talks.conversation_id) AS row
-        ) AS linked
-        WHERE row.ctid = linked.address AND row.previous_day IS DISTINCT FROM linked.previous_day
-    )
-    """
-
-
-# Who and what a batch touched, from its parameters (ids joined as rows: a plan that scans a table tests each row
-# once against them, not against a whole array): the messages it stored (:messages, clicks included), the
+# Who and what a batch touched, from its parameters: the messages it stored (:messages, clicks included), the
 # replies it stored reports of (:reports), persons to settle whole (:persons, or all with :everyone) and
 # conversations (:conversations, with those of the clicks among :messages). A person's dirty days are those a
 # click's window could reach from what touched them.
+#
+# Every row is looked up by its key, one key at a time (LATERAL sub-selects kept apart with LIMIT or OFFSET 0, so
+# that the planner cannot turn them into a join): planned as a join, a young table's never-analyzed statistics
+# made it a scan of the whole table, every batch. Rows are updated by their address (`ctid = ANY(…)`, a TID scan).
 _TOUCHED = f"""
     touched AS (
-        SELECT person_key, {_UTC_DAY.format(at=f"sent_at - {_WINDOW}")} AS first_day,
-               {_UTC_DAY.format(at="sent_at")} AS last_day
-        FROM unnest(CAST(:messages AS text[])) AS given(message_id) JOIN messages USING (message_id)
-        WHERE person_key IS NOT NULL
+        SELECT message.person_key, {_UTC_DAY.format(at=f"message.sent_at - {_WINDOW}")} AS first_day,
+               {_UTC_DAY.format(at="message.sent_at")} AS last_day
+        FROM unnest(CAST(:messages AS text[])) AS given(message_id)
+        CROSS JOIN LATERAL (
+            SELECT person_key, sent_at FROM messages WHERE message_id = given.message_id LIMIT 1
+        ) AS message
+        WHERE message.person_key IS NOT NULL
         UNION ALL
-        SELECT report.person_key, reply.first_day, reply.last_day
-        FROM (
-            SELECT message_id, {_UTC_DAY.format(at=f"min(reported_at) - {_WINDOW}")} AS first_day,
-                   {_UTC_DAY.format(at="max(reported_at)")} AS last_day
-            FROM unnest(CAST(:reports AS text[])) AS given(message_id) JOIN delivery_reports USING (message_id)
-            GROUP BY message_id
+        SELECT person.key, reply.first_day, reply.last_day
+        FROM unnest(CAST(:reports AS text[])) AS given(message_id)
+        CROSS JOIN LATERAL (
+            SELECT {_UTC_DAY.format(at=f"min(reported_at) - {_WINDOW}")} AS first_day,
+                   {_UTC_DAY.format(at="max(reported_at)")} AS last_day,
+                   array_agg(DISTINCT person_key) FILTER (WHERE person_key IS NOT NULL) AS persons
+            FROM delivery_reports WHERE message_id = given.message_id
         ) AS reply
-        JOIN delivery_reports AS report USING (message_id)
-        WHERE report.person_key IS NOT NULL
+        CROSS JOIN LATERAL unnest(reply.persons) AS person(key)
         UNION ALL
         SELECT person_key, '-infinity'::date, 'infinity'::date FROM unnest(CAST(:persons AS text[])) AS person_key
         UNION ALL
@@ -167,9 +124,12 @@ _TOUCHED = f"""
     ), dirty AS (
         SELECT person_key, min(first_day) AS first_day, max(last_day) AS last_day FROM touched GROUP BY person_key
     ), talks AS (
-        SELECT conversation_id
-        FROM unnest(CAST(:messages AS text[])) AS given(message_id) JOIN ad_clicks USING (message_id)
-        WHERE conversation_id IS NOT NULL
+        SELECT click.conversation_id
+        FROM unnest(CAST(:messages AS text[])) AS given(message_id)
+        CROSS JOIN LATERAL (
+            SELECT conversation_id FROM ad_clicks WHERE message_id = given.message_id LIMIT 1
+        ) AS click
+        WHERE click.conversation_id IS NOT NULL
         UNION
         SELECT unnest(CAST(:conversations AS text[]))
         UNION
@@ -177,10 +137,82 @@ _TOUCHED = f"""
     )
 """
 
+
+def _rows_of(table: str, key: str, owner: str) -> str:
+    """A LATERAL sub-select of the rows of ``table`` (and their address) whose ``key`` is ``owner``'s: by the index
+    of ``key``, nothing else in it for the planner to prefer another index for."""
+    return f"(SELECT ctid, * FROM {table} WHERE {key} = {owner}.{key} OFFSET 0)"
+
+
+# The dirty persons' rows of ad_daily_people on their dirty days, with what they did next (found once, for both
+# tables: the all-ads row of a day is its ad rows together).
+_FOUND = f"""
+    found AS (
+        SELECT row.ctid AS address, row.day, row.person_key, facts.*
+        FROM dirty
+        CROSS JOIN LATERAL {_rows_of("ad_daily_people", "person_key", "dirty")} AS row
+        CROSS JOIN LATERAL ({_FACTS}) AS facts
+        WHERE row.day BETWEEN dirty.first_day AND dirty.last_day
+    ), found_all_ads AS (
+        SELECT day, person_key, {", ".join(f"bool_or({flag}) AS {flag}" for flag in FLAGS)},
+               (array_agg(first_reply_seconds ORDER BY first_clicked_at, first_message_id))[1] AS first_reply_seconds
+        FROM found GROUP BY day, person_key
+    )
+"""
+
+
+def _settle_people(table: str, key: tuple[str, ...], found: str, match: str) -> str:
+    """CTEs settling the rows of ``table`` of the persons of ``dirty``: the facts ``found`` (a CTE, joined to a row
+    by ``match``) for their dirty days, then every chain of each key."""
+    partition = ", ".join(key)
+    names = [*_FACT_COLUMNS, *_CHAIN_COLUMNS]
+    return f"""
+    {table}_linked AS (
+        SELECT address, {", ".join(_FACT_COLUMNS)},
+               lag(day) OVER chain AS previous_day,
+               {", ".join(f"max(day) FILTER (WHERE {flag}) OVER before AS previous_{flag}_day" for flag in FLAGS)}
+        FROM (
+            SELECT row.ctid AS address, row.day, {", ".join(f"row.{column}" for column in key)},
+                   {", ".join(f"coalesce({found}.{flag}, row.{flag}) AS {flag}" for flag in FLAGS)},
+                   CASE WHEN {found}.wrote_again IS NULL THEN row.first_reply_seconds
+                        ELSE {found}.first_reply_seconds END AS first_reply_seconds
+            FROM dirty CROSS JOIN LATERAL {_rows_of(table, "person_key", "dirty")} AS row
+            LEFT JOIN {found} ON {match}
+        ) AS settled
+        WINDOW chain AS (PARTITION BY {partition} ORDER BY day),
+               before AS (chain ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
+    ), {table}_settled AS (
+        UPDATE {table} AS row SET {", ".join(f"{name} = linked.{name}" for name in names)}
+        FROM {table}_linked AS linked
+        WHERE row.ctid = ANY(ARRAY(SELECT address FROM {table}_linked)) AND row.ctid = linked.address
+          AND ({", ".join(f"row.{name}" for name in names)})
+              IS DISTINCT FROM ({", ".join(f"linked.{name}" for name in names)})
+    )
+    """
+
+
+def _link_conversations(table: str, key: tuple[str, ...]) -> str:
+    """CTEs relinking the rows of ``table`` of the conversations of ``talks``, found and updated as the people's
+    are."""
+    partition = ", ".join(f"row.{column}" for column in key)
+    return f"""
+    {table}_linked AS (
+        SELECT row.ctid AS address, lag(row.day) OVER (PARTITION BY {partition} ORDER BY row.day) AS previous_day
+        FROM talks CROSS JOIN LATERAL {_rows_of(table, "conversation_id", "talks")} AS row
+    ), {table}_settled AS (
+        UPDATE {table} AS row SET previous_day = linked.previous_day
+        FROM {table}_linked AS linked
+        WHERE row.ctid = ANY(ARRAY(SELECT address FROM {table}_linked)) AND row.ctid = linked.address
+          AND row.previous_day IS DISTINCT FROM linked.previous_day
+    )
+    """
+
+
 # Persons and conversations are locked by bucket: a batch takes at most _BUCKETS locks, however many persons it
-# touched (Postgres's lock table is small), in one order (no deadlock between batches). And JIT is turned off for
-# the rest of the transaction: the settling statement's plan is costed above Postgres's JIT threshold, and compiling
-# it took 2 s where running it takes milliseconds.
+# touched (Postgres's lock table is small), in one order (no deadlock between batches). And for the rest of the
+# transaction, JIT is off — the settling statement's plan is costed above Postgres's JIT threshold, and compiling it
+# took 2 s where running it takes milliseconds — and the settling statement is planned for its own parameters
+# each time: a plan kept from a batch when the tables were small scanned them whole once they were not.
 _BUCKETS = 256
 _LOCK = text(
     f"""
@@ -192,14 +224,22 @@ _LOCK = text(
     SELECT (
         SELECT count(pg_advisory_xact_lock({_NAMESPACE}, bucket))
         FROM (SELECT bucket FROM buckets ORDER BY bucket) AS ordered
-    ), set_config('jit', 'off', true)
+    ), set_config('jit', 'off', true), set_config('plan_cache_mode', 'force_custom_plan', true)
     """
 )
 
 _SETTLE = text(
     f"""
-    WITH {_TOUCHED},
-    {", ".join(_settle_people(table, key) for table, key in PEOPLE.items())},
+    WITH {_TOUCHED}, {_FOUND},
+    {_settle_people("ad_daily_people", PEOPLE["ad_daily_people"], "found", "found.address = row.ctid")},
+    {
+        _settle_people(
+            "daily_people",
+            PEOPLE["daily_people"],
+            "found_all_ads",
+            "found_all_ads.day = row.day AND found_all_ads.person_key = row.person_key",
+        )
+    },
     {", ".join(_link_conversations(table, key) for table, key in CONVERSATIONS.items())}
     SELECT count(*) FROM dirty
     """
