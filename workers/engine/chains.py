@@ -45,6 +45,11 @@ _UTC_DAY = "(({at}) AT TIME ZONE 'UTC')::date"
 _NAMESPACE = 0x63686E73  # "chns"
 
 
+# message_status's order of statuses (migration 0002): the status of a reply is its reports' highest.
+_RANK = {"FAILED": 5, "READ": 4, "DELIVERED": 3, "QUEUED_ON_CHANNEL": 2, "SWITCHING_CHANNEL": 1}
+_RANKED = f"CASE report.status {' '.join(f'WHEN {status!r} THEN {rank}' for status, rank in _RANK.items())} ELSE 0 END"
+
+
 # What a person did next after the clicks of one of their rows of ad_daily_people on a dirty day (``row``): one
 # row, looked up click by click. Its first click orders the rows of a day: the all-ads row's first reply is that of
 # the person's first click of the day.
@@ -66,19 +71,21 @@ _FACTS = f"""
                reply.first_reply_at, coalesce(reply.delivered, false) AS delivered,
                coalesce(reply.read, false) AS read
         FROM (
-            SELECT min(report.reported_at) AS first_reply_at,
-                   bool_or(report.status IN ('DELIVERED', 'READ')) AS delivered,
-                   bool_or(report.status = 'READ') AS read
+            SELECT min(reported.first_at) AS first_reply_at,
+                   bool_or(status.rank IN ({_RANK["DELIVERED"]}, {_RANK["READ"]})) AS delivered,
+                   bool_or(status.rank = {_RANK["READ"]}) AS read
             FROM (
-                -- Each reply's status as message_status has it, looked up by the reply's id.
-                SELECT report.reported_at,
-                       (SELECT status FROM message_status WHERE message_status.message_id = report.message_id)
-                           AS status
-                FROM delivery_reports AS report
-                WHERE report.person_key = click.person_key
-                  AND report.reported_at >= click.clicked_at
-                  AND report.reported_at <= click.clicked_at + {_WINDOW}
-            ) AS report
+                SELECT message_id, min(reported_at) AS first_at FROM delivery_reports
+                WHERE person_key = click.person_key
+                  AND reported_at >= click.clicked_at AND reported_at <= click.clicked_at + {_WINDOW}
+                GROUP BY message_id
+            ) AS reported
+            CROSS JOIN LATERAL (
+                -- The reply's status as message_status has it: the highest in its order (FAILED over READ over
+                -- DELIVERED…), from all its reports, read from the primary key's index.
+                SELECT max({_RANKED}) AS rank FROM delivery_reports AS report
+                WHERE report.message_id = reported.message_id
+            ) AS status
         ) AS reply
     ) AS fact
     WHERE click.person_key = row.person_key
@@ -90,25 +97,35 @@ _FACTS = f"""
 _FACT_COLUMNS = [*FLAGS, "first_reply_seconds"]
 _CHAIN_COLUMNS = ["previous_day", *(f"previous_{flag}_day" for flag in FLAGS)]
 
-# Who and what a batch touched, from its parameters: the messages it stored (:messages, clicks included), the
-# replies it stored reports of (:reports), persons to settle whole (:persons, or all with :everyone) and
-# conversations (:conversations, with those of the clicks among :messages). A person's dirty days are those a
-# click's window could reach from what touched them.
+# Who and what a batch touched, from its parameters: the messages it stored (:messages, clicks included), its new
+# clicks (:clicks, which made rows), the replies it stored reports of (:reports), persons to settle whole
+# (:persons, or all with :everyone) and conversations (:conversations, with those of :clicks). A person's dirty days
+# are those a click's window could reach from what touched them.
 #
 # Every row is looked up by its key, one key at a time (LATERAL sub-selects kept apart with LIMIT or OFFSET 0, so
 # that the planner cannot turn them into a join): planned as a join, a young table's never-analyzed statistics
 # made it a scan of the whole table, every batch. Rows are updated by their address (`ctid = ANY(…)`, a TID scan).
 _TOUCHED = f"""
     touched AS (
+        -- A new message can only make earlier clicks' "wrote again" true: their rows are looked at while false.
         SELECT message.person_key, {_UTC_DAY.format(at=f"message.sent_at - {_WINDOW}")} AS first_day,
-               {_UTC_DAY.format(at="message.sent_at")} AS last_day
+               {_UTC_DAY.format(at="message.sent_at")} AS last_day, 'message' AS cause
         FROM unnest(CAST(:messages AS text[])) AS given(message_id)
         CROSS JOIN LATERAL (
             SELECT person_key, sent_at FROM messages WHERE message_id = given.message_id LIMIT 1
         ) AS message
         WHERE message.person_key IS NOT NULL
         UNION ALL
-        SELECT person.key, reply.first_day, reply.last_day
+        -- A new click changes its row's facts whatever they were (its first click, its windows).
+        SELECT click.person_key, {_UTC_DAY.format(at="click.clicked_at")}, {_UTC_DAY.format(at="click.clicked_at")},
+               'click'
+        FROM unnest(CAST(:clicks AS text[])) AS given(message_id)
+        CROSS JOIN LATERAL (
+            SELECT person_key, clicked_at FROM ad_clicks WHERE message_id = given.message_id LIMIT 1
+        ) AS click
+        WHERE click.person_key IS NOT NULL
+        UNION ALL
+        SELECT person.key, reply.first_day, reply.last_day, 'report'
         FROM unnest(CAST(:reports AS text[])) AS given(message_id)
         CROSS JOIN LATERAL (
             SELECT {_UTC_DAY.format(at=f"min(reported_at) - {_WINDOW}")} AS first_day,
@@ -118,14 +135,20 @@ _TOUCHED = f"""
         ) AS reply
         CROSS JOIN LATERAL unnest(reply.persons) AS person(key)
         UNION ALL
-        SELECT person_key, '-infinity'::date, 'infinity'::date FROM unnest(CAST(:persons AS text[])) AS person_key
+        SELECT person_key, '-infinity'::date, 'infinity'::date, 'whole'
+        FROM unnest(CAST(:persons AS text[])) AS person_key
         UNION ALL
-        SELECT DISTINCT person_key, '-infinity'::date, 'infinity'::date FROM daily_people WHERE :everyone
+        SELECT DISTINCT person_key, '-infinity'::date, 'infinity'::date, 'whole' FROM daily_people WHERE :everyone
     ), dirty AS (
-        SELECT person_key, min(first_day) AS first_day, max(last_day) AS last_day FROM touched GROUP BY person_key
+        SELECT person_key,
+               min(first_day) FILTER (WHERE cause <> 'message') AS first_day,
+               max(last_day) FILTER (WHERE cause <> 'message') AS last_day,
+               min(first_day) FILTER (WHERE cause = 'message') AS wrote_first_day,
+               max(last_day) FILTER (WHERE cause = 'message') AS wrote_last_day
+        FROM touched GROUP BY person_key
     ), talks AS (
         SELECT click.conversation_id
-        FROM unnest(CAST(:messages AS text[])) AS given(message_id)
+        FROM unnest(CAST(:clicks AS text[])) AS given(message_id)
         CROSS JOIN LATERAL (
             SELECT conversation_id FROM ad_clicks WHERE message_id = given.message_id LIMIT 1
         ) AS click
@@ -148,22 +171,50 @@ def _rows_of(table: str, key: str, owner: str) -> str:
 # tables: the all-ads row of a day is its ad rows together).
 _FOUND = f"""
     found AS (
-        SELECT row.ctid AS address, row.day, row.person_key, facts.*
+        SELECT row.ctid AS address, row.day, row.person_key, facts.*,
+               ({", ".join(f"row.{name}" for name in _FACT_COLUMNS)})
+                   IS DISTINCT FROM ({", ".join(f"facts.{name}" for name in _FACT_COLUMNS)}) AS changed,
+               row.day BETWEEN dirty.first_day AND dirty.last_day AS whole_day
         FROM dirty
         CROSS JOIN LATERAL {_rows_of("ad_daily_people", "person_key", "dirty")} AS row
         CROSS JOIN LATERAL ({_FACTS}) AS facts
         WHERE row.day BETWEEN dirty.first_day AND dirty.last_day
+           OR (row.day BETWEEN dirty.wrote_first_day AND dirty.wrote_last_day AND NOT row.wrote_again)
+    ), changed AS (
+        -- The persons whose rows may change: a fact found differs, a click made a row, or they are settled whole.
+        SELECT person_key FROM found WHERE changed
+        UNION
+        SELECT person_key FROM touched WHERE cause IN ('click', 'whole')
     ), found_all_ads AS (
-        SELECT day, person_key, {", ".join(f"bool_or({flag}) AS {flag}" for flag in FLAGS)},
-               (array_agg(first_reply_seconds ORDER BY first_clicked_at, first_message_id))[1] AS first_reply_seconds
-        FROM found GROUP BY day, person_key
+        -- A day whose ad rows were all found (whole_day) is their sum; on a day touched only by messages, the ad
+        -- rows whose "wrote again" was already true were not looked at, and a message changes nothing else: the
+        -- all-ads row keeps its facts, and wrote again if any ad row now did.
+        SELECT ads.day, ads.person_key,
+               CASE WHEN ads.whole_day THEN ads.wrote_again ELSE kept.wrote_again OR ads.wrote_again END
+                   AS wrote_again,
+               {
+    ", ".join(
+        f"CASE WHEN ads.whole_day THEN ads.{name} ELSE kept.{name} END AS {name}"
+        for name in ("replied", "reply_read", "first_reply_seconds")
+    )
+}
+        FROM (
+            SELECT day, person_key, bool_and(whole_day) AS whole_day,
+                   {", ".join(f"bool_or({flag}) AS {flag}" for flag in FLAGS)},
+                   (array_agg(first_reply_seconds ORDER BY first_clicked_at, first_message_id))[1]
+                       AS first_reply_seconds
+            FROM found GROUP BY day, person_key
+        ) AS ads
+        CROSS JOIN LATERAL (
+            SELECT * FROM daily_people WHERE day = ads.day AND person_key = ads.person_key LIMIT 1
+        ) AS kept
     )
 """
 
 
 def _settle_people(table: str, key: tuple[str, ...], found: str, match: str) -> str:
-    """CTEs settling the rows of ``table`` of the persons of ``dirty``: the facts ``found`` (a CTE, joined to a row
-    by ``match``) for their dirty days, then every chain of each key."""
+    """CTEs settling the rows of ``table`` of the persons ``changed``: the facts ``found`` (a CTE, joined to a row by
+    ``match``) for their dirty days, then every chain of each key."""
     partition = ", ".join(key)
     names = [*_FACT_COLUMNS, *_CHAIN_COLUMNS]
     return f"""
@@ -176,7 +227,7 @@ def _settle_people(table: str, key: tuple[str, ...], found: str, match: str) -> 
                    {", ".join(f"coalesce({found}.{flag}, row.{flag}) AS {flag}" for flag in FLAGS)},
                    CASE WHEN {found}.wrote_again IS NULL THEN row.first_reply_seconds
                         ELSE {found}.first_reply_seconds END AS first_reply_seconds
-            FROM dirty CROSS JOIN LATERAL {_rows_of(table, "person_key", "dirty")} AS row
+            FROM changed CROSS JOIN LATERAL {_rows_of(table, "person_key", "changed")} AS row
             LEFT JOIN {found} ON {match}
         ) AS settled
         WINDOW chain AS (PARTITION BY {partition} ORDER BY day),
@@ -253,16 +304,18 @@ async def settle(
     persons: Collection[str] = (),
     conversations: Collection[str] = (),
     *,
+    clicks: Collection[str] = (),
     everyone: bool = False,
 ) -> None:
-    """Settle the chains after a transaction stored the messages ``messages`` (message ids, clicks among them)
-    and reports of the replies ``reports`` (their message ids), and after the rows of ``persons`` (person keys:
-    all their days) and ``conversations`` changed — or every row, ``everyone``. Under the locks of all those, taken
-    in a statement of their own, so that settling sees what every other writer of theirs committed."""
-    if not (messages or reports or persons or conversations or everyone):
+    """Settle the chains after a transaction stored the messages ``messages`` (message ids, its new ``clicks``
+    among them) and reports of the replies ``reports`` (their message ids), and after the rows of ``persons``
+    (person keys: all their days) and ``conversations`` changed — or every row, ``everyone``. Under the locks of all
+    those, taken in a statement of their own, so that settling sees what every other writer of theirs committed."""
+    if not (messages or reports or persons or conversations or clicks or everyone):
         return
     params = {
         "messages": sorted(messages),
+        "clicks": sorted(clicks),
         "reports": sorted(reports),
         "persons": sorted(persons),
         "conversations": sorted(conversations),

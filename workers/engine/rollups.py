@@ -129,7 +129,7 @@ async def update(
     of the persons ``contacts`` and ``identities`` (channel, identity), whose clicks changed hands."""
     if written.clicks:
         await connection.execute(_COUNT_NEW, {"ids": list(written.clicks)})
-    await chains.settle(connection, written.messages, written.reports)
+    await chains.settle(connection, written.messages, written.reports, clicks=written.clicks)
     if contacts or identities:
         keys = await connection.scalar(
             _PERSON_KEYS,

@@ -158,8 +158,9 @@ async def test_every_range_counts_as_brute_force_does(db: AsyncEngine, seed: int
         )
 
 
-async def test_a_rebuild_gives_the_rows_the_workers_settled(db: AsyncEngine) -> None:
-    await store(db, generate(4), batch_size=5)
+@pytest.mark.parametrize("batch_size", [1, 5])
+async def test_a_rebuild_gives_the_rows_the_workers_settled(db: AsyncEngine, batch_size: int) -> None:
+    await store(db, generate(4), batch_size=batch_size)
     settled = await snapshot(db)
     async with db.begin() as connection:
         await rollups.rebuild(connection)
@@ -261,3 +262,25 @@ async def test_a_conversions_click_keeps_its_person_through_merges_and_erasure(d
     async with db.begin() as connection:
         await rollups.rebuild(connection)
     assert await attributed() == now
+
+
+async def test_a_later_message_keeps_what_a_days_other_ad_row_says(db: AsyncEngine) -> None:
+    """A person clicks two ads the same day, gets a reply between the clicks, then writes again: the all-ads row
+    keeps the first click's reply though the second ad's row did not get it, and "wrote again" stays true."""
+    person = {"identity": "111", "contact": "A", "conversation": "VA"}
+    await store(db, [inbound("K1", 0, **person, metadata=referral("AD1", "CL1"))])
+    await store(db, [delivery("R1", "DELIVERED", 2, identity="111", contact="A")])
+    await store(db, [inbound("K2", 5, **person, metadata=referral("AD2", "CL2"))])
+    before = await rows(db, "SELECT wrote_again, replied, first_reply_seconds FROM daily_people")
+    assert before == [{"wrote_again": True, "replied": True, "first_reply_seconds": 120.0}]
+    await store(db, [inbound("M1", 60, **person, text="and one more thing")])
+    assert await rows(db, "SELECT wrote_again, replied, first_reply_seconds FROM daily_people") == before
+    ads = await rows(db, "SELECT source_id, wrote_again, replied FROM ad_daily_people ORDER BY source_id")
+    assert ads == [
+        {"source_id": "AD1", "wrote_again": True, "replied": True},
+        {"source_id": "AD2", "wrote_again": True, "replied": False},
+    ]
+    settled = await snapshot(db)
+    async with db.begin() as connection:
+        await rollups.rebuild(connection)
+    assert await snapshot(db) == settled

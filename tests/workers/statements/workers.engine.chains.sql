@@ -1,15 +1,25 @@
 -- _LOCK
 WITH 
     touched AS (
+        -- A new message can only make earlier clicks' "wrote again" true: their rows are looked at while false.
         SELECT message.person_key, ((message.sent_at - attribution_window()) AT TIME ZONE 'UTC')::date AS first_day,
-               ((message.sent_at) AT TIME ZONE 'UTC')::date AS last_day
+               ((message.sent_at) AT TIME ZONE 'UTC')::date AS last_day, 'message' AS cause
         FROM unnest(CAST(:messages AS text[])) AS given(message_id)
         CROSS JOIN LATERAL (
             SELECT person_key, sent_at FROM messages WHERE message_id = given.message_id LIMIT 1
         ) AS message
         WHERE message.person_key IS NOT NULL
         UNION ALL
-        SELECT person.key, reply.first_day, reply.last_day
+        -- A new click changes its row's facts whatever they were (its first click, its windows).
+        SELECT click.person_key, ((click.clicked_at) AT TIME ZONE 'UTC')::date, ((click.clicked_at) AT TIME ZONE 'UTC')::date,
+               'click'
+        FROM unnest(CAST(:clicks AS text[])) AS given(message_id)
+        CROSS JOIN LATERAL (
+            SELECT person_key, clicked_at FROM ad_clicks WHERE message_id = given.message_id LIMIT 1
+        ) AS click
+        WHERE click.person_key IS NOT NULL
+        UNION ALL
+        SELECT person.key, reply.first_day, reply.last_day, 'report'
         FROM unnest(CAST(:reports AS text[])) AS given(message_id)
         CROSS JOIN LATERAL (
             SELECT ((min(reported_at) - attribution_window()) AT TIME ZONE 'UTC')::date AS first_day,
@@ -19,14 +29,20 @@ WITH
         ) AS reply
         CROSS JOIN LATERAL unnest(reply.persons) AS person(key)
         UNION ALL
-        SELECT person_key, '-infinity'::date, 'infinity'::date FROM unnest(CAST(:persons AS text[])) AS person_key
+        SELECT person_key, '-infinity'::date, 'infinity'::date, 'whole'
+        FROM unnest(CAST(:persons AS text[])) AS person_key
         UNION ALL
-        SELECT DISTINCT person_key, '-infinity'::date, 'infinity'::date FROM daily_people WHERE :everyone
+        SELECT DISTINCT person_key, '-infinity'::date, 'infinity'::date, 'whole' FROM daily_people WHERE :everyone
     ), dirty AS (
-        SELECT person_key, min(first_day) AS first_day, max(last_day) AS last_day FROM touched GROUP BY person_key
+        SELECT person_key,
+               min(first_day) FILTER (WHERE cause <> 'message') AS first_day,
+               max(last_day) FILTER (WHERE cause <> 'message') AS last_day,
+               min(first_day) FILTER (WHERE cause = 'message') AS wrote_first_day,
+               max(last_day) FILTER (WHERE cause = 'message') AS wrote_last_day
+        FROM touched GROUP BY person_key
     ), talks AS (
         SELECT click.conversation_id
-        FROM unnest(CAST(:messages AS text[])) AS given(message_id)
+        FROM unnest(CAST(:clicks AS text[])) AS given(message_id)
         CROSS JOIN LATERAL (
             SELECT conversation_id FROM ad_clicks WHERE message_id = given.message_id LIMIT 1
         ) AS click
@@ -49,15 +65,25 @@ WITH
 -- _SETTLE
 WITH 
     touched AS (
+        -- A new message can only make earlier clicks' "wrote again" true: their rows are looked at while false.
         SELECT message.person_key, ((message.sent_at - attribution_window()) AT TIME ZONE 'UTC')::date AS first_day,
-               ((message.sent_at) AT TIME ZONE 'UTC')::date AS last_day
+               ((message.sent_at) AT TIME ZONE 'UTC')::date AS last_day, 'message' AS cause
         FROM unnest(CAST(:messages AS text[])) AS given(message_id)
         CROSS JOIN LATERAL (
             SELECT person_key, sent_at FROM messages WHERE message_id = given.message_id LIMIT 1
         ) AS message
         WHERE message.person_key IS NOT NULL
         UNION ALL
-        SELECT person.key, reply.first_day, reply.last_day
+        -- A new click changes its row's facts whatever they were (its first click, its windows).
+        SELECT click.person_key, ((click.clicked_at) AT TIME ZONE 'UTC')::date, ((click.clicked_at) AT TIME ZONE 'UTC')::date,
+               'click'
+        FROM unnest(CAST(:clicks AS text[])) AS given(message_id)
+        CROSS JOIN LATERAL (
+            SELECT person_key, clicked_at FROM ad_clicks WHERE message_id = given.message_id LIMIT 1
+        ) AS click
+        WHERE click.person_key IS NOT NULL
+        UNION ALL
+        SELECT person.key, reply.first_day, reply.last_day, 'report'
         FROM unnest(CAST(:reports AS text[])) AS given(message_id)
         CROSS JOIN LATERAL (
             SELECT ((min(reported_at) - attribution_window()) AT TIME ZONE 'UTC')::date AS first_day,
@@ -67,14 +93,20 @@ WITH
         ) AS reply
         CROSS JOIN LATERAL unnest(reply.persons) AS person(key)
         UNION ALL
-        SELECT person_key, '-infinity'::date, 'infinity'::date FROM unnest(CAST(:persons AS text[])) AS person_key
+        SELECT person_key, '-infinity'::date, 'infinity'::date, 'whole'
+        FROM unnest(CAST(:persons AS text[])) AS person_key
         UNION ALL
-        SELECT DISTINCT person_key, '-infinity'::date, 'infinity'::date FROM daily_people WHERE :everyone
+        SELECT DISTINCT person_key, '-infinity'::date, 'infinity'::date, 'whole' FROM daily_people WHERE :everyone
     ), dirty AS (
-        SELECT person_key, min(first_day) AS first_day, max(last_day) AS last_day FROM touched GROUP BY person_key
+        SELECT person_key,
+               min(first_day) FILTER (WHERE cause <> 'message') AS first_day,
+               max(last_day) FILTER (WHERE cause <> 'message') AS last_day,
+               min(first_day) FILTER (WHERE cause = 'message') AS wrote_first_day,
+               max(last_day) FILTER (WHERE cause = 'message') AS wrote_last_day
+        FROM touched GROUP BY person_key
     ), talks AS (
         SELECT click.conversation_id
-        FROM unnest(CAST(:messages AS text[])) AS given(message_id)
+        FROM unnest(CAST(:clicks AS text[])) AS given(message_id)
         CROSS JOIN LATERAL (
             SELECT conversation_id FROM ad_clicks WHERE message_id = given.message_id LIMIT 1
         ) AS click
@@ -86,7 +118,10 @@ WITH
     )
 , 
     found AS (
-        SELECT row.ctid AS address, row.day, row.person_key, facts.*
+        SELECT row.ctid AS address, row.day, row.person_key, facts.*,
+               (row.wrote_again, row.replied, row.reply_read, row.first_reply_seconds)
+                   IS DISTINCT FROM (facts.wrote_again, facts.replied, facts.reply_read, facts.first_reply_seconds) AS changed,
+               row.day BETWEEN dirty.first_day AND dirty.last_day AS whole_day
         FROM dirty
         CROSS JOIN LATERAL (SELECT ctid, * FROM ad_daily_people WHERE person_key = dirty.person_key OFFSET 0) AS row
         CROSS JOIN LATERAL (
@@ -107,19 +142,21 @@ WITH
                reply.first_reply_at, coalesce(reply.delivered, false) AS delivered,
                coalesce(reply.read, false) AS read
         FROM (
-            SELECT min(report.reported_at) AS first_reply_at,
-                   bool_or(report.status IN ('DELIVERED', 'READ')) AS delivered,
-                   bool_or(report.status = 'READ') AS read
+            SELECT min(reported.first_at) AS first_reply_at,
+                   bool_or(status.rank IN (3, 4)) AS delivered,
+                   bool_or(status.rank = 4) AS read
             FROM (
-                -- Each reply's status as message_status has it, looked up by the reply's id.
-                SELECT report.reported_at,
-                       (SELECT status FROM message_status WHERE message_status.message_id = report.message_id)
-                           AS status
-                FROM delivery_reports AS report
-                WHERE report.person_key = click.person_key
-                  AND report.reported_at >= click.clicked_at
-                  AND report.reported_at <= click.clicked_at + attribution_window()
-            ) AS report
+                SELECT message_id, min(reported_at) AS first_at FROM delivery_reports
+                WHERE person_key = click.person_key
+                  AND reported_at >= click.clicked_at AND reported_at <= click.clicked_at + attribution_window()
+                GROUP BY message_id
+            ) AS reported
+            CROSS JOIN LATERAL (
+                -- The reply's status as message_status has it: the highest in its order (FAILED over READ over
+                -- DELIVERED…), from all its reports, read from the primary key's index.
+                SELECT max(CASE report.status WHEN 'FAILED' THEN 5 WHEN 'READ' THEN 4 WHEN 'DELIVERED' THEN 3 WHEN 'QUEUED_ON_CHANNEL' THEN 2 WHEN 'SWITCHING_CHANNEL' THEN 1 ELSE 0 END) AS rank FROM delivery_reports AS report
+                WHERE report.message_id = reported.message_id
+            ) AS status
         ) AS reply
     ) AS fact
     WHERE click.person_key = row.person_key
@@ -128,10 +165,30 @@ WITH
       AND click.source_id IS NOT DISTINCT FROM row.source_id
 ) AS facts
         WHERE row.day BETWEEN dirty.first_day AND dirty.last_day
+           OR (row.day BETWEEN dirty.wrote_first_day AND dirty.wrote_last_day AND NOT row.wrote_again)
+    ), changed AS (
+        -- The persons whose rows may change: a fact found differs, a click made a row, or they are settled whole.
+        SELECT person_key FROM found WHERE changed
+        UNION
+        SELECT person_key FROM touched WHERE cause IN ('click', 'whole')
     ), found_all_ads AS (
-        SELECT day, person_key, bool_or(wrote_again) AS wrote_again, bool_or(replied) AS replied, bool_or(reply_read) AS reply_read,
-               (array_agg(first_reply_seconds ORDER BY first_clicked_at, first_message_id))[1] AS first_reply_seconds
-        FROM found GROUP BY day, person_key
+        -- A day whose ad rows were all found (whole_day) is their sum; on a day touched only by messages, the ad
+        -- rows whose "wrote again" was already true were not looked at, and a message changes nothing else: the
+        -- all-ads row keeps its facts, and wrote again if any ad row now did.
+        SELECT ads.day, ads.person_key,
+               CASE WHEN ads.whole_day THEN ads.wrote_again ELSE kept.wrote_again OR ads.wrote_again END
+                   AS wrote_again,
+               CASE WHEN ads.whole_day THEN ads.replied ELSE kept.replied END AS replied, CASE WHEN ads.whole_day THEN ads.reply_read ELSE kept.reply_read END AS reply_read, CASE WHEN ads.whole_day THEN ads.first_reply_seconds ELSE kept.first_reply_seconds END AS first_reply_seconds
+        FROM (
+            SELECT day, person_key, bool_and(whole_day) AS whole_day,
+                   bool_or(wrote_again) AS wrote_again, bool_or(replied) AS replied, bool_or(reply_read) AS reply_read,
+                   (array_agg(first_reply_seconds ORDER BY first_clicked_at, first_message_id))[1]
+                       AS first_reply_seconds
+            FROM found GROUP BY day, person_key
+        ) AS ads
+        CROSS JOIN LATERAL (
+            SELECT * FROM daily_people WHERE day = ads.day AND person_key = ads.person_key LIMIT 1
+        ) AS kept
     )
 ,
 
@@ -144,7 +201,7 @@ WITH
                    coalesce(found.wrote_again, row.wrote_again) AS wrote_again, coalesce(found.replied, row.replied) AS replied, coalesce(found.reply_read, row.reply_read) AS reply_read,
                    CASE WHEN found.wrote_again IS NULL THEN row.first_reply_seconds
                         ELSE found.first_reply_seconds END AS first_reply_seconds
-            FROM dirty CROSS JOIN LATERAL (SELECT ctid, * FROM ad_daily_people WHERE person_key = dirty.person_key OFFSET 0) AS row
+            FROM changed CROSS JOIN LATERAL (SELECT ctid, * FROM ad_daily_people WHERE person_key = changed.person_key OFFSET 0) AS row
             LEFT JOIN found ON found.address = row.ctid
         ) AS settled
         WINDOW chain AS (PARTITION BY source_id, person_key ORDER BY day),
@@ -167,7 +224,7 @@ WITH
                    coalesce(found_all_ads.wrote_again, row.wrote_again) AS wrote_again, coalesce(found_all_ads.replied, row.replied) AS replied, coalesce(found_all_ads.reply_read, row.reply_read) AS reply_read,
                    CASE WHEN found_all_ads.wrote_again IS NULL THEN row.first_reply_seconds
                         ELSE found_all_ads.first_reply_seconds END AS first_reply_seconds
-            FROM dirty CROSS JOIN LATERAL (SELECT ctid, * FROM daily_people WHERE person_key = dirty.person_key OFFSET 0) AS row
+            FROM changed CROSS JOIN LATERAL (SELECT ctid, * FROM daily_people WHERE person_key = changed.person_key OFFSET 0) AS row
             LEFT JOIN found_all_ads ON found_all_ads.day = row.day AND found_all_ads.person_key = row.person_key
         ) AS settled
         WINDOW chain AS (PARTITION BY person_key ORDER BY day),
