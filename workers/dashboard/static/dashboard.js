@@ -174,15 +174,10 @@
     return isNumber(value) ? rates.format(Number(value)) : "–";
   }
 
+  // An amount (the exact decimal, as text) to its currency's own digits: cents for EUR, none for JPY.
   function formatMoney(amount, currency) {
-    const decimals = (String(amount).split(".")[1] || "").length;
     try {
-      return new Intl.NumberFormat(undefined, {
-        style: "currency",
-        currency,
-        minimumFractionDigits: decimals,
-        maximumFractionDigits: decimals,
-      }).format(Number(amount));
+      return new Intl.NumberFormat(undefined, { style: "currency", currency }).format(Number(amount));
     } catch (error) {
       return `${amount} ${currency}`;
     }
