@@ -172,8 +172,11 @@ def run(settings: Settings) -> None:
         log.warning("CTWA_DASHBOARD_USERS is empty: anyone on this machine may see the dashboard")
     if not settings.dashboard_database_url:
         log.warning("CTWA_DASHBOARD_DATABASE_URL is not set: reading as the services' role, not a read-only one")
+    try:
+        app = create_app(settings)
+    except ValueError as error:  # a user's hash that can't be read
+        raise Refused(str(error)) from None
     log.info("dashboard listening", extra={"host": settings.dashboard_host, "port": settings.dashboard_port})
-    app = create_app(settings)
     gc.freeze()
     web.run_app(
         app,

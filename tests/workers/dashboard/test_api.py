@@ -282,6 +282,8 @@ async def test_no_answer_carries_a_phone_number_or_a_message_text(dashboard: Cli
         "ad_clicks",
         "person_touches",
         "ad_daily_people",
+        "daily_people",
+        "daily_conversations",
         "conversion_events",
         "delivery_reports",
     ],
