@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     prefetch: int = Field(default=1000, ge=1, le=65_535)
     worker_concurrency: int = Field(default=2, ge=1, le=16)
     worker_metrics_port: int = Field(default=9100, ge=0, le=65535)
+    # How often a worker settles the day chains of the people that batches touched (workers/engine/chains.py).
+    chains_interval_s: float = Field(default=1.0, gt=0, le=3600)
     shutdown_grace_s: float = Field(default=30.0, gt=0)
     # Meta's Conversions API, for `ctwa conversions send` (docs/conversions.md).
     meta_graph_url: str = "https://graph.facebook.com"

@@ -32,6 +32,7 @@ from ingest.receiver.metrics import ReceiverMetrics
 from ingest.receiver.publisher import Publisher
 from ingest.settings import Settings
 from ingest.topology import Topology
+from workers.engine.chains import settle_queued
 from workers.engine.schema import metadata
 from workers.engine.store import Store, distinct
 from workers.runtime.database import sqlstate
@@ -229,6 +230,7 @@ async def store(engine: AsyncEngine, bodies: Sequence[bytes], batch_size: int = 
     for start in range(0, len(bodies), batch_size):
         unique, _ = distinct(incoming(body) for body in bodies[start : start + batch_size])
         await writer.write(unique)
+    await settle_queued(engine)  # as a worker's next pass of settling the day chains does
 
 
 async def rows(db: AsyncEngine, query: str, **params: Any) -> list[dict[str, Any]]:
@@ -267,7 +269,9 @@ _SNAPSHOT = {
 
 
 async def snapshot(engine: AsyncEngine) -> dict[str, list[dict[str, Any]]]:
-    """Every row of every table users query (and of the archive), in a stable order."""
+    """Every row of every table users query (and of the archive), in a stable order — the day chains settled
+    first, as a worker's next pass settles them."""
+    await settle_queued(engine)
     state: dict[str, list[dict[str, Any]]] = {}
     async with engine.connect() as connection:
         for table, columns in _SNAPSHOT.items():

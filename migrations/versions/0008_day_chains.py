@@ -423,6 +423,15 @@ def upgrade() -> None:
         _chains()[0],
     )
     op.create_index(op.f("ix_daily_conversations_conversation_id"), "daily_conversations", ["conversation_id"])
+    op.create_table(
+        "chain_backlog",
+        sa.Column("id", sa.BigInteger, sa.Identity(always=True), primary_key=True),
+        sa.Column("person_key", sa.Text, comment="a person, or NULL for a conversation"),
+        sa.Column("first_day", sa.Date, comment="the person's days to look at"),
+        sa.Column("last_day", sa.Date),
+        sa.Column("cause", sa.Text, comment="message, click or report"),
+        sa.Column("conversation_id", sa.Text, comment="a conversation whose days a click changed"),
+    )
     for column in _CLICK_COLUMNS:
         op.add_column("conversion_events", column)
     for statement in _backfill():
@@ -460,6 +469,7 @@ def downgrade() -> None:
     for name, table, _, _ in _CHAIN_INDEXES:
         if table in ("ad_daily_people", "ad_daily_conversations"):
             op.drop_index(name, table)
+    op.drop_table("chain_backlog")
     op.drop_table("daily_conversations")
     op.drop_index(op.f("ix_ad_daily_conversations_conversation_id"), "ad_daily_conversations")
     op.drop_column("ad_daily_conversations", "previous_day")

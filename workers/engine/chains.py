@@ -10,11 +10,16 @@ as ``message_status`` has it, is DELIVERED or READ), got one read, and how soon 
 day's first click. Each flag has its own chain, so that "people who wrote again" over a range is counted the same
 way.
 
-Those facts depend on messages and delivery reports stored before or after the click, by any worker. So whoever
-settles a person's rows holds the person's advisory lock, taken in one statement in a fixed order, and settles from
-a fresh snapshot: the last writer to settle a person sees everything the others wrote. Settling a person recomputes
-the facts of the rows a new message or report can change (the days of the clicks whose window holds it: for a
-report, any report of the same reply, since its status is the reply's) and relinks every chain of the key.
+A batch's transaction inserts its clicks' rows (``rollups``) and queues what it touched in ``chain_backlog``
+(`queue`); every worker settles the queue every ``CTWA_CHAINS_INTERVAL_S`` (`settle_queued`), so that a person
+touched by many batches in that time is settled once, outside the batches' transactions. Until then a new row
+counts as its person's first day. Settling a person recomputes the facts of the rows a new message or report can
+change (the days of the clicks whose window holds it: for a report, any report of the same reply, since its status
+is the reply's) and relinks every chain of the key. Those facts depend on messages and delivery reports stored by
+any worker: whoever settles a person holds the person's advisory lock, taken in one statement in a fixed order, and
+settles from a fresh snapshot, so the last to settle a person sees everything committed before it; a queue entry
+is deleted by the pass that settles it, in the same transaction, so that what a batch commits after a pass began
+waits for the next one.
 
 Each statement is read whole in ``tests/workers/statements/workers.engine.chains.sql``.
 """
@@ -22,11 +27,15 @@ Each statement is read whole in ``tests/workers/statements/workers.engine.chains
 from __future__ import annotations
 
 from collections.abc import Collection
+from dataclasses import dataclass, field
+from datetime import date
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-__all__ = ["CONVERSATIONS", "FLAGS", "PEOPLE", "settle"]
+from workers.engine.locks import lock
+
+__all__ = ["CONVERSATIONS", "FLAGS", "PEOPLE", "Touched", "claim", "queue", "settle", "settle_queued"]
 
 # The people's flags: each is counted over a range by its own chain (previous_<flag>_day).
 FLAGS = ("wrote_again", "replied", "reply_read")
@@ -97,15 +106,14 @@ _FACTS = f"""
 _FACT_COLUMNS = [*FLAGS, "first_reply_seconds"]
 _CHAIN_COLUMNS = ["previous_day", *(f"previous_{flag}_day" for flag in FLAGS)]
 
-# Who and what a batch touched, from its parameters: the messages it stored (:messages, clicks included), its new
-# clicks (:clicks, which made rows), the replies it stored reports of (:reports), persons to settle whole
-# (:persons, or all with :everyone) and conversations (:conversations, with those of :clicks). A person's dirty days
-# are those a click's window could reach from what touched them.
+# Who and what a batch touched, from its ids: the messages it stored (:messages, clicks included), its new clicks
+# (:clicks, which made rows), the replies it stored reports of (:reports). A person's dirty days are those a
+# click's window could reach from what touched them, by cause; conversations are those of the new clicks.
 #
 # Every row is looked up by its key, one key at a time (LATERAL sub-selects kept apart with LIMIT or OFFSET 0, so
 # that the planner cannot turn them into a join): planned as a join, a young table's never-analyzed statistics
 # made it a scan of the whole table, every batch. Rows are updated by their address (`ctid = ANY(…)`, a TID scan).
-_TOUCHED = f"""
+_TOUCHED_BY_IDS = f"""
     touched AS (
         -- A new message can only make earlier clicks' "wrote again" true: their rows are looked at while false.
         SELECT message.person_key, {_UTC_DAY.format(at=f"message.sent_at - {_WINDOW}")} AS first_day,
@@ -134,9 +142,24 @@ _TOUCHED = f"""
             FROM delivery_reports WHERE message_id = given.message_id
         ) AS reply
         CROSS JOIN LATERAL unnest(reply.persons) AS person(key)
-        UNION ALL
-        SELECT person_key, '-infinity'::date, 'infinity'::date, 'whole'
-        FROM unnest(CAST(:persons AS text[])) AS person_key
+    ), talks AS (
+        SELECT click.conversation_id
+        FROM unnest(CAST(:clicks AS text[])) AS given(message_id)
+        CROSS JOIN LATERAL (
+            SELECT conversation_id FROM ad_clicks WHERE message_id = given.message_id LIMIT 1
+        ) AS click
+        WHERE click.conversation_id IS NOT NULL
+    )
+"""
+
+# What a settling pass settles, from its parameters: persons' dirty days by cause (:persons, :first_days,
+# :last_days, :causes: 'message', 'click', 'report', or 'whole' for all their days), or every person (:everyone);
+# and conversations (:conversations, or all).
+_TOUCHED = """
+    touched AS (
+        SELECT * FROM unnest(
+            CAST(:persons AS text[]), CAST(:first_days AS date[]), CAST(:last_days AS date[]), CAST(:causes AS text[])
+        ) AS given(person_key, first_day, last_day, cause)
         UNION ALL
         SELECT DISTINCT person_key, '-infinity'::date, 'infinity'::date, 'whole' FROM daily_people WHERE :everyone
     ), dirty AS (
@@ -147,14 +170,7 @@ _TOUCHED = f"""
                max(last_day) FILTER (WHERE cause = 'message') AS wrote_last_day
         FROM touched GROUP BY person_key
     ), talks AS (
-        SELECT click.conversation_id
-        FROM unnest(CAST(:clicks AS text[])) AS given(message_id)
-        CROSS JOIN LATERAL (
-            SELECT conversation_id FROM ad_clicks WHERE message_id = given.message_id LIMIT 1
-        ) AS click
-        WHERE click.conversation_id IS NOT NULL
-        UNION
-        SELECT unnest(CAST(:conversations AS text[]))
+        SELECT unnest(CAST(:conversations AS text[])) AS conversation_id
         UNION
         SELECT conversation_id FROM daily_conversations WHERE :everyone
     )
@@ -170,16 +186,26 @@ def _rows_of(table: str, key: str, owner: str) -> str:
 # The dirty persons' rows of ad_daily_people on their dirty days, with what they did next (found once, for both
 # tables: the all-ads row of a day is its ad rows together).
 _FOUND = f"""
-    found AS (
-        SELECT row.ctid AS address, row.day, row.person_key, facts.*,
-               ({", ".join(f"row.{name}" for name in _FACT_COLUMNS)})
-                   IS DISTINCT FROM ({", ".join(f"facts.{name}" for name in _FACT_COLUMNS)}) AS changed,
-               row.day BETWEEN dirty.first_day AND dirty.last_day AS whole_day
+    looked_at AS (
+        -- A row looked at for a message alone takes only its "wrote again": what else it found waits for the
+        -- entry that caused it (a report stored since), so that a row and its day's all-ads row move together.
+        SELECT row.ctid AS address, row.day, row.person_key, facts.wrote_again,
+               {
+    ", ".join(
+        f"CASE WHEN row.day BETWEEN dirty.first_day AND dirty.last_day THEN facts.{name} ELSE row.{name} END AS {name}"
+        for name in ("replied", "reply_read", "first_reply_seconds")
+    )
+},
+               facts.first_clicked_at, facts.first_message_id,
+               row.day BETWEEN dirty.first_day AND dirty.last_day AS whole_day,
+               ({", ".join(f"row.{name}" for name in _FACT_COLUMNS)}) AS stored
         FROM dirty
         CROSS JOIN LATERAL {_rows_of("ad_daily_people", "person_key", "dirty")} AS row
         CROSS JOIN LATERAL ({_FACTS}) AS facts
         WHERE row.day BETWEEN dirty.first_day AND dirty.last_day
            OR (row.day BETWEEN dirty.wrote_first_day AND dirty.wrote_last_day AND NOT row.wrote_again)
+    ), found AS (
+        SELECT *, stored IS DISTINCT FROM ({", ".join(_FACT_COLUMNS)}) AS changed FROM looked_at
     ), changed AS (
         -- The persons whose rows may change: a fact found differs, a click made a row, or they are settled whole.
         SELECT person_key FROM found WHERE changed
@@ -297,29 +323,118 @@ _SETTLE = text(
 )
 
 
-async def settle(
+# A batch's people and conversations wait in chain_backlog to be settled (by `settle_queued`), a person once per
+# cause with the days of all of them.
+_QUEUE = text(
+    f"""
+    WITH {_TOUCHED_BY_IDS}, people AS (
+        INSERT INTO chain_backlog (person_key, first_day, last_day, cause)
+        SELECT person_key, min(first_day), max(last_day), cause FROM touched GROUP BY person_key, cause
+    ), conversations AS (
+        INSERT INTO chain_backlog (conversation_id) SELECT DISTINCT conversation_id FROM talks
+    )
+    SELECT 1
+    """
+)
+
+
+async def queue(
     connection: AsyncConnection,
     messages: Collection[str] = (),
     reports: Collection[str] = (),
+    clicks: Collection[str] = (),
+) -> None:
+    """Queue the settling of what a transaction stored: the messages ``messages`` (message ids, its new ``clicks``
+    among them) and reports of the replies ``reports`` (their message ids). Queued in the same transaction, so
+    that it is settled once committed, whatever happens to the worker after."""
+    if messages or reports or clicks:
+        params = {"messages": sorted(messages), "reports": sorted(reports), "clicks": sorted(clicks)}
+        await connection.execute(_QUEUE, params)
+
+
+@dataclass(slots=True)
+class Touched:
+    """What a settling pass settles: persons' dirty days by cause, conversations."""
+
+    persons: list[str] = field(default_factory=list)
+    first_days: list[date] = field(default_factory=list)
+    last_days: list[date] = field(default_factory=list)
+    causes: list[str] = field(default_factory=list)
+    conversations: set[str] = field(default_factory=set)
+
+    def add(self, person: str, first_day: date, last_day: date, cause: str) -> None:
+        self.persons.append(person)
+        self.first_days.append(first_day)
+        self.last_days.append(last_day)
+        self.causes.append(cause)
+
+    def __bool__(self) -> bool:
+        return bool(self.persons or self.conversations)
+
+
+async def settle(
+    connection: AsyncConnection,
     persons: Collection[str] = (),
     conversations: Collection[str] = (),
     *,
-    clicks: Collection[str] = (),
+    touched: Touched | None = None,
     everyone: bool = False,
 ) -> None:
-    """Settle the chains after a transaction stored the messages ``messages`` (message ids, its new ``clicks``
-    among them) and reports of the replies ``reports`` (their message ids), and after the rows of ``persons``
-    (person keys: all their days) and ``conversations`` changed — or every row, ``everyone``. Under the locks of all
-    those, taken in a statement of their own, so that settling sees what every other writer of theirs committed."""
-    if not (messages or reports or persons or conversations or clicks or everyone):
+    """Settle now, in the caller's transaction: every day of ``persons`` (person keys) and ``conversations``, what
+    ``touched`` names, or every row (``everyone``). Under the locks of all those, taken in a statement of their own,
+    so that settling sees what every other writer of theirs committed."""
+    touched = touched or Touched()
+    for person in sorted(set(persons)):
+        touched.add(person, date.min, date.max, "whole")
+    touched.conversations |= set(conversations)
+    if not (touched or everyone):
         return
     params = {
-        "messages": sorted(messages),
-        "clicks": sorted(clicks),
-        "reports": sorted(reports),
-        "persons": sorted(persons),
-        "conversations": sorted(conversations),
+        "persons": touched.persons,
+        "first_days": touched.first_days,
+        "last_days": touched.last_days,
+        "causes": touched.causes,
+        "conversations": sorted(touched.conversations),
         "everyone": everyone,
     }
     await connection.execute(_LOCK, params)
     await connection.execute(_SETTLE, params)
+
+
+_CLAIM = text(
+    """
+    DELETE FROM chain_backlog
+    WHERE id IN (SELECT id FROM chain_backlog ORDER BY id LIMIT :limit FOR UPDATE SKIP LOCKED)
+    RETURNING person_key, first_day, last_day, cause, conversation_id
+    """
+)
+
+
+async def claim(connection: AsyncConnection, limit: int = 5_000) -> tuple[Touched, int]:
+    """Take up to ``limit`` queued entries that no other settler holds, deleting them in the caller's transaction
+    (they come back if it rolls back): what they name, and how many there were."""
+    claimed = (await connection.execute(_CLAIM, {"limit": limit})).all()
+    touched = Touched()
+    for row in claimed:
+        if row.person_key is not None:
+            touched.add(row.person_key, row.first_day, row.last_day, row.cause)
+        if row.conversation_id is not None:
+            touched.conversations.add(row.conversation_id)
+    return touched, len(claimed)
+
+
+async def settle_queued(engine: AsyncEngine, limit: int = 5_000) -> int:
+    """Settle what is queued, ``limit`` entries a transaction, until nothing is left that no other settler holds;
+    how many entries. Several workers may run it at once: each takes what the others have not (SKIP LOCKED), and a
+    pass that fails leaves its entries queued."""
+    settled = 0
+    while True:
+        async with engine.begin() as connection:
+            # Shared, as a batch holds it: never beside a merge, an erasure or a replay, which change rows of
+            # persons a pass may hold, under the store's lock held exclusive.
+            await lock(connection, exclusive=False)
+            touched, claimed = await claim(connection, limit)
+            await settle(connection, touched=touched)
+        settled += claimed
+        if claimed < limit:
+            return settled

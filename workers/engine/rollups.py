@@ -7,6 +7,11 @@ merge or an erasure changes whose a click is, the rollups of the persons concern
 ``ad_clicks``: deleting and re-deriving their rows gives the same result in any order. Persons are told apart by
 ``person_key``, the SQL function that also fills the tables' ``person_key`` columns.
 
+The day chains' rows (``ad_daily_people``, ``daily_people``, …) are made here with the clicks; what the people
+did next and each key's previous day are settled later, once for all the batches of a second
+(``workers.engine.chains``: a batch queues what it touched) — except after a merge, an erasure or a replay, which
+settle the persons concerned at once.
+
 The statements share their parts (the per-day counting, a person's touches); each is read whole, as it runs, in
 ``tests/workers/statements/workers.engine.rollups.sql``.
 """
@@ -129,7 +134,7 @@ async def update(
     of the persons ``contacts`` and ``identities`` (channel, identity), whose clicks changed hands."""
     if written.clicks:
         await connection.execute(_COUNT_NEW, {"ids": list(written.clicks)})
-    await chains.settle(connection, written.messages, written.reports, clicks=written.clicks)
+    await chains.queue(connection, written.messages, written.reports, written.clicks)
     if contacts or identities:
         keys = await connection.scalar(
             _PERSON_KEYS,

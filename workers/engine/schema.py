@@ -47,6 +47,7 @@ __all__ = [
     "ad_daily_people",
     "archive_prunes",
     "callbacks",
+    "chain_backlog",
     "channel_identities",
     "contact_merges",
     "contacts",
@@ -408,6 +409,20 @@ daily_conversations = Table(
     _previous_day(),
     Index(None, "conversation_id"),
     Index("ix_daily_conversations_chains", "day", "previous_day"),
+    info={"kind": ROLLUP},
+)
+
+# The people and conversations whose day chains wait to be settled: queued by the workers in each batch's
+# transaction, settled and deleted by `workers.engine.chains.settle_queued` (docs/tables.md, "Concurrency").
+chain_backlog = Table(
+    "chain_backlog",
+    metadata,
+    Column("id", BigInteger, Identity(always=True), primary_key=True),
+    Column("person_key", Text, comment="a person, or NULL for a conversation"),
+    Column("first_day", Date, comment="the person's days to look at"),
+    Column("last_day", Date),
+    Column("cause", Text, comment="message, click or report"),
+    Column("conversation_id", Text, comment="a conversation whose days a click changed"),
     info={"kind": ROLLUP},
 )
 

@@ -1,27 +1,26 @@
 """Writing a batch, in one transaction and in this order: the archive, merges, the projections, erasure, and the
 rollups — each once.
 
-The store owns the lock decision. Batches that merge or delete contacts hold an exclusive advisory lock; every
-other batch holds it shared. So a merge or an erasure sees every row committed before it, and every later batch
-sees the merge or erasure. A batch found (under the shared lock) to touch an erased contact or identity is rolled
-back and written again under the exclusive lock, so its rows are erased as they are written.
+The store owns the lock decision. Batches that merge or delete contacts hold an exclusive advisory lock
+(``workers.engine.locks``); every other batch, and every pass settling the day chains, holds it shared. So a merge
+or an erasure sees every row committed before it, and every later batch sees the merge or erasure. A batch found
+(under the shared lock) to touch an erased contact or identity is rolled back and written again under the
+exclusive lock, so its rows are erased as they are written.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ingest.callback import Incoming
 from workers.engine import archive, facts, merges, projections, rollups
 from workers.engine.erasure import Eraser
 from workers.engine.facts import Facts
+from workers.engine.locks import lock
 
 __all__ = ["Store", "distinct", "lock"]
-
-_LOCK = 0x63747761  # "ctwa"
 
 
 def distinct(items: Iterable[Incoming]) -> tuple[list[Incoming], list[Incoming]]:
@@ -35,12 +34,6 @@ def distinct(items: Iterable[Incoming]) -> tuple[list[Incoming], list[Incoming]]
         if unique.setdefault(item.callback.key, item) is not item:
             repeated.append(item)
     return sorted(unique.values(), key=lambda item: item.callback.key), repeated
-
-
-async def lock(connection: AsyncConnection, *, exclusive: bool) -> None:
-    """Take the store's advisory lock for the rest of the transaction: exclusive, or shared."""
-    function = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
-    await connection.execute(text(f"SELECT {function}(:key)"), {"key": _LOCK})
 
 
 class Store:

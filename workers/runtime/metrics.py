@@ -72,6 +72,16 @@ class WorkerMetrics:
             "Age of the oldest callback not yet stored: how long the batch in hand waited; 0 when all is stored.",
             registry=self.registry,
         )
+        self.chains_settled = Counter(
+            "ctwa_worker_chains_settled",
+            "Entries of chain_backlog settled: people and conversations whose day chains batches touched.",
+            registry=self.registry,
+        )
+        self.chains_settled_at = Gauge(
+            "ctwa_worker_chains_settled_timestamp_seconds",
+            "Unix time this worker last found chain_backlog settled (the dashboard's figures are that fresh).",
+            registry=self.registry,
+        )
         self.broker_connected = Gauge(
             "ctwa_worker_broker_connected",
             "1 while the worker holds a consuming channel.",

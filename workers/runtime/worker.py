@@ -27,6 +27,7 @@ from ingest.callback import Incoming
 from ingest.eventloop import new_event_loop
 from ingest.settings import Settings
 from ingest.topology import Topology
+from workers.engine import chains
 from workers.engine.store import Store, distinct
 from workers.runtime.consumer import BrokerLost, Consumer
 from workers.runtime.database import DATABASE_ERRORS, engine_for, is_data_error, sqlstate
@@ -91,7 +92,8 @@ class Worker:
             connection_name=name,
         )
         self._monitor = Monitor(self._consumer, self.metrics, every=watch_every)
-        self._engine = engine_for(settings, name, connections=settings.worker_concurrency)
+        # A connection per batch in flight, and one for settling the day chains.
+        self._engine = engine_for(settings, name, connections=settings.worker_concurrency + 1)
         self._store = Store(self._engine)
         self._stopping = asyncio.Event()
 
@@ -116,13 +118,15 @@ class Worker:
                 await self._monitor.serve(stack, self._settings.http_host, self._settings.worker_metrics_port)
             work = asyncio.create_task(self._work(), name="ctwa-work")
             watch = asyncio.create_task(self._monitor.watch(), name="ctwa-watch")
+            settle = asyncio.create_task(self._settle_chains(), name="ctwa-chains")
             stopping = asyncio.create_task(self._stopping.wait())
             # Cancelled itself (a caller's timeout), `run` takes its tasks along: none may go on writing.
-            for task in (work, watch, stopping):
+            for task in (work, watch, settle, stopping):
                 stack.callback(task.cancel)
             await asyncio.wait((work, stopping), return_when=asyncio.FIRST_COMPLETED)
             stopping.cancel()
             watch.cancel()
+            settle.cancel()  # what it held stays queued: the next pass, here or in another worker, takes it
             try:
                 await asyncio.wait_for(work, timeout=self._settings.shutdown_grace_s)
             except TimeoutError:
@@ -156,6 +160,7 @@ class Worker:
                 elif self._stopping.is_set():
                     return
                 elif self._drain and await self._drained():
+                    await self._settle_chains_now()
                     log.info("queue drained")
                     return
         finally:
@@ -164,6 +169,23 @@ class Worker:
                 task.cancel()
             if settling:
                 await asyncio.wait(settling)
+
+    async def _settle_chains(self) -> None:
+        """Settle, every ``chains_interval_s``, the day chains of the people that batches (of any worker) touched:
+        a person who wrote five times in the interval is settled once. A failure is retried at the next pass."""
+        while True:
+            await asyncio.sleep(self._settings.chains_interval_s)
+            try:
+                await self._settle_chains_now()
+            except DATABASE_ERRORS as error:
+                log.warning(
+                    "settling the day chains failed; retrying at the next pass",
+                    extra={"error": type(error).__name__, "sqlstate": sqlstate(error)},
+                )
+
+    async def _settle_chains_now(self) -> None:
+        self.metrics.chains_settled.inc(await chains.settle_queued(self._engine))
+        self.metrics.chains_settled_at.set_to_current_time()
 
     async def _drained(self) -> bool:
         if self._consumer.buffer or not await self._consumer.queue_is_empty():

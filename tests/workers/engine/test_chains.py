@@ -1,7 +1,8 @@
 """The day chains (workers/engine/chains.py) count each person and conversation once over any range of days, and
 what the people did next, exactly as brute force over the tables does — after a stream stored shuffled, in small
-batches; a rebuild gives the same rows. And two workers storing a click and what came after it at the same time
-both end in the settled figures: the second to settle waits for the first and sees its rows."""
+batches, and settled; a rebuild gives the same rows. Batches queue what they touched without waiting for each
+other; a pass of settling waits for another settling the same person and then sees what it wrote; a failed pass
+leaves its entries queued."""
 
 from __future__ import annotations
 
@@ -17,8 +18,10 @@ from conversion_records import record
 from sqlalchemy.ext.asyncio import AsyncEngine
 from support import incoming, rows, snapshot, store
 
-from workers.engine import archive, facts, rollups
-from workers.engine.store import Store, lock
+from workers.engine import rollups
+from workers.engine.chains import claim, settle, settle_queued
+from workers.engine.store import Store, distinct
+from workers.tools.simulator import scenario
 
 DAYS = 9
 ADS = ("AD1", "AD2", "AD3")
@@ -184,43 +187,64 @@ AFTER = _app(inbound("M1", 5, identity="111", text="and one more thing"), "APP-T
 REPLY = _app(delivery("R1", "READ", 8, identity="111"), "APP-TWO")
 
 
-async def _begin(engine: AsyncEngine, body: bytes) -> Any:
-    """A worker's transaction storing ``body``, left open: the connection and whether it was stored."""
-    connection = await engine.connect()
-    await connection.begin()
-    await lock(connection, exclusive=False)
-    batch = facts.read([incoming(body)])
-    await archive.insert(connection, batch)
-    return connection, batch
-
-
 @pytest.mark.parametrize(
     ("first", "second"),
     [(CLICK, AFTER), (AFTER, CLICK), (CLICK, REPLY), (REPLY, CLICK)],
     ids=["click-message", "message-click", "click-reply", "reply-click"],
 )
-async def test_two_workers_at_once_settle_what_both_wrote(db: AsyncEngine, first: bytes, second: bytes) -> None:
-    one, batch_one = await _begin(db, first)
-    two, batch_two = await _begin(db, second)
-    try:
-        assert await Store(db).project(one, batch_one.facts(), exclusive=False)
-        # The second settles the same person: it waits for the first's locks, then sees what it committed.
-        settling = asyncio.create_task(Store(db).project(two, batch_two.facts(), exclusive=False))
-        done, _ = await asyncio.wait([settling], timeout=0.5)
-        assert not done
-        await one.commit()
-        assert await settling
-        await two.commit()
-    finally:
-        await one.close()
-        await two.close()
+async def test_batches_at_once_are_settled_as_one(db: AsyncEngine, first: bytes, second: bytes) -> None:
+    """Two workers' batches of one person, written at once: neither waits for the other, and the next pass of
+    settling finds both."""
+    writes = [Store(db).write(distinct([incoming(body)])[0]) for body in (first, second)]
+    await asyncio.gather(*writes)
+    assert await rows(db, "SELECT count(*) AS n FROM chain_backlog") != [{"n": 0}]
+    await settle_queued(db)
     [day] = await rows(db, "SELECT wrote_again, replied, reply_read, first_reply_seconds FROM daily_people")
     if AFTER in (first, second):
         assert day == {"wrote_again": True, "replied": False, "reply_read": False, "first_reply_seconds": None}
     else:
         assert day == {"wrote_again": False, "replied": True, "reply_read": True, "first_reply_seconds": 480.0}
-    engaged = await rows(db, "SELECT * FROM engagement_report(:day, :day) WHERE total", day=FIRST_DAY)
-    assert engaged[0]["people"] == 1
+    assert await rows(db, "SELECT count(*) AS n FROM chain_backlog") == [{"n": 0}]
+
+
+async def test_a_pass_waits_for_one_settling_the_same_person(db: AsyncEngine) -> None:
+    """A pass settles a person's click and reply (not committed yet); meanwhile a batch stores the person's next
+    message, and a second pass takes it: it waits for the first pass's locks, then sees what the first wrote —
+    without them, the first's commit would leave "wrote again" false."""
+    await store_unsettled(db, [CLICK, REPLY])
+    first = await db.connect()
+    try:
+        await first.begin()
+        touched, claimed = await claim(first)
+        assert claimed == 3  # the click's person (click, message), the reply's
+        await settle(first, touched=touched)
+        await store_unsettled(db, [AFTER])  # a batch goes on meanwhile: nothing of it waits
+        second = asyncio.create_task(settle_queued(db))
+        done, _ = await asyncio.wait([second], timeout=0.5)
+        assert not done
+        await first.commit()
+        assert await second == 1
+    finally:
+        await first.close()
+    [day] = await rows(db, "SELECT wrote_again, replied, reply_read, first_reply_seconds FROM daily_people")
+    assert day == {"wrote_again": True, "replied": True, "reply_read": True, "first_reply_seconds": 480.0}
+
+
+async def test_a_failed_pass_leaves_its_entries_queued(db: AsyncEngine) -> None:
+    await store_unsettled(db, [CLICK, AFTER])
+    async with db.connect() as connection:
+        await connection.begin()
+        _, claimed = await claim(connection)
+        assert claimed > 0
+        await connection.rollback()  # the pass failed: a lost connection, a restarted database
+    assert await rows(db, "SELECT count(*) AS n FROM chain_backlog") == [{"n": claimed}]
+    assert await settle_queued(db) == claimed
+
+
+async def store_unsettled(db: AsyncEngine, bodies: list[bytes]) -> None:
+    """Store ``bodies`` as a worker's batches do, one batch each, leaving the day chains queued."""
+    for body in bodies:
+        await Store(db).write(distinct([incoming(body)])[0])
 
 
 async def test_a_conversions_click_keeps_its_person_through_merges_and_erasure(db: AsyncEngine) -> None:
@@ -281,6 +305,34 @@ async def test_a_later_message_keeps_what_a_days_other_ad_row_says(db: AsyncEngi
         {"source_id": "AD2", "wrote_again": True, "replied": False},
     ]
     settled = await snapshot(db)
+    async with db.begin() as connection:
+        await rollups.rebuild(connection)
+    assert await snapshot(db) == settled
+
+
+@pytest.mark.parametrize("seed", [3, 5])
+async def test_settling_while_batches_are_written_gives_what_a_rebuild_gives(db: AsyncEngine, seed: int) -> None:
+    """`ctwa simulate`'s people, shuffled, written by two writers at once while a settler passes again and again —
+    batches commit between a pass's taking its entries and its settling them — end as a rebuild computes them."""
+    bodies = [callback.body for callback in scenario(seed=seed, people=300).callbacks]
+    random.Random(seed).shuffle(bodies)
+    batches = [bodies[start : start + 37] for start in range(0, len(bodies), 37)]
+    written = asyncio.Event()
+
+    async def writer(part: list[list[bytes]]) -> None:
+        for batch in part:
+            await Store(db).write(distinct(incoming(body) for body in batch)[0])
+
+    async def settler() -> None:
+        while not written.is_set():
+            await settle_queued(db)
+            await asyncio.sleep(0.005)
+
+    settling = asyncio.create_task(settler())
+    await asyncio.gather(writer(batches[0::2]), writer(batches[1::2]))
+    written.set()
+    await settling
+    settled = await snapshot(db)  # what is left queued settled too
     async with db.begin() as connection:
         await rollups.rebuild(connection)
     assert await snapshot(db) == settled

@@ -72,7 +72,8 @@ def test_the_rollups_are_rebuilt_and_refreshed_per_person(table: Table) -> None:
     assert re.search(rf"TRUNCATE .*\b{table.name}\b", _sql(rollups._REBUILD))
     if "person_key" in table.c:
         assert f"DELETE FROM {table.name} WHERE person_key = ANY(:keys)" in _sql(rollups._REFRESH)
-        assert re.search(rf"INSERT INTO {table.name}\b", _sql(rollups._REFRESH))
+        if table.name != "chain_backlog":  # what waited for the persons refreshed: they are settled whole then
+            assert re.search(rf"INSERT INTO {table.name}\b", _sql(rollups._REFRESH))
     if "day" in table.c and "source_id" in table.c:
         assert f"DELETE FROM {table.name} USING" in _sql(rollups._RECOMPUTE_DAYS)
     elif "day" in table.c:  # all ads together: every row of the days
@@ -109,4 +110,5 @@ def test_the_derived_lists_are_those_of_the_schema_today() -> None:
         "daily_people",
         "ad_daily_conversations",
         "daily_conversations",
+        "chain_backlog",
     ]

@@ -1,36 +1,9 @@
 -- _LOCK
 WITH 
     touched AS (
-        -- A new message can only make earlier clicks' "wrote again" true: their rows are looked at while false.
-        SELECT message.person_key, ((message.sent_at - attribution_window()) AT TIME ZONE 'UTC')::date AS first_day,
-               ((message.sent_at) AT TIME ZONE 'UTC')::date AS last_day, 'message' AS cause
-        FROM unnest(CAST(:messages AS text[])) AS given(message_id)
-        CROSS JOIN LATERAL (
-            SELECT person_key, sent_at FROM messages WHERE message_id = given.message_id LIMIT 1
-        ) AS message
-        WHERE message.person_key IS NOT NULL
-        UNION ALL
-        -- A new click changes its row's facts whatever they were (its first click, its windows).
-        SELECT click.person_key, ((click.clicked_at) AT TIME ZONE 'UTC')::date, ((click.clicked_at) AT TIME ZONE 'UTC')::date,
-               'click'
-        FROM unnest(CAST(:clicks AS text[])) AS given(message_id)
-        CROSS JOIN LATERAL (
-            SELECT person_key, clicked_at FROM ad_clicks WHERE message_id = given.message_id LIMIT 1
-        ) AS click
-        WHERE click.person_key IS NOT NULL
-        UNION ALL
-        SELECT person.key, reply.first_day, reply.last_day, 'report'
-        FROM unnest(CAST(:reports AS text[])) AS given(message_id)
-        CROSS JOIN LATERAL (
-            SELECT ((min(reported_at) - attribution_window()) AT TIME ZONE 'UTC')::date AS first_day,
-                   ((max(reported_at)) AT TIME ZONE 'UTC')::date AS last_day,
-                   array_agg(DISTINCT person_key) FILTER (WHERE person_key IS NOT NULL) AS persons
-            FROM delivery_reports WHERE message_id = given.message_id
-        ) AS reply
-        CROSS JOIN LATERAL unnest(reply.persons) AS person(key)
-        UNION ALL
-        SELECT person_key, '-infinity'::date, 'infinity'::date, 'whole'
-        FROM unnest(CAST(:persons AS text[])) AS person_key
+        SELECT * FROM unnest(
+            CAST(:persons AS text[]), CAST(:first_days AS date[]), CAST(:last_days AS date[]), CAST(:causes AS text[])
+        ) AS given(person_key, first_day, last_day, cause)
         UNION ALL
         SELECT DISTINCT person_key, '-infinity'::date, 'infinity'::date, 'whole' FROM daily_people WHERE :everyone
     ), dirty AS (
@@ -41,14 +14,7 @@ WITH
                max(last_day) FILTER (WHERE cause = 'message') AS wrote_last_day
         FROM touched GROUP BY person_key
     ), talks AS (
-        SELECT click.conversation_id
-        FROM unnest(CAST(:clicks AS text[])) AS given(message_id)
-        CROSS JOIN LATERAL (
-            SELECT conversation_id FROM ad_clicks WHERE message_id = given.message_id LIMIT 1
-        ) AS click
-        WHERE click.conversation_id IS NOT NULL
-        UNION
-        SELECT unnest(CAST(:conversations AS text[]))
+        SELECT unnest(CAST(:conversations AS text[])) AS conversation_id
         UNION
         SELECT conversation_id FROM daily_conversations WHERE :everyone
     )
@@ -65,36 +31,9 @@ WITH
 -- _SETTLE
 WITH 
     touched AS (
-        -- A new message can only make earlier clicks' "wrote again" true: their rows are looked at while false.
-        SELECT message.person_key, ((message.sent_at - attribution_window()) AT TIME ZONE 'UTC')::date AS first_day,
-               ((message.sent_at) AT TIME ZONE 'UTC')::date AS last_day, 'message' AS cause
-        FROM unnest(CAST(:messages AS text[])) AS given(message_id)
-        CROSS JOIN LATERAL (
-            SELECT person_key, sent_at FROM messages WHERE message_id = given.message_id LIMIT 1
-        ) AS message
-        WHERE message.person_key IS NOT NULL
-        UNION ALL
-        -- A new click changes its row's facts whatever they were (its first click, its windows).
-        SELECT click.person_key, ((click.clicked_at) AT TIME ZONE 'UTC')::date, ((click.clicked_at) AT TIME ZONE 'UTC')::date,
-               'click'
-        FROM unnest(CAST(:clicks AS text[])) AS given(message_id)
-        CROSS JOIN LATERAL (
-            SELECT person_key, clicked_at FROM ad_clicks WHERE message_id = given.message_id LIMIT 1
-        ) AS click
-        WHERE click.person_key IS NOT NULL
-        UNION ALL
-        SELECT person.key, reply.first_day, reply.last_day, 'report'
-        FROM unnest(CAST(:reports AS text[])) AS given(message_id)
-        CROSS JOIN LATERAL (
-            SELECT ((min(reported_at) - attribution_window()) AT TIME ZONE 'UTC')::date AS first_day,
-                   ((max(reported_at)) AT TIME ZONE 'UTC')::date AS last_day,
-                   array_agg(DISTINCT person_key) FILTER (WHERE person_key IS NOT NULL) AS persons
-            FROM delivery_reports WHERE message_id = given.message_id
-        ) AS reply
-        CROSS JOIN LATERAL unnest(reply.persons) AS person(key)
-        UNION ALL
-        SELECT person_key, '-infinity'::date, 'infinity'::date, 'whole'
-        FROM unnest(CAST(:persons AS text[])) AS person_key
+        SELECT * FROM unnest(
+            CAST(:persons AS text[]), CAST(:first_days AS date[]), CAST(:last_days AS date[]), CAST(:causes AS text[])
+        ) AS given(person_key, first_day, last_day, cause)
         UNION ALL
         SELECT DISTINCT person_key, '-infinity'::date, 'infinity'::date, 'whole' FROM daily_people WHERE :everyone
     ), dirty AS (
@@ -105,23 +44,19 @@ WITH
                max(last_day) FILTER (WHERE cause = 'message') AS wrote_last_day
         FROM touched GROUP BY person_key
     ), talks AS (
-        SELECT click.conversation_id
-        FROM unnest(CAST(:clicks AS text[])) AS given(message_id)
-        CROSS JOIN LATERAL (
-            SELECT conversation_id FROM ad_clicks WHERE message_id = given.message_id LIMIT 1
-        ) AS click
-        WHERE click.conversation_id IS NOT NULL
-        UNION
-        SELECT unnest(CAST(:conversations AS text[]))
+        SELECT unnest(CAST(:conversations AS text[])) AS conversation_id
         UNION
         SELECT conversation_id FROM daily_conversations WHERE :everyone
     )
 , 
-    found AS (
-        SELECT row.ctid AS address, row.day, row.person_key, facts.*,
-               (row.wrote_again, row.replied, row.reply_read, row.first_reply_seconds)
-                   IS DISTINCT FROM (facts.wrote_again, facts.replied, facts.reply_read, facts.first_reply_seconds) AS changed,
-               row.day BETWEEN dirty.first_day AND dirty.last_day AS whole_day
+    looked_at AS (
+        -- A row looked at for a message alone takes only its "wrote again": what else it found waits for the
+        -- entry that caused it (a report stored since), so that a row and its day's all-ads row move together.
+        SELECT row.ctid AS address, row.day, row.person_key, facts.wrote_again,
+               CASE WHEN row.day BETWEEN dirty.first_day AND dirty.last_day THEN facts.replied ELSE row.replied END AS replied, CASE WHEN row.day BETWEEN dirty.first_day AND dirty.last_day THEN facts.reply_read ELSE row.reply_read END AS reply_read, CASE WHEN row.day BETWEEN dirty.first_day AND dirty.last_day THEN facts.first_reply_seconds ELSE row.first_reply_seconds END AS first_reply_seconds,
+               facts.first_clicked_at, facts.first_message_id,
+               row.day BETWEEN dirty.first_day AND dirty.last_day AS whole_day,
+               (row.wrote_again, row.replied, row.reply_read, row.first_reply_seconds) AS stored
         FROM dirty
         CROSS JOIN LATERAL (SELECT ctid, * FROM ad_daily_people WHERE person_key = dirty.person_key OFFSET 0) AS row
         CROSS JOIN LATERAL (
@@ -166,6 +101,8 @@ WITH
 ) AS facts
         WHERE row.day BETWEEN dirty.first_day AND dirty.last_day
            OR (row.day BETWEEN dirty.wrote_first_day AND dirty.wrote_last_day AND NOT row.wrote_again)
+    ), found AS (
+        SELECT *, stored IS DISTINCT FROM (wrote_again, replied, reply_read, first_reply_seconds) AS changed FROM looked_at
     ), changed AS (
         -- The persons whose rows may change: a fact found differs, a click made a row, or they are settled whole.
         SELECT person_key FROM found WHERE changed
@@ -259,3 +196,54 @@ WITH
     )
 
     SELECT count(*) FROM dirty;
+
+-- _QUEUE
+WITH 
+    touched AS (
+        -- A new message can only make earlier clicks' "wrote again" true: their rows are looked at while false.
+        SELECT message.person_key, ((message.sent_at - attribution_window()) AT TIME ZONE 'UTC')::date AS first_day,
+               ((message.sent_at) AT TIME ZONE 'UTC')::date AS last_day, 'message' AS cause
+        FROM unnest(CAST(:messages AS text[])) AS given(message_id)
+        CROSS JOIN LATERAL (
+            SELECT person_key, sent_at FROM messages WHERE message_id = given.message_id LIMIT 1
+        ) AS message
+        WHERE message.person_key IS NOT NULL
+        UNION ALL
+        -- A new click changes its row's facts whatever they were (its first click, its windows).
+        SELECT click.person_key, ((click.clicked_at) AT TIME ZONE 'UTC')::date, ((click.clicked_at) AT TIME ZONE 'UTC')::date,
+               'click'
+        FROM unnest(CAST(:clicks AS text[])) AS given(message_id)
+        CROSS JOIN LATERAL (
+            SELECT person_key, clicked_at FROM ad_clicks WHERE message_id = given.message_id LIMIT 1
+        ) AS click
+        WHERE click.person_key IS NOT NULL
+        UNION ALL
+        SELECT person.key, reply.first_day, reply.last_day, 'report'
+        FROM unnest(CAST(:reports AS text[])) AS given(message_id)
+        CROSS JOIN LATERAL (
+            SELECT ((min(reported_at) - attribution_window()) AT TIME ZONE 'UTC')::date AS first_day,
+                   ((max(reported_at)) AT TIME ZONE 'UTC')::date AS last_day,
+                   array_agg(DISTINCT person_key) FILTER (WHERE person_key IS NOT NULL) AS persons
+            FROM delivery_reports WHERE message_id = given.message_id
+        ) AS reply
+        CROSS JOIN LATERAL unnest(reply.persons) AS person(key)
+    ), talks AS (
+        SELECT click.conversation_id
+        FROM unnest(CAST(:clicks AS text[])) AS given(message_id)
+        CROSS JOIN LATERAL (
+            SELECT conversation_id FROM ad_clicks WHERE message_id = given.message_id LIMIT 1
+        ) AS click
+        WHERE click.conversation_id IS NOT NULL
+    )
+, people AS (
+        INSERT INTO chain_backlog (person_key, first_day, last_day, cause)
+        SELECT person_key, min(first_day), max(last_day), cause FROM touched GROUP BY person_key, cause
+    ), conversations AS (
+        INSERT INTO chain_backlog (conversation_id) SELECT DISTINCT conversation_id FROM talks
+    )
+    SELECT 1;
+
+-- _CLAIM
+DELETE FROM chain_backlog
+WHERE id IN (SELECT id FROM chain_backlog ORDER BY id LIMIT :limit FOR UPDATE SKIP LOCKED)
+RETURNING person_key, first_day, last_day, cause, conversation_id;

@@ -85,6 +85,9 @@ DELETE FROM ad_daily_people WHERE person_key = ANY(:keys);
 DELETE FROM daily_people WHERE person_key = ANY(:keys);
 
 -- _REFRESH[3]
+DELETE FROM chain_backlog WHERE person_key = ANY(:keys);
+
+-- _REFRESH[4]
 WITH concerned AS (SELECT * FROM ad_clicks WHERE person_key = ANY(:keys))
 INSERT INTO person_touches 
 SELECT first.person_key, first.contact_id, last.channel, last.identity, counted.clicks,
@@ -103,11 +106,11 @@ JOIN (
     SELECT person_key, count(*)::int AS clicks FROM concerned WHERE person_key IS NOT NULL GROUP BY person_key
 ) AS counted USING (person_key);
 
--- _REFRESH[4]
+-- _REFRESH[5]
 INSERT INTO ad_daily_people (day, source_id, person_key)
 SELECT DISTINCT (clicked_at AT TIME ZONE 'UTC')::date, source_id, person_key FROM ad_clicks WHERE person_key = ANY(:keys);
 
--- _REFRESH[5]
+-- _REFRESH[6]
 INSERT INTO daily_people (day, person_key)
 SELECT DISTINCT (clicked_at AT TIME ZONE 'UTC')::date, person_key FROM ad_clicks WHERE person_key = ANY(:keys);
 
@@ -119,7 +122,7 @@ WHERE click.message_id = event.click_message_id
   AND (event.click_source_id, event.click_person_key) IS DISTINCT FROM (click.source_id, click.person_key);
 
 -- _REBUILD[0]
-TRUNCATE person_touches, ad_daily, ad_daily_people, daily_people, ad_daily_conversations, daily_conversations;
+TRUNCATE person_touches, ad_daily, ad_daily_people, daily_people, ad_daily_conversations, daily_conversations, chain_backlog;
 
 -- _REBUILD[1]
 WITH 
