@@ -17,6 +17,7 @@ from typing import Any
 import aio_pika
 import pytest
 from aio_pika.abc import AbstractConnection
+from callbacks import inbound, referral
 from sqlalchemy import func, make_url, select, text
 from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_connection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -598,3 +599,44 @@ async def test_a_cancelled_run_leaves_no_task_behind(worker_settings: Settings) 
     _, left = await asyncio.wait(started | ours(), timeout=10)
     assert sorted(task.get_name() for task in left) == []
     assert [task.get_name() for task in ours()] == []  # and none was started meanwhile
+
+
+CLICK_AND_AFTER = [
+    inbound("K1", 0, identity="111", contact="A", conversation="VA", metadata=referral("AD1", "CL1")),
+    inbound("M1", 5, identity="111", contact="A", conversation="VA", text="and one more thing"),
+]
+
+
+async def _day_chains(db: AsyncEngine) -> tuple[int, list[Any]]:
+    async with db.connect() as connection:
+        queued = await connection.scalar(text("SELECT count(*) FROM chain_backlog"))
+        rows = list(await connection.execute(text("SELECT wrote_again, previous_day FROM daily_people")))
+    return int(queued or 0), rows
+
+
+async def test_drain_ends_with_the_day_chains_settled(
+    worker_settings: Settings, db: AsyncEngine, topology: Topology
+) -> None:
+    await enqueue(AMQP_URL, topology, CLICK_AND_AFTER)
+    worker = await drain(worker_settings.model_copy(update={"chains_interval_s": 3600}))  # no pass on the way
+    assert await _day_chains(db) == (0, [(True, None)])
+    assert counter(worker, "ctwa_worker_chains_settled_total") == 3  # the click's row, its message, the message
+
+
+async def test_a_running_worker_settles_the_day_chains_every_interval(
+    worker_settings: Settings, db: AsyncEngine, topology: Topology
+) -> None:
+    worker = Worker(worker_settings.model_copy(update={"chains_interval_s": 0.2}))
+    running = asyncio.create_task(worker.run())
+    try:
+        await enqueue(AMQP_URL, topology, CLICK_AND_AFTER)
+        for _ in range(200):
+            if await _day_chains(db) == (0, [(True, None)]):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError(f"not settled within 10 s: {await _day_chains(db)}")
+        assert counter(worker, "ctwa_worker_chains_settled_timestamp_seconds") > 0
+    finally:
+        worker.stop()
+        await asyncio.wait_for(running, 30)
