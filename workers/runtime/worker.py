@@ -182,6 +182,11 @@ class Worker:
                     "settling the day chains failed; retrying at the next pass",
                     extra={"error": type(error).__name__, "sqlstate": sqlstate(error)},
                 )
+            except Exception as error:
+                # Our own code failed on some data: the entries stay queued, the callbacks go on being stored, and
+                # ctwa_worker_chains_settled_timestamp_seconds falls behind (CtwaChainsBehind in docs/operations.md).
+                log.error("settling the day chains failed", extra={"error": type(error).__name__})
+                log.debug("settling the day chains failed", exc_info=True)
 
     async def _settle_chains_now(self) -> None:
         self.metrics.chains_settled.inc(await chains.settle_queued(self._engine))

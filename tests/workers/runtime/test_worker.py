@@ -40,6 +40,7 @@ from ingest.callback import Callback, Trigger
 from ingest.envelope import BATCH_CONTENT_TYPE, VERIFIED_APP_ID, pack
 from ingest.settings import Settings
 from ingest.topology import Topology
+from workers.engine import chains
 from workers.engine.schema import callbacks
 from workers.runtime.consumer import REASON_HEADER
 from workers.runtime.worker import Worker
@@ -637,6 +638,35 @@ async def test_a_running_worker_settles_the_day_chains_every_interval(
         else:
             raise AssertionError(f"not settled within 10 s: {await _day_chains(db)}")
         assert counter(worker, "ctwa_worker_chains_settled_timestamp_seconds") > 0
+    finally:
+        worker.stop()
+        await asyncio.wait_for(running, 30)
+
+
+async def test_a_failed_pass_of_settling_is_tried_again_and_the_worker_goes_on(
+    worker_settings: Settings, db: AsyncEngine, topology: Topology, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settle_queued = chains.settle_queued
+    failures = [RuntimeError("a bug on some data"), OSError("connection reset")]
+
+    async def failing_first(engine: AsyncEngine) -> int:
+        if failures:
+            raise failures.pop(0)
+        return await settle_queued(engine)
+
+    monkeypatch.setattr(chains, "settle_queued", failing_first)
+    worker = Worker(worker_settings.model_copy(update={"chains_interval_s": 0.1}))
+    running = asyncio.create_task(worker.run())
+    try:
+        await enqueue(AMQP_URL, topology, CLICK_AND_AFTER)
+        for _ in range(200):
+            if await _day_chains(db) == (0, [(True, None)]):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError(f"not settled within 10 s: {await _day_chains(db)}")
+        assert failures == []
+        assert await archived_keys(db) == sorted(key_of(body) for body in CLICK_AND_AFTER)
     finally:
         worker.stop()
         await asyncio.wait_for(running, 30)
