@@ -55,6 +55,13 @@ class BrokerLost(Exception):
     """The channel the messages came on is gone; the broker will deliver them again."""
 
 
+def _closed(message: AbstractIncomingMessage) -> bool:
+    try:
+        return bool(message.channel.is_closed)
+    except ChannelInvalidStateError:
+        return True
+
+
 class Consumer:
     """Consumes the main queue, reconnecting by itself; messages wait in `buffer` until the worker takes them."""
 
@@ -145,6 +152,12 @@ class Consumer:
             try:
                 await message.ack(multiple=True)
             except (*CONNECTION_EXCEPTIONS, TimeoutError):
+                lost = True
+            except Exception as error:
+                # A connection cut while the frame waits to be written: aiormq fails what waits on the closing
+                # channel with a bare Exception.
+                if type(error) is not Exception and not _closed(message):
+                    raise
                 lost = True
         if lost:
             raise BrokerLost("acknowledgement lost with the channel")

@@ -224,3 +224,29 @@ async def test_a_consumer_the_broker_cancels_subscribes_again(
     assert [message.message_id for message in consumer.buffer] == [*first, *second]
     await consumer.ack(list(consumer.buffer)[1:])  # the new subscription's deliveries are settled as usual
     assert await ready(amqp, topology.queue) == 0
+
+
+async def test_an_acknowledgement_cut_off_with_its_connection_is_a_lost_broker(
+    start_consumer: StartConsumer, topology: Topology, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """aiormq fails a frame waiting on a channel that closes without a reason with a bare Exception: the worker must
+    take it as the channel lost (the broker delivers the messages again), not as its own failure."""
+    consumer = await start_consumer()
+    await enqueue(AMQP_URL, topology, inbound_bodies(2))
+    await until(lambda: len(consumer.buffer) == 2, "two messages in the buffer")
+    delivered = list(consumer.buffer)
+
+    async def cut_off(self: object, multiple: bool = False) -> None:
+        raise Exception
+
+    monkeypatch.setattr(type(delivered[0]), "ack", cut_off)
+    with pytest.raises(BrokerLost):
+        await consumer.ack(delivered)
+    monkeypatch.undo()
+
+    async def broken(self: object, multiple: bool = False) -> None:
+        raise ValueError("our own bug")
+
+    monkeypatch.setattr(type(delivered[0]), "ack", broken)
+    with pytest.raises(ValueError, match="our own bug"):  # anything else, on an open channel, is not hidden
+        await consumer.ack(delivered)
