@@ -106,9 +106,30 @@ def test_the_dashboard_reads_as_the_read_only_role_behind_credentials_on_loopbac
     assert read in dashboard["environment"]["CTWA_DASHBOARD_DATABASE_URL"]
     assert read in SERVICES["migrate"]["environment"]["CTWA_DASHBOARD_DATABASE_URL"]  # so migrate creates the role
     assert dashboard["environment"]["CTWA_DASHBOARD_USERS"] == "${CTWA_DASHBOARD_USERS:-admin:change-me-dashboard}"
-    assert dashboard["ports"] == ["127.0.0.1:8081:8081"]
+    assert dashboard["ports"] == ["127.0.0.1:${DASHBOARD_PORT:-8081}:8081"]
     assert "profiles" not in dashboard  # in the default profile: docker compose up starts it
     assert "401" in dashboard["healthcheck"]["test"][-1]
+
+
+def test_every_published_port_is_on_loopback_by_default_its_host_port_from_env() -> None:
+    """Docker's published ports bypass the host's firewall: nothing is open beyond this machine unless .env says so,
+    and a local Postgres or RabbitMQ on the usual ports is no clash (docs: README, .env.example)."""
+    published = {name: service["ports"] for name, service in SERVICES.items() if "ports" in service}
+    assert published == {
+        "postgres": ["127.0.0.1:${POSTGRES_PORT:-5432}:5432"],
+        "rabbitmq": ["127.0.0.1:${RABBITMQ_MANAGEMENT_PORT:-15672}:15672"],
+        "receiver": ["${RECEIVER_BIND:-127.0.0.1}:${RECEIVER_PORT:-8080}:8080"],
+        "dashboard": ["127.0.0.1:${DASHBOARD_PORT:-8081}:8081"],
+    }
+    example = (ROOT / ".env.example").read_text()
+    for variable in (
+        "POSTGRES_PORT",
+        "RABBITMQ_MANAGEMENT_PORT",
+        "RECEIVER_BIND=127.0.0.1",
+        "RECEIVER_PORT",
+        "DASHBOARD_PORT",
+    ):
+        assert variable in example
 
 
 def test_services_are_healthchecked_and_started_in_order() -> None:
@@ -131,7 +152,7 @@ def test_services_are_healthchecked_and_started_in_order() -> None:
     }
     assert SERVICES["worker"]["deploy"]["replicas"] == 2
     assert SERVICES["migrate"]["restart"] == "no"
-    assert SERVICES["receiver"]["ports"] == ["8080:8080"]
+    assert SERVICES["receiver"]["ports"] == ["${RECEIVER_BIND:-127.0.0.1}:${RECEIVER_PORT:-8080}:8080"]
     assert set(COMPOSE["volumes"]) == {"postgres-data", "rabbitmq-data", "rabbitmq-2-data", "rabbitmq-3-data"}
     assert SERVICES["postgres"]["volumes"] == ["postgres-data:/var/lib/postgresql/data"]
     assert SERVICES["rabbitmq"]["volumes"] == ["rabbitmq-data:/var/lib/rabbitmq"]
