@@ -183,16 +183,16 @@ _REFRESH = [
     ),
 ]
 
-# The conversion events attributed to clicks of these persons (as the clicks are now, or as the events last knew
-# them) take their click's ad and person again.
-_REFRESH_CONVERSIONS = text(
-    """
+# Attributed conversion events take their click's ad and person again (where they changed): in a refresh, those of
+# clicks of the persons concerned (as the clicks are now, or as the events last knew them).
+_ATTRIBUTE_CONVERSIONS = """
     UPDATE conversion_events AS event SET click_source_id = click.source_id, click_person_key = click.person_key
     FROM ad_clicks AS click
     WHERE click.message_id = event.click_message_id
-      AND (click.person_key = ANY(:keys) OR event.click_person_key = ANY(:keys))
       AND (event.click_source_id, event.click_person_key) IS DISTINCT FROM (click.source_id, click.person_key)
-    """
+"""
+_REFRESH_CONVERSIONS = text(
+    f"{_ATTRIBUTE_CONVERSIONS} AND (click.person_key = ANY(:keys) OR event.click_person_key = ANY(:keys))"
 )
 
 
@@ -212,14 +212,7 @@ _REBUILD = [
     # Every click is new to the emptied rollups.
     text(f"WITH {_count('ad_clicks')}"),
     # Every attributed conversion event takes its click's ad and person again.
-    text(
-        """
-        UPDATE conversion_events AS event SET click_source_id = click.source_id, click_person_key = click.person_key
-        FROM ad_clicks AS click
-        WHERE click.message_id = event.click_message_id
-          AND (event.click_source_id, event.click_person_key) IS DISTINCT FROM (click.source_id, click.person_key)
-        """
-    ),
+    text(_ATTRIBUTE_CONVERSIONS),
 ]
 
 

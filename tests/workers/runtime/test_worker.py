@@ -615,6 +615,15 @@ async def _day_chains(db: AsyncEngine) -> tuple[int, list[Any]]:
     return int(queued or 0), rows
 
 
+async def _until_settled(db: AsyncEngine) -> None:
+    """Wait until CLICK_AND_AFTER's day chains are settled: nothing queued, and "wrote again" true."""
+    for _ in range(200):
+        if await _day_chains(db) == (0, [(True, None)]):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"not settled within 10 s: {await _day_chains(db)}")
+
+
 async def test_drain_ends_with_the_day_chains_settled(
     worker_settings: Settings, db: AsyncEngine, topology: Topology
 ) -> None:
@@ -631,12 +640,7 @@ async def test_a_running_worker_settles_the_day_chains_every_interval(
     running = asyncio.create_task(worker.run())
     try:
         await enqueue(AMQP_URL, topology, CLICK_AND_AFTER)
-        for _ in range(200):
-            if await _day_chains(db) == (0, [(True, None)]):
-                break
-            await asyncio.sleep(0.05)
-        else:
-            raise AssertionError(f"not settled within 10 s: {await _day_chains(db)}")
+        await _until_settled(db)
         assert counter(worker, "ctwa_worker_chains_settled_timestamp_seconds") > 0
     finally:
         worker.stop()
@@ -659,12 +663,7 @@ async def test_a_failed_pass_of_settling_is_tried_again_and_the_worker_goes_on(
     running = asyncio.create_task(worker.run())
     try:
         await enqueue(AMQP_URL, topology, CLICK_AND_AFTER)
-        for _ in range(200):
-            if await _day_chains(db) == (0, [(True, None)]):
-                break
-            await asyncio.sleep(0.05)
-        else:
-            raise AssertionError(f"not settled within 10 s: {await _day_chains(db)}")
+        await _until_settled(db)
         assert failures == []
         assert await archived_keys(db) == sorted(key_of(body) for body in CLICK_AND_AFTER)
     finally:

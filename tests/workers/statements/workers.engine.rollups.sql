@@ -116,10 +116,10 @@ SELECT DISTINCT (clicked_at AT TIME ZONE 'UTC')::date, person_key FROM ad_clicks
 
 -- _REFRESH_CONVERSIONS
 UPDATE conversion_events AS event SET click_source_id = click.source_id, click_person_key = click.person_key
-FROM ad_clicks AS click
-WHERE click.message_id = event.click_message_id
-  AND (click.person_key = ANY(:keys) OR event.click_person_key = ANY(:keys))
-  AND (event.click_source_id, event.click_person_key) IS DISTINCT FROM (click.source_id, click.person_key);
+   FROM ad_clicks AS click
+   WHERE click.message_id = event.click_message_id
+     AND (event.click_source_id, event.click_person_key) IS DISTINCT FROM (click.source_id, click.person_key)
+AND (click.person_key = ANY(:keys) OR event.click_person_key = ANY(:keys));
 
 -- _REBUILD[0]
 TRUNCATE person_touches, ad_daily, ad_daily_people, daily_people, ad_daily_conversations, daily_conversations, chain_backlog;
