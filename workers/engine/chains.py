@@ -40,7 +40,7 @@ __all__ = ["CONVERSATIONS", "FLAGS", "PEOPLE", "Touched", "claim", "queue", "set
 # The people's flags: each is counted over a range by its own chain (previous_<flag>_day).
 FLAGS = ("wrote_again", "replied", "reply_read")
 
-# The chains: table → the columns naming its key (the day aside), and whether its rows hold the people's facts.
+# The chains: table → the columns naming its key (the day aside). The people's rows hold their facts too.
 PEOPLE = {"ad_daily_people": ("source_id", "person_key"), "daily_people": ("person_key",)}
 CONVERSATIONS = {
     "ad_daily_conversations": ("source_id", "conversation_id"),
