@@ -2,8 +2,9 @@
 callbacks, each with its raw bytes unchanged (docs/broker.md#messages).
 
 A one-callback message is the raw body, its trigger's routing key, and what the receiver learned about it in
-standard AMQP properties (`Single`), not a headers table: a headers table costs the receiver and the broker
-together a fifth of their CPU per callback.
+standard AMQP properties (`Single`) — a headers table costs the receiver and the broker together a fifth of their
+CPU per callback — but for one header, `RECEIVED_AT_HEADER`: the AMQP ``timestamp`` holds whole seconds only, so
+the receive time goes in a header too, to the millisecond (`received_at` reads either).
 
 A batch message has ``content_type`` `BATCH_CONTENT_TYPE` and routing key ``batch``. Its body is a sequence of
 records, one per callback, each::
@@ -21,9 +22,10 @@ reading one. A message carrying a single callback keeps the one-callback format 
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator, Sequence
-from datetime import datetime
-from typing import NamedTuple
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import suppress
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -32,11 +34,13 @@ from ingest.callback import Callback, Trigger
 __all__ = [
     "BATCH_CONTENT_TYPE",
     "BATCH_ROUTING_KEY",
+    "RECEIVED_AT_HEADER",
     "UNVERIFIED_APP_ID",
     "VERIFIED_APP_ID",
     "InvalidEnvelope",
     "Single",
     "pack",
+    "received_at",
     "unpack",
 ]
 
@@ -45,6 +49,8 @@ BATCH_ROUTING_KEY = "batch"
 # The app-id property of a one-callback message says whether its signature was verified.
 VERIFIED_APP_ID = "ctwa-receiver/signature-verified"
 UNVERIFIED_APP_ID = "ctwa-receiver/signature-not-checked"
+# The receive time of a one-callback message, ISO 8601 to the millisecond (its `timestamp` keeps whole seconds).
+RECEIVED_AT_HEADER = "x-received-at"
 _LENGTH = struct.Struct(">I")
 
 
@@ -60,6 +66,7 @@ class Single(NamedTuple):
     type: str
     timestamp: datetime
     app_id: str
+    headers: dict[str, Any]
 
     @classmethod
     def of(cls, callback: Callback) -> Single:
@@ -71,7 +78,25 @@ class Single(NamedTuple):
             str(callback.trigger),
             callback.received_at,
             app_id,
+            {RECEIVED_AT_HEADER: _iso(callback.received_at)},
         )
+
+
+def received_at(timestamp: datetime | None, headers: Mapping[str, object] | None) -> datetime | None:
+    """When a one-callback message was received: its `RECEIVED_AT_HEADER`, or (a message published before the
+    header, or by hand) its whole-second ``timestamp``; in UTC where the time carries no zone."""
+    header = (headers or {}).get(RECEIVED_AT_HEADER)
+    moment = timestamp
+    if isinstance(header, str | bytes):
+        with suppress(ValueError):
+            moment = datetime.fromisoformat(header.decode() if isinstance(header, bytes) else header)
+    if moment is not None and moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="milliseconds")
 
 
 class InvalidEnvelope(ValueError):
@@ -86,7 +111,7 @@ def pack(callbacks: Sequence[Callback]) -> bytes:
             {
                 "key": callback.key,
                 "trigger": callback.trigger,
-                "received_at": callback.received_at.isoformat(timespec="milliseconds"),
+                "received_at": _iso(callback.received_at),
                 "verified": callback.signature_verified,
             }
         )

@@ -7,6 +7,7 @@ import logging
 import time
 import uuid
 from collections.abc import Sequence
+from contextlib import suppress
 
 import aiormq.abc
 from aio_pika.abc import AbstractChannel
@@ -41,7 +42,10 @@ class Publisher:
 
     While there is no channel, or while the broker blocks the connection (``connection.blocked``: a memory or disk
     alarm, during which a publish would wait until it clears), `publish` fails at once rather than queueing: the
-    caller answers 503 and Sinch retries, so nothing waits in this process's memory.
+    caller answers 503 and Sinch retries, so nothing waits in this process's memory. RabbitMQ says it blocks a
+    connection only when a publish reaches it: the publishes then waiting for their confirm fail too, within
+    ``blocked_check`` seconds, not after the whole ``confirm_timeout``. aiormq still holds each of them, and sends it
+    once the alarm clears: a copy of a callback Sinch retries, which the workers drop as a duplicate.
     """
 
     def __init__(
@@ -55,6 +59,7 @@ class Publisher:
         batch_max: int = 64,
         batch_bytes: int = 1024 * 1024,
         replace_after: float = 10.0,
+        blocked_check: float = 0.05,
         connection_name: str = "ctwa-receiver",
     ) -> None:
         self._topology = topology
@@ -77,6 +82,11 @@ class Publisher:
         self._flush_at: asyncio.Handle | None = None
         self._in_flight = 0
         self._sends: set[asyncio.Task[None]] = set()
+        # The publishes waiting for a confirm, and those of them failed because the connection got blocked.
+        self._confirming: set[asyncio.Task[object]] = set()
+        self._cut_off: set[asyncio.Task[object]] = set()
+        self._blocked_check = blocked_check
+        self._watching: asyncio.Task[None] | None = None
 
     @property
     def ready(self) -> bool:
@@ -100,11 +110,16 @@ class Publisher:
 
     async def start(self) -> None:
         await self._link.start()
+        self._watching = asyncio.create_task(self._watch_blocked(), name="ctwa-receiver-blocked")
 
     async def close(self) -> None:
         self._flush()
         if self._sends:
             await asyncio.wait(self._sends)
+        if self._watching is not None:
+            self._watching.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._watching
         if self._replacing is not None:
             await self._replacing
         await self._link.close()
@@ -169,6 +184,7 @@ class Publisher:
             message_type=single.type,
             timestamp=single.timestamp,
             app_id=single.app_id,
+            headers=single.headers,
         )
         await self._confirmed(callback.body, single.routing_key, properties, count=1)
 
@@ -189,8 +205,8 @@ class Publisher:
         if channel is None:
             raise BrokerUnavailable("broker_unavailable")
         started = time.perf_counter()
-        try:
-            await channel.basic_publish(
+        publish = asyncio.ensure_future(
+            channel.basic_publish(
                 body,
                 exchange=self._topology.exchange,
                 routing_key=routing_key,
@@ -198,6 +214,14 @@ class Publisher:
                 mandatory=True,
                 timeout=self._confirm_timeout,
             )
+        )
+        self._confirming.add(publish)
+        try:
+            await publish
+        except asyncio.CancelledError:
+            if publish not in self._cut_off:
+                raise
+            raise BrokerUnavailable("broker_blocked") from None
         except TimeoutError:
             self._refused()
             raise BrokerUnavailable("confirm_timeout") from None
@@ -210,9 +234,22 @@ class Publisher:
         except CONNECTION_EXCEPTIONS as error:
             log.debug("publish failed: %r", error)
             raise BrokerUnavailable("publish_failed") from None
+        finally:
+            self._confirming.discard(publish)
+            self._cut_off.discard(publish)
         self._refused_since = None
         self._metrics.confirm_seconds.observe(time.perf_counter() - started)
         self._metrics.message_callbacks.observe(count)
+
+    async def _watch_blocked(self) -> None:
+        """Fail the publishes waiting for a confirm as soon as the broker blocks the connection (aiormq tells no
+        one: the state is read, every ``blocked_check`` seconds while a publish waits)."""
+        while True:
+            await asyncio.sleep(self._blocked_check)
+            if self._confirming and self.blocked:
+                for publish in self._confirming - self._cut_off:
+                    self._cut_off.add(publish)
+                    publish.cancel()
 
     def _refused(self) -> None:
         """A publish was nacked or never confirmed. When nothing but that has happened for ``replace_after``

@@ -182,6 +182,7 @@ class Consumer:
             single = Single.of(callback)
             properties = single._asdict()
             routing_key = properties.pop("routing_key")
+            headers = {**properties.pop("headers"), **headers}
             copy = aio_pika.Message(
                 callback.body, headers=headers, delivery_mode=aio_pika.DeliveryMode.PERSISTENT, **properties
             )

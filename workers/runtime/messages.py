@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from aio_pika.abc import AbstractIncomingMessage
 
 from ingest.callback import Callback, Incoming, InvalidCallback, read
-from ingest.envelope import BATCH_CONTENT_TYPE, VERIFIED_APP_ID, InvalidEnvelope, unpack
+from ingest.envelope import BATCH_CONTENT_TYPE, VERIFIED_APP_ID, InvalidEnvelope, received_at, unpack
 
 __all__ = ["Rejected", "decode"]
 
@@ -37,9 +37,9 @@ def decode(message: AbstractIncomingMessage) -> tuple[list[Incoming], list[Rejec
     queue by anything else (a redrive, a hand-published fix) is keyed exactly like the original.
     """
     if message.content_type != BATCH_CONTENT_TYPE:
-        received_at = _aware(message.timestamp or datetime.now(UTC))
+        received = received_at(message.timestamp, message.headers) or datetime.now(UTC)
         try:
-            return [read(message.body, received_at, message.app_id == VERIFIED_APP_ID)], []
+            return [read(message.body, received, message.app_id == VERIFIED_APP_ID)], []
         except InvalidCallback as error:
             return [], [Rejected(message, None, error.reason, f"{error.reason}: {error.detail}")]
     try:

@@ -18,12 +18,12 @@ import time
 from collections.abc import Sequence
 from contextlib import AsyncExitStack, suppress
 from dataclasses import dataclass, field
-from datetime import UTC
 
 from aio_pika.abc import AbstractIncomingMessage
 
 from ingest.backoff import backoff
 from ingest.callback import Incoming
+from ingest.envelope import received_at
 from ingest.eventloop import new_event_loop
 from ingest.settings import Settings
 from ingest.topology import Topology
@@ -227,11 +227,9 @@ class Worker:
         """Store, dead-letter and acknowledge ``batch`` once ``after`` (the batch before it) is acknowledged,
         retrying transient failures until it is done."""
         self.metrics.redelivered.inc(sum(1 for message in batch.messages if message.redelivered))
-        received = [message.timestamp for message in batch.messages if message.timestamp is not None]
-        if received:
-            self._monitor.hold(
-                batch, min(moment if moment.tzinfo else moment.replace(tzinfo=UTC) for moment in received)
-            )
+        received = [received_at(message.timestamp, message.headers) for message in batch.messages]
+        if moments := [moment for moment in received if moment is not None]:
+            self._monitor.hold(batch, min(moments))
         try:
             await self._retry(batch, after)
         finally:

@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestClient
 from support import ReceiverFactory, fixture_bytes, fixture_names, signature_vectors, take_all
 
 from ingest.callback import Trigger
-from ingest.envelope import UNVERIFIED_APP_ID, VERIFIED_APP_ID
+from ingest.envelope import RECEIVED_AT_HEADER, UNVERIFIED_APP_ID, VERIFIED_APP_ID
 from ingest.receiver.signature import signed_headers
 from ingest.topology import Topology
 
@@ -128,7 +128,7 @@ async def test_signed_callbacks(start_receiver: ReceiverFactory, amqp: AbstractC
     vectors = signature_vectors()
     secrets = tuple(v["secret"] for v in vectors)
     for vector in vectors:
-        now = int(vector["headers"]["x-sinch-webhook-signature-timestamp"]) + 30
+        now = int(vector["headers"]["x-sinch-webhook-signature-timestamp"]) + 30.25
         client = await start_receiver(clock=lambda now=now: float(now), webhook_secrets=secrets)
         body = fixture_bytes(vector["body_file"])
         response = await client.post("/webhooks/sinch", data=body, headers=vector["headers"])
@@ -136,7 +136,9 @@ async def test_signed_callbacks(start_receiver: ReceiverFactory, amqp: AbstractC
         [message] = await take_all(amqp, topology.queue)
         assert message.body == body
         assert message.app_id == VERIFIED_APP_ID
-        assert message.timestamp == datetime.fromtimestamp(now, UTC)
+        assert message.timestamp == datetime.fromtimestamp(int(now), UTC)  # AMQP's: whole seconds
+        received_at = datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds")
+        assert message.headers[RECEIVED_AT_HEADER] == received_at  # to the millisecond
 
 
 @pytest.fixture

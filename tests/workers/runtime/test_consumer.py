@@ -15,7 +15,7 @@ from support import AMQP_URL, TcpRelay, enqueue, inbound_bodies, key_of, queued_
 from yarl import URL
 
 from ingest.callback import Callback, Trigger
-from ingest.envelope import BATCH_CONTENT_TYPE, BATCH_ROUTING_KEY, UNVERIFIED_APP_ID, VERIFIED_APP_ID, pack
+from ingest.envelope import BATCH_CONTENT_TYPE, BATCH_ROUTING_KEY, UNVERIFIED_APP_ID, VERIFIED_APP_ID, pack, received_at
 from ingest.topology import Topology
 from workers.runtime.consumer import AT_HEADER, HISTORY_HEADER, REASON_HEADER, BrokerLost, Consumer
 
@@ -162,6 +162,7 @@ async def test_one_callback_of_a_batch_is_dead_lettered_alone(
     )
     assert dead.app_id == UNVERIFIED_APP_ID
     assert dead.timestamp == datetime(2025, 11, 3, 9, 14, 9, tzinfo=UTC)  # AMQP keeps whole seconds
+    assert received_at(dead.timestamp, dead.headers) == received  # the header, the milliseconds
     assert (dead.headers or {})[REASON_HEADER] == "database_22P05: refused"
     assert (dead.headers or {})[HISTORY_HEADER] == ["database_22P05: refused"]
 

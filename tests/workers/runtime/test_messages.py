@@ -13,7 +13,7 @@ from aio_pika.abc import AbstractIncomingMessage
 from support import fixture_bytes, inbound_bodies, key_of
 
 from ingest.callback import Callback, Trigger
-from ingest.envelope import BATCH_CONTENT_TYPE, UNVERIFIED_APP_ID, VERIFIED_APP_ID, pack
+from ingest.envelope import BATCH_CONTENT_TYPE, RECEIVED_AT_HEADER, UNVERIFIED_APP_ID, VERIFIED_APP_ID, pack
 from workers.runtime.messages import decode
 
 RECEIVED = datetime(2025, 11, 3, 9, 14, 9, tzinfo=UTC)
@@ -28,6 +28,7 @@ class Delivered:
     content_type: str | None = "application/json"
     timestamp: datetime | None = RECEIVED
     app_id: str | None = UNVERIFIED_APP_ID
+    headers: dict[str, Any] | None = None
 
 
 def delivered(body: bytes, **properties: Any) -> AbstractIncomingMessage:
@@ -62,6 +63,23 @@ def test_a_message_without_a_zone_or_a_time_is_received_in_utc() -> None:
     before = datetime.now(UTC)
     [untimed], _ = decode(delivered(body, timestamp=None))
     assert before <= untimed.callback.received_at <= datetime.now(UTC)
+
+
+@pytest.mark.parametrize(
+    ("header", "received"),
+    [
+        ("2025-11-03T09:14:09.123+00:00", RECEIVED + timedelta(milliseconds=123)),
+        (b"2025-11-03T09:14:09.123+00:00", RECEIVED + timedelta(milliseconds=123)),
+        ("2025-11-03T09:14:09.123", RECEIVED + timedelta(milliseconds=123)),  # no zone: UTC
+        (None, RECEIVED),  # published before the header existed, or by hand: the whole-second timestamp
+        ("not a time", RECEIVED),
+        (17, RECEIVED),
+    ],
+)
+def test_a_one_callback_message_is_received_when_its_header_says(header: object, received: datetime) -> None:
+    headers = {} if header is None else {RECEIVED_AT_HEADER: header}
+    [item], _ = decode(delivered(fixture_bytes("03_delivery_delivered.json"), headers=headers))
+    assert item.callback.received_at == received
 
 
 def test_a_batch_is_each_of_its_callbacks_with_what_its_header_says() -> None:

@@ -74,6 +74,19 @@ async def test_a_callback_posted_three_times_is_archived_once(
     assert row.payload == json.loads(body)
 
 
+async def test_a_callback_published_alone_is_archived_with_its_milliseconds(
+    start_receiver: ReceiverFactory, worker_settings: Settings, db: AsyncEngine
+) -> None:
+    received = 1_762_161_249.375
+    receiver = await start_receiver(clock=lambda: received)
+    assert (await receiver.post("/webhooks/sinch", data=fixture_bytes("03_delivery_delivered.json"))).status == 200
+    await drain(worker_settings)
+    async with db.connect() as connection:
+        row = (await connection.execute(select(callbacks))).one()
+    # Not the AMQP timestamp's whole second (…:09): the header's time, to the millisecond.
+    assert row.received_at == datetime.fromtimestamp(received, UTC)
+
+
 async def test_every_fixture_is_archived_with_its_envelope(
     start_receiver: ReceiverFactory, worker_settings: Settings, db: AsyncEngine
 ) -> None:
