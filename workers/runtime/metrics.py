@@ -53,6 +53,13 @@ class WorkerMetrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
             registry=self.registry,
         )
+        self.freshness = Histogram(
+            "ctwa_worker_freshness_seconds",
+            "From the receiver reading a callback to the commit that made it visible in Postgres, for each callback "
+            "stored for the first time.",
+            buckets=(0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1, 2.5, 5, 10, 30, 60, 300, 3600),
+            registry=self.registry,
+        )
         self.last_commit = Gauge(
             "ctwa_worker_last_commit_timestamp_seconds",
             "Unix time of the last committed batch.",

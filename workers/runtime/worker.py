@@ -299,10 +299,12 @@ class Worker:
             return await self._halves(batch, items)
         self.metrics.commit_seconds.observe(time.perf_counter() - started)
         self.metrics.last_commit.set_to_current_time()
+        committed = time.time()
         for item in items:
             trigger = str(item.callback.trigger)
             if item.callback.key in new:
                 self.metrics.processed.labels(trigger).inc()
+                self.metrics.freshness.observe(committed - item.callback.received_at.timestamp())
             else:
                 self.metrics.duplicates.labels(trigger).inc()
         return []

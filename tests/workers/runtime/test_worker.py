@@ -10,6 +10,7 @@ import os
 import signal
 import struct
 import sys
+import time
 from collections.abc import Awaitable
 from datetime import UTC, datetime
 from typing import Any
@@ -80,11 +81,14 @@ async def test_a_callback_published_alone_is_archived_with_its_milliseconds(
     received = 1_762_161_249.375
     receiver = await start_receiver(clock=lambda: received)
     assert (await receiver.post("/webhooks/sinch", data=fixture_bytes("03_delivery_delivered.json"))).status == 200
-    await drain(worker_settings)
+    worker = await drain(worker_settings)
     async with db.connect() as connection:
         row = (await connection.execute(select(callbacks))).one()
     # Not the AMQP timestamp's whole second (…:09): the header's time, to the millisecond.
     assert row.received_at == datetime.fromtimestamp(received, UTC)
+    # Its freshness, to the commit that made it visible: the receiver's frozen clock is a year behind.
+    assert counter(worker, "ctwa_worker_freshness_seconds_count") == 1
+    assert counter(worker, "ctwa_worker_freshness_seconds_sum") == pytest.approx(time.time() - received, abs=30)
 
 
 async def test_every_fixture_is_archived_with_its_envelope(
