@@ -26,14 +26,24 @@ EXPOSE 8080 9100
 ENTRYPOINT ["ctwa"]
 CMD ["receiver"]
 
-# The test suite, for `docker compose run --rm tests`: the same image, the test lock and the tests.
+# The test suite, for `docker compose run --rm tests`: the same image, the test lock, the whole project (the tests
+# read the compose file, the Dockerfile, the locks, the docs), and what the tests drive besides the services:
+# PgBouncer (tests behind a pooler), Chromium and its driver (the dashboard's page), RabbitMQ's server and CLI (a
+# three-node cluster of its own; the broker's alarms and policies, on the compose node through its Erlang cookie),
+# promtool (the alert rules). It runs as root: RabbitMQ's wrappers run the nodes as the rabbitmq user (uid 999, as
+# in the rabbitmq image, so that the cookie compose hands both belongs to it).
 FROM runtime AS test
 USER root
+RUN groupadd --system --gid 999 rabbitmq \
+    && useradd --system --uid 999 --gid rabbitmq --home-dir /var/lib/rabbitmq --create-home rabbitmq \
+    && printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d \
+    && apt-get update \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+        pgbouncer chromium chromium-driver rabbitmq-server prometheus \
+    && rm -rf /var/lib/apt/lists/* /usr/sbin/policy-rc.d
 COPY requirements/test.txt requirements/test.txt
 RUN pip install --require-hashes -r requirements/test.txt
-COPY tests tests
-COPY bench bench
-RUN chown -R ctwa:ctwa /app
-USER ctwa
+COPY . .
+ENV CI=true
 ENTRYPOINT []
 CMD ["python", "-m", "pytest"]

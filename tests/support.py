@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import socket
+import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -41,6 +42,9 @@ from workers.runtime.worker import Worker
 AMQP_URL = os.environ.get("CTWA_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 # The server the tests create their own database on (its name is replaced).
 DATABASE_URL = os.environ.get("CTWA_TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres")
+# The node rabbitmqctl drives (the broker's alarms, policies, connections): the tests' broker's, when it is not this
+# machine's own (compose's tests service names rabbit@rabbitmq, whose Erlang cookie it is handed).
+RABBITMQ_NODE = os.environ.get("CTWA_TEST_RABBITMQ_NODE")
 RUN_ID = uuid.uuid4().hex[:8]
 FIXTURES = Path(__file__).parent / "fixtures" / "sinch"
 
@@ -91,6 +95,12 @@ async def drop_database(url: str) -> None:
     async with engine.connect() as connection:
         await connection.execute(text(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)'))
     await engine.dispose()
+
+
+def rabbitmqctl(*args: str) -> None:
+    """Run ``rabbitmqctl`` on the tests' broker node (`RABBITMQ_NODE`, else this machine's)."""
+    node = ["-n", RABBITMQ_NODE] if RABBITMQ_NODE else []
+    subprocess.run(["rabbitmqctl", *node, *args], check=True, capture_output=True, timeout=60)
 
 
 def fixture_bytes(name: str) -> bytes:

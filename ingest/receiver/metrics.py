@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 from ingest.callback import Trigger
 
@@ -14,6 +14,7 @@ class ReceiverMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)  # process_resident_memory_bytes, process_cpu_seconds_total, …
         accepted = Counter(
             "ctwa_receiver_accepted",
             "Callbacks answered 200 after the broker confirmed them, by trigger.",

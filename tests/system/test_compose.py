@@ -120,6 +120,8 @@ def test_every_published_port_is_on_loopback_by_default_its_host_port_from_env()
         "rabbitmq": ["127.0.0.1:${RABBITMQ_MANAGEMENT_PORT:-15672}:15672"],
         "receiver": ["${RECEIVER_BIND:-127.0.0.1}:${RECEIVER_PORT:-8080}:8080"],
         "dashboard": ["127.0.0.1:${DASHBOARD_PORT:-8081}:8081"],
+        "prometheus": ["127.0.0.1:${PROMETHEUS_PORT:-9090}:9090"],
+        "grafana": ["127.0.0.1:${GRAFANA_PORT:-3000}:3000"],
     }
     example = (ROOT / ".env.example").read_text()
     for variable in (
@@ -128,6 +130,8 @@ def test_every_published_port_is_on_loopback_by_default_its_host_port_from_env()
         "RECEIVER_BIND=127.0.0.1",
         "RECEIVER_PORT",
         "DASHBOARD_PORT",
+        "PROMETHEUS_PORT",
+        "GRAFANA_PORT",
     ):
         assert variable in example
 
@@ -153,7 +157,14 @@ def test_services_are_healthchecked_and_started_in_order() -> None:
     assert SERVICES["worker"]["deploy"]["replicas"] == 2
     assert SERVICES["migrate"]["restart"] == "no"
     assert SERVICES["receiver"]["ports"] == ["${RECEIVER_BIND:-127.0.0.1}:${RECEIVER_PORT:-8080}:8080"]
-    assert set(COMPOSE["volumes"]) == {"postgres-data", "rabbitmq-data", "rabbitmq-2-data", "rabbitmq-3-data"}
+    assert set(COMPOSE["volumes"]) == {
+        "postgres-data",
+        "rabbitmq-data",
+        "rabbitmq-2-data",
+        "rabbitmq-3-data",
+        "prometheus-data",
+        "grafana-data",
+    }
     assert SERVICES["postgres"]["volumes"] == ["postgres-data:/var/lib/postgresql/data"]
     assert SERVICES["rabbitmq"]["volumes"] == ["rabbitmq-data:/var/lib/rabbitmq"]
 
@@ -197,10 +208,20 @@ def test_the_tests_service_runs_the_readme_test_command() -> None:
     tests = SERVICES["tests"]
     assert tests["profiles"] == ["tests"]
     assert tests["build"]["target"] == "test"
+    assert tests["image"] == "ctwa-ingest:tests"
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert 'CMD ["python", "-m", "pytest"]' in dockerfile
     assert "python -m pytest" in (ROOT / "README.md").read_text()
     assert set(tests["depends_on"]) == {"postgres", "rabbitmq"}
+
+
+def test_the_image_is_built_once_by_migrate_which_every_other_role_waits_for() -> None:
+    """One build, one image ID: compose builds a service's image per service that has a build section."""
+    built = {name for name, service in SERVICES.items() if "build" in service}
+    assert built == {"migrate", "tests"}
+    assert SERVICES["migrate"]["build"] == {"context": ".", "target": "runtime"}
+    for name in set(OURS) - {"migrate"}:
+        assert SERVICES[name]["depends_on"]["migrate"] == {"condition": "service_completed_successfully"}, name
 
 
 def test_the_image_runs_as_a_user_with_dependencies_in_their_own_layer() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, ProcessCollector
 
 __all__ = ["SenderMetrics"]
 
@@ -12,6 +12,7 @@ class SenderMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)  # process_resident_memory_bytes, process_cpu_seconds_total, …
         self.sent = Counter("ctwa_conversions_sent", "Events Meta counted.", registry=self.registry)
         self.refused = Counter(
             "ctwa_conversions_refused",

@@ -7,7 +7,6 @@ import asyncio
 import os
 import re
 import shutil
-import subprocess
 import time
 from collections.abc import AsyncIterator
 
@@ -24,6 +23,7 @@ from support import (
     drain,
     fixture_bytes,
     queued_keys,
+    rabbitmqctl,
     rows,
     take_all,
 )
@@ -201,13 +201,7 @@ async def test_the_receiver_starts_and_queues_before_any_worker_exists(
 async def test_rabbitmqctl_close_all_connections_mid_run(receiver: Client, topology: Topology) -> None:
     assert (await _post(receiver, 0))[0] == 200
     closing = asyncio.create_task(
-        asyncio.to_thread(
-            subprocess.run,
-            ["rabbitmqctl", "close_all_connections", "ctwa test: broker connections dropped"],
-            check=True,
-            capture_output=True,
-            timeout=60,
-        )
+        asyncio.to_thread(rabbitmqctl, "close_all_connections", "ctwa test: broker connections dropped")
     )
     results = []
     n = 1
@@ -323,7 +317,7 @@ def _alarm(raised: bool) -> None:
     expression = (
         f"rabbit_alarm:set_alarm({{{_MEMORY_ALARM}, []}})." if raised else f"rabbit_alarm:clear_alarm({_MEMORY_ALARM})."
     )
-    subprocess.run(["rabbitmqctl", "eval", expression], check=True, capture_output=True, timeout=60)
+    rabbitmqctl("eval", expression)
 
 
 @pytest.mark.skipif(
@@ -393,7 +387,7 @@ def _policy(name: str, queue: str | None) -> None:
         if queue
         else ["clear_policy", name]
     )
-    subprocess.run(["rabbitmqctl", *command], check=True, capture_output=True, timeout=60)
+    rabbitmqctl(*command)
 
 
 @pytest.mark.skipif(
