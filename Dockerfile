@@ -29,14 +29,11 @@ CMD ["receiver"]
 # The test suite, for `docker compose run --rm tests`: the same image, the test lock, the whole project (the tests
 # read the compose file, the Dockerfile, the locks, the docs), and what the tests drive besides the services:
 # PgBouncer (tests behind a pooler), Chromium and its driver (the dashboard's page), RabbitMQ's server and CLI (a
-# three-node cluster of its own; the broker's alarms and policies, on the compose node through its Erlang cookie),
-# promtool (the alert rules). It runs as root: RabbitMQ's wrappers run the nodes as the rabbitmq user (uid 999, as
-# in the rabbitmq image, so that the cookie compose hands both belongs to it).
+# three-node cluster of the tests' own; the broker's alarms and policies, on the compose node, with its Erlang
+# cookie), promtool (the alert rules). It runs as root: RabbitMQ's wrappers run the nodes as the rabbitmq user.
 FROM runtime AS test
 USER root
-RUN groupadd --system --gid 999 rabbitmq \
-    && useradd --system --uid 999 --gid rabbitmq --home-dir /var/lib/rabbitmq --create-home rabbitmq \
-    && printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d \
+RUN printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d \
     && apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
         pgbouncer chromium chromium-driver rabbitmq-server prometheus \

@@ -41,6 +41,14 @@ from workers.commands.migrate import upgrade
 _prefixes = itertools.count()
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--compose",
+        action="store_true",
+        help="run tests/compose: the stack on a real Docker engine (.ci/compose runs them; slow)",
+    )
+
+
 def pytest_configure(config: pytest.Config) -> None:
     # A developer's own CTWA_* settings must not leak into the tests; CTWA_TEST_* point the tests at services.
     for name in [name for name in os.environ if name.startswith("CTWA_") and not name.startswith("CTWA_TEST_")]:

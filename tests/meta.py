@@ -157,7 +157,7 @@ class Request:
 
 
 class FakeMeta:
-    """Meta's Graph API for one dataset, on a free port of 127.0.0.1 while the ``async with`` lasts.
+    """Meta's Graph API for one dataset, on a free port of ``host`` (127.0.0.1) while the ``async with`` lasts.
 
     Each request takes the next behaviour queued with ``then``, or ``Ok()`` when none is queued; a behaviour set
     with ``always`` answers every request instead, leaving the queue untouched, until ``always(None)``.
@@ -171,7 +171,10 @@ class FakeMeta:
         waba_id: str = "waba-1",
         version: str = "v25.0",
         invalid_clids: Collection[str] = (),
+        host: str = "127.0.0.1",
     ) -> None:
+        self.host = host
+        self.port = 0
         self.token = token
         self.dataset_id = dataset_id
         self.waba_id = waba_id
@@ -191,9 +194,9 @@ class FakeMeta:
         # A slow answer still waiting at the end of a test is cut short rather than awaited.
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
         await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        host, port = self._runner.addresses[0][:2]
-        self.url = f"http://{host}:{port}"
+        await web.TCPSite(self._runner, self.host, 0).start()
+        host, self.port = self._runner.addresses[0][:2]
+        self.url = f"http://{host}:{self.port}"
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:

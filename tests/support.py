@@ -43,8 +43,9 @@ AMQP_URL = os.environ.get("CTWA_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:56
 # The server the tests create their own database on (its name is replaced).
 DATABASE_URL = os.environ.get("CTWA_TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres")
 # The node rabbitmqctl drives (the broker's alarms, policies, connections): the tests' broker's, when it is not this
-# machine's own (compose's tests service names rabbit@rabbitmq, whose Erlang cookie it is handed).
+# machine's own (compose's tests service names rabbit@rabbitmq), and that node's Erlang cookie.
 RABBITMQ_NODE = os.environ.get("CTWA_TEST_RABBITMQ_NODE")
+RABBITMQ_COOKIE = os.environ.get("CTWA_TEST_RABBITMQ_COOKIE")
 RUN_ID = uuid.uuid4().hex[:8]
 FIXTURES = Path(__file__).parent / "fixtures" / "sinch"
 
@@ -100,7 +101,8 @@ async def drop_database(url: str) -> None:
 def rabbitmqctl(*args: str) -> None:
     """Run ``rabbitmqctl`` on the tests' broker node (`RABBITMQ_NODE`, else this machine's)."""
     node = ["-n", RABBITMQ_NODE] if RABBITMQ_NODE else []
-    subprocess.run(["rabbitmqctl", *node, *args], check=True, capture_output=True, timeout=60)
+    cookie = ["--erlang-cookie", RABBITMQ_COOKIE] if RABBITMQ_COOKIE else []
+    subprocess.run(["rabbitmqctl", *node, *cookie, *args], check=True, capture_output=True, timeout=60)
 
 
 def fixture_bytes(name: str) -> bytes:

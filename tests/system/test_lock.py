@@ -141,6 +141,7 @@ def test_ci_and_the_readme_install_the_test_lock_then_the_project() -> None:
     without_docker = (ROOT / "README.md").read_text().split("## Without Docker", 1)[1].split("\n## ", 1)[0]
     installs = [shlex.split(line.split("#")[0])[2:] for line in without_docker.splitlines() if " install " in line]
     assert installs == expected
-    # CI still ends with the README's test command.
+    # CI ends with the README's test command, then the compose run.
     run = [line for line in (ROOT / ".ci/run").read_text().splitlines() if line and not line.startswith("#")]
-    assert run[-1] == ".venv/bin/python -m pytest"
+    assert run[-2:] == [".venv/bin/python -m pytest", ".ci/compose"]
+    assert "-m pytest --compose tests/compose" in (ROOT / ".ci/compose").read_text()

@@ -20,6 +20,7 @@ import aiohttp
 import yaml
 from conversion_records import eraser_of
 from meta import FakeMeta
+from promql import exported, metric_names
 from sqlalchemy.ext.asyncio import AsyncEngine
 from support import ReceiverFactory, free_port, unavailable
 
@@ -37,8 +38,7 @@ RULE_TESTS = yaml.safe_load((MONITORING / "alerts_test.yml").read_text())
 DASHBOARD = json.loads((MONITORING / "grafana" / "pipeline.json").read_text())
 ALERTS = [rule for group in RULES["groups"] for rule in group["rules"]]
 
-# Names in PromQL that are not metrics: operators, and Prometheus's own series.
-_NOT_METRICS = {"and", "or", "unless", "bool", "offset"}
+# Prometheus's own series.
 _PROMETHEUS_OWN = {"up"}
 
 
@@ -51,22 +51,6 @@ def _promtool(*args: str) -> str:
     return result.stdout
 
 
-def metric_names(expression: str) -> set[str]:
-    """The metric names a PromQL expression reads: its identifiers less label matchers, ranges, grouping labels,
-    functions and operators."""
-    expression = re.sub(r'"(?:[^"\\]|\\.)*"', "", expression)
-    expression = re.sub(r"\{[^}]*\}", "", expression)
-    expression = re.sub(r"\[[^\]]*\]", "", expression)
-    expression = re.sub(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", expression)
-    names = set()
-    for match in re.finditer(r"[a-zA-Z_:][a-zA-Z0-9_:]*", expression):
-        if expression[match.end() :].lstrip().startswith("("):
-            continue  # a function
-        if match.group() not in _NOT_METRICS:
-            names.add(match.group())
-    return names
-
-
 def _dashboard_expressions() -> Iterator[str]:
     for panel in DASHBOARD["panels"]:
         for target in panel.get("targets", []):
@@ -75,19 +59,6 @@ def _dashboard_expressions() -> Iterator[str]:
 
 def _expressions() -> list[str]:
     return [str(rule["expr"]) for rule in ALERTS] + list(_dashboard_expressions())
-
-
-def exported(text: str) -> set[str]:
-    """The sample names a /metrics page exports, with those of its families that have no sample yet (a counter with
-    labels, before its first increment)."""
-    names = set(re.findall(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)[{ ]", text, re.MULTILINE))
-    for name, kind in re.findall(r"^# TYPE (\S+) (\S+)$", text, re.MULTILINE):
-        names.add(name)
-        if kind == "histogram":
-            names |= {f"{name}_bucket", f"{name}_sum", f"{name}_count"}
-        if kind == "counter" and not name.endswith("_total"):
-            names.add(f"{name}_total")
-    return names
 
 
 def test_metric_names_are_read_from_promql() -> None:
