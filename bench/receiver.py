@@ -5,7 +5,10 @@ All get the same signed, realistic callbacks with unique ids from wrk at the sam
 the local RabbitMQ. Rounds rotate the order so drift on a shared machine hits all alike. Prints a Markdown
 table: accepted/s, p50/p99 latency, peak RSS.
 
-    python bench/receiver.py [--duration 20] [--connections 64] [--rounds 2]
+    python bench/receiver.py [--duration 20] [--connections 64] [--rounds 2] [--before TREE]
+
+With ``--before TREE`` (another commit checked out with ``git worktree add TREE <commit>``), that tree's receiver,
+group commit and one message per callback, runs in the same rounds too: before and after in one run.
 
 Needs wrk (``apt-get install wrk``) and RabbitMQ on CTWA_AMQP_URL (default the local one).
 """
@@ -44,6 +47,7 @@ SECRET = "bench-webhook-secret"
 GROUP_COMMIT = "ctwa receiver (group commit)"
 SINGLE = "ctwa receiver (one message per callback)"
 SERVERS = ("reference", SINGLE, GROUP_COMMIT)
+BEFORE = "before: "  # the prefix of the other tree's servers
 
 
 @dataclass
@@ -127,7 +131,12 @@ def run_one(server: str, args: argparse.Namespace, seed: int, workdir: Path) -> 
     port = 18_000 + seed
     prefix = f"ctwa-bench-{uuid.uuid4().hex[:8]}"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    if server.startswith("ctwa receiver"):
+    tree = BENCH.parent
+    if server.startswith(BEFORE):
+        # `python -m` in that tree, that tree first on the path: its code, this interpreter's dependencies.
+        tree = args.before.resolve()
+        env["PYTHONPATH"] = str(tree)
+    if server.removeprefix(BEFORE).startswith("ctwa receiver"):
         command = [sys.executable, "-m", "workers", "receiver"]
         env |= {
             "CTWA_AMQP_URL": AMQP_URL,
@@ -136,14 +145,14 @@ def run_one(server: str, args: argparse.Namespace, seed: int, workdir: Path) -> 
             "CTWA_HTTP_PORT": str(port),
             "CTWA_WEBHOOK_SECRETS": SECRET,
             "CTWA_LOG_FORMAT": "json",
-            "CTWA_PUBLISH_LINGER_MS": "0" if server == SINGLE else "2",
+            "CTWA_PUBLISH_LINGER_MS": "0" if server.removeprefix(BEFORE) == SINGLE else "2",
         }
     else:
         command = [sys.executable, str(BENCH / "reference_receiver.py"), str(port), AMQP_URL, prefix]
     requests = workdir / f"requests-{seed}.txt"
     write_requests(requests, args.pool, seed)
     # The server gets core 0 and wrk core 1 (RabbitMQ floats), so the scheduler's placement adds no noise.
-    process = subprocess.Popen(["taskset", "-c", "0", *command], env=env, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(["taskset", "-c", "0", *command], env=env, cwd=tree, stderr=subprocess.DEVNULL)
     try:
         wait_ready(port, process)
         wrk = subprocess.run(
@@ -183,7 +192,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
     parser.add_argument("--rounds", type=int, default=6, help="alternating rounds of each server")
     parser.add_argument("--pool", type=int, default=100_000, help="distinct signed callbacks per measurement")
+    parser.add_argument("--before", type=Path, help="another tree whose receiver runs in the same rounds")
     args = parser.parse_args()
+    servers = SERVERS + ((BEFORE + SINGLE, BEFORE + GROUP_COMMIT) if args.before else ())
     if shutil.which("wrk") is None:
         sys.exit("wrk is needed: apt-get install wrk")
 
@@ -192,8 +203,8 @@ def main() -> None:
         seed = 0
         for round_number in range(args.rounds):
             # The order rotates: a drift in the machine's speed during the run weighs on every server alike.
-            shift = round_number % len(SERVERS)
-            order = SERVERS[shift:] + SERVERS[:shift]
+            shift = round_number % len(servers)
+            order = servers[shift:] + servers[:shift]
             for server in order:
                 seed += 1
                 result = run_one(server, args, seed, Path(workdir))
@@ -215,7 +226,7 @@ def main() -> None:
     )
     print("| server | accepted/s | vs reference | p50 | p99 | errors | peak RSS | callbacks per message |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for server in SERVERS:
+    for server in servers:
         accepted = median(server, "accepted_per_s")
         errors = sum(r.errors for r in results if r.server == server)
         per_message = [r.callbacks_per_message for r in results if r.server == server and r.callbacks_per_message]
