@@ -8,6 +8,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from contextlib import suppress
+from typing import Any
 
 import aiormq.abc
 from aio_pika.abc import AbstractChannel
@@ -44,8 +45,10 @@ class Publisher:
     alarm, during which a publish would wait until it clears), `publish` fails at once rather than queueing: the
     caller answers 503 and Sinch retries, so nothing waits in this process's memory. RabbitMQ says it blocks a
     connection only when a publish reaches it: the publishes then waiting for their confirm fail too, within
-    ``blocked_check`` seconds, not after the whole ``confirm_timeout``. aiormq still holds each of them, and sends it
-    once the alarm clears: a copy of a callback Sinch retries, which the workers drop as a duplicate.
+    ``blocked_check`` seconds, not after the whole ``confirm_timeout`` (their tasks are cancelled, and the
+    cancellation turned into `BrokerUnavailable`; a confirm that came just before the cancellation reads as refused:
+    a 503, never a 200 without a confirm). aiormq still holds each of those publishes and sends it once the alarm
+    clears: a copy of a callback Sinch retries, which the workers drop as a duplicate.
     """
 
     def __init__(
@@ -82,9 +85,9 @@ class Publisher:
         self._flush_at: asyncio.Handle | None = None
         self._in_flight = 0
         self._sends: set[asyncio.Task[None]] = set()
-        # The publishes waiting for a confirm, and those of them failed because the connection got blocked.
-        self._confirming: set[asyncio.Task[object]] = set()
-        self._cut_off: set[asyncio.Task[object]] = set()
+        # The tasks waiting for a publish's confirm, and those of them cut off because the connection got blocked.
+        self._confirming: set[asyncio.Task[Any]] = set()
+        self._cut_off: set[asyncio.Task[Any]] = set()
         self._blocked_check = blocked_check
         self._watching: asyncio.Task[None] | None = None
 
@@ -205,8 +208,12 @@ class Publisher:
         if channel is None:
             raise BrokerUnavailable("broker_unavailable")
         started = time.perf_counter()
-        publish = asyncio.ensure_future(
-            channel.basic_publish(
+        # The task awaiting the confirm, cancelled by `_watch_blocked` if the broker blocks the connection.
+        waiting = asyncio.current_task()
+        assert waiting is not None
+        self._confirming.add(waiting)
+        try:
+            await channel.basic_publish(
                 body,
                 exchange=self._topology.exchange,
                 routing_key=routing_key,
@@ -214,13 +221,9 @@ class Publisher:
                 mandatory=True,
                 timeout=self._confirm_timeout,
             )
-        )
-        self._confirming.add(publish)
-        try:
-            await publish
         except asyncio.CancelledError:
-            if publish not in self._cut_off:
-                raise
+            if waiting not in self._cut_off or waiting.uncancel() > 0:
+                raise  # cancelled for another reason too
             raise BrokerUnavailable("broker_blocked") from None
         except TimeoutError:
             self._refused()
@@ -235,8 +238,8 @@ class Publisher:
             log.debug("publish failed: %r", error)
             raise BrokerUnavailable("publish_failed") from None
         finally:
-            self._confirming.discard(publish)
-            self._cut_off.discard(publish)
+            self._confirming.discard(waiting)
+            self._cut_off.discard(waiting)
         self._refused_since = None
         self._metrics.confirm_seconds.observe(time.perf_counter() - started)
         self._metrics.message_callbacks.observe(count)
@@ -247,9 +250,9 @@ class Publisher:
         while True:
             await asyncio.sleep(self._blocked_check)
             if self._confirming and self.blocked:
-                for publish in self._confirming - self._cut_off:
-                    self._cut_off.add(publish)
-                    publish.cancel()
+                for waiting in self._confirming - self._cut_off:
+                    self._cut_off.add(waiting)
+                    waiting.cancel()
 
     def _refused(self) -> None:
         """A publish was nacked or never confirmed. When nothing but that has happened for ``replace_after``

@@ -324,14 +324,16 @@ def _alarm(raised: bool) -> None:
     shutil.which("rabbitmqctl") is None and not os.environ.get("CI"),
     reason="rabbitmqctl is not on this machine (it is in CI)",
 )
+@pytest.mark.parametrize("linger_ms", [2, 0], ids=["group commit", "one message per callback"])
 async def test_a_blocked_connection_gets_503_at_once_and_recovers_when_unblocked(
     start_receiver: ReceiverFactory,
     amqp: AbstractConnection,
     topology: Topology,
     worker_settings: Settings,
     db: AsyncEngine,
+    linger_ms: int,
 ) -> None:
-    receiver = await start_receiver(publish_timeout_s=5.0)
+    receiver = await start_receiver(publish_timeout_s=5.0, publish_linger_ms=linger_ms)
     assert (await _post(receiver, 0))[0] == 200
     publisher = receiver.app[PUBLISHER]
     try:
