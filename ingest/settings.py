@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
@@ -41,6 +42,8 @@ class Settings(BaseSettings):
     # False behind a pooler in transaction mode (PgBouncer): no prepared statement outlives its transaction.
     database_statement_cache: bool = True
     webhook_secrets: Annotated[tuple[str, ...], NoDecode] = Field(default=(), repr=False)
+    # Several Sinch apps, each verified by its own secrets (docs/apps.md); read at start and on SIGHUP.
+    apps_file: Path | None = None
     http_host: str = "0.0.0.0"
     http_port: int = Field(default=8080, ge=1, le=65535)
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)

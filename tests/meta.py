@@ -23,6 +23,8 @@ from typing import Any
 
 from aiohttp import web
 
+from ingest.settings import Settings
+
 EVENT_NAMES = frozenset(
     {
         "Purchase",
@@ -203,6 +205,18 @@ class FakeMeta:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+    def settings(self, database_url: str, **more: Any) -> Settings:
+        """A sender's settings aimed at this fake: its URL, version, dataset, token and WABA; ``more`` besides."""
+        return Settings(
+            database_url=database_url,
+            meta_graph_url=self.url,
+            meta_api_version=self.version,
+            meta_dataset_id=self.dataset_id,
+            meta_access_token=self.token,
+            meta_waba_id=self.waba_id,
+            **more,
+        )
 
     def then(self, *behaviours: Behaviour) -> None:
         """Queue behaviours, one for each of the next requests."""

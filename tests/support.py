@@ -380,6 +380,20 @@ async def dead_letters(settings: Settings, amqp: AbstractConnection, topology: T
             await message.nack(requeue=True)
 
 
+@contextlib.asynccontextmanager
+async def serving_worker(settings: Settings) -> AsyncIterator[int]:
+    """A worker running in this process on ``settings``' queues and database, its ``/healthz`` and ``/metrics`` on
+    the port yielded; stopped at the end."""
+    port = free_port()
+    worker = Worker(settings.model_copy(update={"worker_metrics_port": port}))
+    running = asyncio.create_task(worker.run())
+    try:
+        yield port
+    finally:
+        worker.stop()
+        await running
+
+
 class WorkerProcess:
     """``ctwa worker`` as a process the harness can kill and restart; its counters are read while it lives."""
 

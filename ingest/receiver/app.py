@@ -2,36 +2,48 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
+import signal
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import orjson
 from aiohttp import web
 
-from ingest.callback import InvalidCallback, read
+from ingest.apps import Apps, AppsFileError, load_apps
+from ingest.callback import Callback, InvalidCallback, read
 from ingest.eventloop import new_event_loop
 from ingest.metrics import metrics_handler
 from ingest.receiver.metrics import ReceiverMetrics
 from ingest.receiver.publisher import BrokerUnavailable, Publisher
-from ingest.receiver.signature import SignatureError, Verifier
+from ingest.receiver.signature import SignatureError, Signatures
 from ingest.settings import Settings
 from ingest.topology import Topology
 
-__all__ = ["PUBLISHER", "RETRY_AFTER_S", "WEBHOOK_PATH", "create_app", "run"]
+__all__ = ["PUBLISHER", "RETRY_AFTER_S", "WEBHOOK_PATH", "create_app", "reload_apps", "run", "signatures"]
 
 log = logging.getLogger(__name__)
 
 WEBHOOK_PATH = "/webhooks/sinch"
 RETRY_AFTER_S = 5
 
+
+@dataclass
+class _Verification:
+    """What verifies callbacks now: replaced whole by a reload (None: signatures off)."""
+
+    signatures: Signatures | None
+
+
 PUBLISHER = web.AppKey("publisher", Publisher)
 _SETTINGS = web.AppKey("settings", Settings)
 _METRICS = web.AppKey("metrics", ReceiverMetrics)
 _CLOCK = web.AppKey[Callable[[], float]]("clock")
-_VERIFIER = web.AppKey[Verifier | None]("verifier")
+_SIGNATURES = web.AppKey("signatures", _Verification)
 
 
 def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) -> web.Application:
@@ -40,17 +52,61 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
     app[_SETTINGS] = settings
     app[_METRICS] = ReceiverMetrics()
     app[_CLOCK] = clock
-    app[_VERIFIER] = (
-        Verifier(settings.webhook_secrets, settings.signature_tolerance_s) if settings.signatures_enabled else None
-    )
+    app[_SIGNATURES] = _Verification(signatures(settings))
     app.cleanup_ctx.append(_broker)
+    if settings.apps_file is not None:
+        app.cleanup_ctx.append(_reload_on_sighup)
     app.router.add_post(WEBHOOK_PATH, receive_callback)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_handler(app[_METRICS].registry))
-    if not settings.signatures_enabled:
+    if app[_SIGNATURES].signatures is None:
         log.warning("CTWA_WEBHOOK_SECRETS is empty: signatures are off and unsigned callbacks are accepted")
     return app
+
+
+def signatures(settings: Settings, apps: Apps | None = None) -> Signatures | None:
+    """What verifies callbacks: the apps file's apps (``apps``, else read from ``CTWA_APPS_FILE``) and the
+    deployment's secrets; None when neither is set (signatures off). Raises `AppsFileError` for a file that can't be
+    used. Warns about a secret valid for more than one app."""
+    if apps is None and settings.apps_file is not None:
+        apps = load_apps(settings.apps_file)
+    if apps is None and not settings.webhook_secrets:
+        return None
+    if apps is not None:
+        if settings.webhook_secrets:
+            log.warning(
+                "CTWA_WEBHOOK_SECRETS verifies the callbacks of every app not in the apps file: any holder of it can "
+                "sign for them; list each app in the file instead",
+                extra={"apps": len(apps)},
+            )
+        for secret, ids in apps.shared_secrets().items():
+            log.warning(
+                "a webhook secret is shared by several apps: each can sign for the others",
+                extra={"secret": secret, "apps": ids},
+            )
+    return Signatures(settings.webhook_secrets, settings.signature_tolerance_s, apps)
+
+
+def reload_apps(app: web.Application) -> bool:
+    """Read the apps file again and use it from the next callback on (those in hand keep the apps they started
+    with); a file that can't be used is refused, logged with its line and reason, and the running apps stay."""
+    settings = app[_SETTINGS]
+    try:
+        reloaded = signatures(settings)
+    except AppsFileError as error:
+        log.error("apps file refused, the running apps stay", extra={"error": str(error)})
+        return False
+    app[_SIGNATURES].signatures = reloaded
+    log.info("apps file reloaded", extra={"apps": len(reloaded.apps) if reloaded and reloaded.apps else 0})
+    return True
+
+
+async def _reload_on_sighup(app: web.Application) -> AsyncIterator[None]:
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGHUP, reload_apps, app)
+    yield
+    loop.remove_signal_handler(signal.SIGHUP)
 
 
 async def _broker(app: web.Application) -> AsyncIterator[None]:
@@ -88,19 +144,20 @@ async def _accept(request: web.Request, settings: Settings, metrics: ReceiverMet
         return _reject(metrics, 413, "too_large", f"the body exceeds {settings.max_body_bytes} bytes")
 
     now = request.app[_CLOCK]()
-    verifier = request.app[_VERIFIER]
-    if verifier is not None:
-        try:
-            verifier.verify(body, request.headers, now)
-        except SignatureError as error:
-            return _reject(metrics, 401, error.reason, error.detail)
-
+    signatures = request.app[_SIGNATURES].signatures  # this callback's, whatever a reload does meanwhile
     try:
-        # Only the callback is kept, not its parsed payload: parsed trees kept alive across awaits are what the GC
-        # scans.
-        callback = read(body, datetime.fromtimestamp(now, UTC), signature_verified=verifier is not None).callback
-    except InvalidCallback as error:
-        return _reject(metrics, 400, error.reason, error.detail)
+        if signatures is not None and not signatures.per_app:
+            signatures.verify(body, request.headers, now)
+        try:
+            # Only the callback and its app are kept, not the parsed payload: parsed trees kept alive across awaits
+            # are what the GC scans.
+            callback, app_id = _read(body, now, signatures is not None)
+        except InvalidCallback as error:
+            return _reject(metrics, 400, error.reason, error.detail)
+        if signatures is not None and signatures.per_app:
+            signatures.verify(body, request.headers, now, app_id)  # by the secrets of the app it names
+    except SignatureError as error:
+        return _reject(metrics, 401, error.reason, error.detail)
 
     try:
         await request.app[PUBLISHER].publish(callback)
@@ -116,6 +173,11 @@ async def _accept(request: web.Request, settings: Settings, metrics: ReceiverMet
     metrics.accepted[callback.trigger].inc()
     answer = {"status": "accepted", "trigger": callback.trigger, "key": callback.key}
     return web.Response(body=orjson.dumps(answer), content_type="application/json")
+
+
+def _read(body: bytes, now: float, verified: bool) -> tuple[Callback, object]:
+    incoming = read(body, datetime.fromtimestamp(now, UTC), signature_verified=verified)
+    return incoming.callback, incoming.payload.get("app_id")
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -1,4 +1,5 @@
-"""Sinch webhook signatures: HMAC-SHA256 over the raw body, the nonce and the timestamp."""
+"""Sinch webhook signatures: HMAC-SHA256 over the raw body, the nonce and the timestamp; which secrets verify a
+callback (`Signatures`: its own app's, from the apps file, or the deployment's)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from collections.abc import Sequence
 
 from multidict import CIMultiDictProxy
 
+from ingest.apps import Apps
+
 __all__ = [
     "ALGORITHM",
     "ALGORITHM_HEADER",
@@ -17,6 +20,7 @@ __all__ = [
     "SIGNATURE_HEADER",
     "TIMESTAMP_HEADER",
     "SignatureError",
+    "Signatures",
     "Verifier",
     "sign",
     "signed_headers",
@@ -93,6 +97,37 @@ class Verifier:
             matched |= hmac.compare_digest(mac.digest(), given)
         if not matched:
             raise SignatureError("bad_signature", "the signature does not match")
+
+
+class Signatures:
+    """Which secrets verify a callback.
+
+    Without an apps file, the deployment's secrets (``CTWA_WEBHOOK_SECRETS``) verify every callback. With one, a
+    callback of an app in the file is verified by that app's secrets only; a callback of an app not in it by the
+    deployment's secrets if there are any (a secret valid for every app not in the file), else refused
+    (``unknown_app``)."""
+
+    def __init__(self, secrets: Sequence[str], tolerance_s: int, apps: Apps | None = None) -> None:
+        self.apps = apps
+        self._default = Verifier(secrets, tolerance_s) if secrets else None
+        self._by_app = (
+            {} if apps is None else {app.id: Verifier(app.webhook_secrets, tolerance_s) for app in apps.by_id.values()}
+        )
+
+    @property
+    def per_app(self) -> bool:
+        """Whether the app a callback names decides which secrets verify it (an apps file is loaded)."""
+        return self.apps is not None
+
+    def verify(self, body: bytes, headers: CIMultiDictProxy[str], now: float, app_id: object = None) -> None:
+        """Raise `SignatureError` unless a secret that may sign for ``app_id`` signed these bytes near ``now``."""
+        verifier = self._by_app.get(app_id) if isinstance(app_id, str) else None
+        if verifier is None:
+            verifier = self._default
+        if verifier is None:
+            shown = repr(app_id) if isinstance(app_id, str) and len(app_id) <= 64 else "no app_id"
+            raise SignatureError("unknown_app", f"the callback's app ({shown}) is not one of this deployment's apps")
+        verifier.verify(body, headers, now)
 
 
 def _signed_bytes(body: bytes, nonce: str, timestamp: str) -> bytes:

@@ -18,7 +18,7 @@ from conversion_records import eraser_of
 from meta import FakeMeta
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
-from support import ReceiverFactory, free_port
+from support import ReceiverFactory, free_port, serving_worker
 from yarl import URL
 
 from ingest.settings import Settings
@@ -27,7 +27,6 @@ from workers.conversions.sender import Sender, client_of
 from workers.dashboard.access import hash_password
 from workers.dashboard.app import create_app as create_dashboard
 from workers.runtime.database import create_engine
-from workers.runtime.worker import Worker
 
 ROOT = Path(__file__).parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -271,19 +270,13 @@ async def test_the_receiver_healthcheck_passes_when_ready_and_fails_otherwise(st
 
 
 async def test_the_worker_healthcheck_passes_while_it_runs(worker_settings: Settings) -> None:
-    port = free_port()
-    worker = Worker(worker_settings.model_copy(update={"worker_metrics_port": port}))
-    running = asyncio.create_task(worker.run())
-    try:
+    async with serving_worker(worker_settings) as port:
         for _ in range(100):
             if await _healthcheck("worker", port) == 0:
                 break
             await asyncio.sleep(0.1)
         else:
             pytest.fail("the worker's healthcheck never passed")
-    finally:
-        worker.stop()
-        await running
     assert await _healthcheck("worker", port) != 0
 
 
@@ -291,14 +284,7 @@ async def test_the_conversions_healthcheck_passes_while_sending_and_fails_while_
     db: AsyncEngine, database_url: str
 ) -> None:
     async with FakeMeta() as meta:
-        settings = Settings(
-            database_url=database_url,
-            meta_graph_url=meta.url,
-            meta_dataset_id=meta.dataset_id,
-            meta_access_token=meta.token,
-            meta_waba_id=meta.waba_id,
-            conversions_poll_s=0.05,
-        )
+        settings = meta.settings(database_url, conversions_poll_s=0.05)
         engine = create_engine(database_url)
         port = free_port()
         results = []

@@ -22,12 +22,11 @@ from conversion_records import eraser_of
 from meta import FakeMeta
 from promql import exported, metric_names
 from sqlalchemy.ext.asyncio import AsyncEngine
-from support import ReceiverFactory, free_port, unavailable
+from support import ReceiverFactory, free_port, serving_worker, unavailable
 
 from ingest.settings import Settings
 from workers.conversions.sender import Sender, client_of
 from workers.runtime.database import create_engine
-from workers.runtime.worker import Worker
 
 ROOT = Path(__file__).parents[2]
 MONITORING = ROOT / "monitoring"
@@ -152,30 +151,18 @@ async def _metrics(url: str) -> str:
 
 
 async def _worker_metrics(settings: Settings) -> str:
-    port = free_port()
-    worker = Worker(settings.model_copy(update={"worker_metrics_port": port}))
-    running = asyncio.create_task(worker.run())
-    try:
+    async with serving_worker(settings) as port:
         for _ in range(100):
             try:
                 return await _metrics(f"http://127.0.0.1:{port}/metrics")
             except aiohttp.ClientConnectionError:
                 await asyncio.sleep(0.1)
         raise AssertionError("the worker never served /metrics")
-    finally:
-        worker.stop()
-        await running
 
 
 async def _sender_metrics(database_url: str) -> str:
     async with FakeMeta() as meta, AsyncExitStack() as stack:
-        settings = Settings(
-            database_url=database_url,
-            meta_graph_url=meta.url,
-            meta_dataset_id=meta.dataset_id,
-            meta_access_token=meta.token,
-            meta_waba_id=meta.waba_id,
-        )
+        settings = meta.settings(database_url)
         engine = create_engine(database_url)
         stack.push_async_callback(engine.dispose)
         client = await stack.enter_async_context(client_of(settings))

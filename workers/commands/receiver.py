@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+from ingest.apps import AppsFileError
 from ingest.receiver.app import run
 from ingest.settings import Settings
-from workers.commands.command import Subcommands
+from workers.commands.command import Subcommands, complain
 
 __all__ = ["register"]
 
@@ -17,5 +18,8 @@ def register(subcommands: Subcommands) -> None:
 
 
 def _run(settings: Settings, args: argparse.Namespace) -> int:
-    run(settings)
+    try:
+        run(settings)
+    except AppsFileError as error:
+        return complain("receiver", f"CTWA_APPS_FILE: {error}")
     return 0

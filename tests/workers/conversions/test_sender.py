@@ -33,13 +33,8 @@ async def meta() -> AsyncIterator[FakeMeta]:
 
 @pytest.fixture
 def sender_settings(db: AsyncEngine, database_url: str, meta: FakeMeta) -> Settings:
-    return Settings(
-        database_url=database_url,
-        meta_graph_url=meta.url,
-        meta_api_version=meta.version,
-        meta_dataset_id=meta.dataset_id,
-        meta_access_token=meta.token,
-        meta_waba_id=meta.waba_id,
+    return meta.settings(
+        database_url,
         meta_timeout_s=1.0,
         conversions_lease_s=2.0,
         conversions_poll_s=0.05,
