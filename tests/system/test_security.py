@@ -6,9 +6,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import sys
+from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from callbacks import contact_event, delivery, inbound, merge, referral
@@ -81,6 +84,66 @@ INJECTIONS = [
     '"; TRUNCATE messages; --',
     "$1::text); DROP TABLE ad_clicks; --",
 ]
+
+
+# Three apps and the secrets each may sign with; an attacker holds some of them and tries to pass as another app.
+_APPS = {
+    "01EB4BNMPW0AY1E1HAEE2Y2D4Z": ("a-old", "a-new"),
+    "01K94FXGRR71HFE865V215DE1C": ("b-secret",),
+    "01KCCCCCCCCCCCCCCCCCCCCCCC": ("c-secret",),
+}
+FORGERIES = 1200
+
+
+def _forgery(rng: random.Random, n: int) -> tuple[bytes, bytes, str]:
+    """A callback claiming some app (the bytes sent), the bytes signed, and the secret: another app's, a near miss,
+    or the right one."""
+    apps = list(_APPS)
+    claims = [*apps, *apps, *apps, "01KXXXXXXXXXXXXXXXXXXXXXXX", "", None, 7, apps[0].lower(), f" {apps[1]}"]
+    claimed = rng.choice(claims)
+    secrets = [secret for held in _APPS.values() for secret in held]
+    secret = rng.choice([*secrets, "", "a-ol", "a-old ", "B-SECRET", "c-secret\n"])
+    payload = json.loads(fixture_bytes("03_delivery_delivered.json"))
+    payload["message_delivery_report"]["message_id"] = f"01K94FXNN0X9G8FG{n:010d}"
+    if claimed is None:
+        del payload["app_id"]
+    else:
+        payload["app_id"] = claimed
+    body = json.dumps(payload).encode()
+    trick = rng.random()
+    if trick < 0.15:
+        # The app named twice: the last one is the callback's, for the receiver as for the workers.
+        body = body[:-1] + f', "app_id": "{rng.choice(apps)}"}}'.encode()
+    if trick > 0.9:
+        # Signed as another app's callback, then sent with this app_id.
+        return body, body.replace(f'"app_id": "{claimed}"'.encode(), f'"app_id": "{apps[0]}"'.encode()), secret
+    return body, body, secret
+
+
+async def test_no_apps_secret_signs_for_another_app(start_receiver: ReceiverFactory, tmp_path: Path) -> None:
+    apps_file = tmp_path / "apps.toml"
+    apps_file.write_text(
+        "".join(f'[[app]]\nid = "{app}"\nwebhook_secrets = {json.dumps(list(held))}\n' for app, held in _APPS.items())
+    )
+    client = await start_receiver(clock=lambda: float(NOW), apps_file=apps_file)
+    rng = random.Random(23)
+    outcomes: Counter[str] = Counter()
+    for n in range(FORGERIES):
+        body, signed_body, secret = _forgery(rng, n)
+        headers = signed_headers(signed_body, secret, f"nonce-{n}", NOW) if secret else {}
+        response = await client.post("/webhooks/sinch", data=body, headers=headers)
+        app_id = json.loads(body).get("app_id")
+        rightful = signed_body == body and isinstance(app_id, str) and secret in _APPS.get(app_id, ())
+        if response.status == 200:
+            assert rightful, f"forgery {n} accepted: app {app_id!r} signed with another secret"
+            outcomes["accepted, signed by its own app"] += 1
+        else:
+            assert response.status == 401, (n, response.status, await response.text())
+            assert not rightful, f"callback {n} of {app_id!r}, signed with its own secret, refused"
+            outcomes[f"401 {(await response.json())['error']}"] += 1
+    print(f"\nper-app forgeries: {FORGERIES} tries: {dict(outcomes)}")
+    assert outcomes["accepted, signed by its own app"] > 50
+    assert sum(outcomes.values()) == FORGERIES
 
 
 async def test_sql_injection_strings_are_stored_as_data(db: AsyncEngine) -> None:

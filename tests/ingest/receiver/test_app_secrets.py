@@ -34,6 +34,10 @@ def _apps(*apps: tuple[str, list[str]]) -> str:
     return "".join(f'[[app]]\nid = "{app}"\nwebhook_secrets = {json.dumps(secrets)}\n' for app, secrets in apps)
 
 
+def _write(path: Path, text: str) -> None:
+    path.write_text(text)
+
+
 def _callback(app_id: str, n: int) -> bytes:
     payload = json.loads(fixture_bytes("03_delivery_delivered.json"))
     payload["app_id"] = app_id
@@ -84,13 +88,13 @@ async def test_a_reload_adds_an_app_and_a_bad_file_keeps_the_running_apps(
 ) -> None:
     client = await start_receiver(apps_file=apps_file)
     assert await _post(client, _callback(C, 1), "c-secret") == (401, "unknown_app")
-    apps_file.write_text(_apps((A, ["a-new"]), (C, ["c-secret"])))
+    _write(apps_file, _apps((A, ["a-new"]), (C, ["c-secret"])))
     assert reload_apps(client.app)
     assert await _post(client, _callback(C, 2), "c-secret") == (200, "")
     assert await _post(client, _callback(A, 3), "a-old") == (401, "bad_signature")  # rotated out
     assert await _post(client, _callback(B, 4), "b-secret") == (401, "unknown_app")  # removed
 
-    apps_file.write_text(_apps((A, ["a-new"])) + "[[app]]\nid = 7\n")
+    _write(apps_file, _apps((A, ["a-new"])) + "[[app]]\nid = 7\n")
     assert not reload_apps(client.app)
     assert await _post(client, _callback(C, 5), "c-secret") == (200, "")  # the running apps stay
 
@@ -151,7 +155,7 @@ async def test_sighup_reloads_the_file_mid_traffic_refusing_and_losing_nothing(
 
             senders = [asyncio.create_task(traffic()) for _ in range(4)]
             await asyncio.sleep(0.5)
-            apps_file.write_text(_apps((A, ["a-old"]), (B, ["b-secret"]), (C, ["c-secret"])))
+            _write(apps_file, _apps((A, ["a-old"]), (B, ["b-secret"]), (C, ["c-secret"])))
             assert process.pid is not None
             os.kill(process.pid, signal.SIGHUP)
             deadline = time.monotonic() + 10
@@ -160,7 +164,7 @@ async def test_sighup_reloads_the_file_mid_traffic_refusing_and_losing_nothing(
                 assert time.monotonic() < deadline, "the reload never took C"
                 n += 1
                 await asyncio.sleep(0.05)
-            apps_file.write_text("[[app]]\nbroken")  # a bad file on the next SIGHUP: refused, nothing changes
+            _write(apps_file, "[[app]]\nbroken")  # a bad file on the next SIGHUP: refused, nothing changes
             os.kill(process.pid, signal.SIGHUP)
             await asyncio.sleep(0.5)
             assert await post(C, 20_000, "c-secret") == 200
