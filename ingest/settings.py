@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-__all__ = ["Settings", "SettingsError", "load_settings"]
+__all__ = ["FILE_SETTINGS", "READS", "Settings", "SettingsError", "from_files", "load_settings"]
 
 _UNECHOED = frozenset(
     {
@@ -155,11 +157,13 @@ class Settings(BaseSettings):
             raise ValueError("must be an http(s):// URL")
         return value.rstrip("/")
 
-    @model_validator(mode="after")
-    def _lease_outlasts_a_request(self) -> Settings:
-        if self.conversions_lease_s <= self.meta_timeout_s:
-            raise ValueError("CTWA_CONVERSIONS_LEASE_S must exceed CTWA_META_TIMEOUT_S")
-        return self
+    @field_validator("conversions_lease_s")
+    @classmethod
+    def _lease_outlasts_a_request(cls, value: float, info: ValidationInfo) -> float:
+        # A rule between two settings: told as the later one's, so that only the services reading it care.
+        if value <= info.data.get("meta_timeout_s", 30.0):
+            raise ValueError("must exceed CTWA_META_TIMEOUT_S")
+        return value
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -176,18 +180,85 @@ class Settings(BaseSettings):
         return tuple(self.amqp_url.split(","))
 
 
-def load_settings(**overrides: object) -> Settings:
-    """Read the environment, with ``overrides`` on top; raise `SettingsError` naming each bad variable."""
+# The settings that hold secrets: each may come from a file instead, ``CTWA_<NAME>_FILE``, as containers pass
+# secrets (Docker's and Kubernetes' convention). The URLs may hold passwords.
+FILE_SETTINGS = (
+    "webhook_secrets",
+    "amqp_url",
+    "database_url",
+    "migrate_database_url",
+    "meta_access_token",
+    "dashboard_users",
+    "dashboard_database_url",
+)
+_LISTS = {"webhook_secrets", "dashboard_users"}  # one per line in a file, or comma-separated
+
+
+def from_files(environ: Mapping[str, str]) -> dict[str, str]:
+    """The secret settings given as files (``CTWA_<NAME>_FILE``), read; `SettingsError` for a file that can't be
+    read, or a setting given both ways."""
+    values: dict[str, str] = {}
+    problems: list[str] = []
+    for field in FILE_SETTINGS:
+        variable = f"CTWA_{field.upper()}"
+        path = environ.get(f"{variable}_FILE")
+        if path is None:
+            continue
+        if variable in environ:
+            problems.append(f"{variable} and {variable}_FILE are both set: give one")
+            continue
+        try:
+            text = Path(path).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as error:
+            reason = getattr(error, "strerror", None) or type(error).__name__
+            problems.append(f"{variable}_FILE: {path} can't be read: {reason}")
+            continue
+        values[field] = ",".join(text.splitlines()) if field in _LISTS else text
+    if problems:
+        raise SettingsError("invalid settings:\n  " + "\n  ".join(problems))
+    return values
+
+
+# What each service reads, as prefixes of setting names: a bad value of any other setting is no concern of it, and
+# never keeps it from starting (`load_settings`' ``reads``). Commands not named here check every setting.
+_LOGS = ("log_",)
+_BROKER = ("amqp_", "delivery_limit")
+_DATABASE = ("database_url", "database_statement_cache")
+READS: dict[str, tuple[str, ...]] = {
+    "receiver": (*_LOGS, *_BROKER, "webhook_secrets", "apps_file", "http_", "max_body_bytes", "signature_", "publish_"),
+    "worker": (*_LOGS, *_BROKER, *_DATABASE, "http_host", "batch_", "prefetch", "worker_", "chains_", "shutdown_"),
+    "conversions": (*_LOGS, *_DATABASE, "http_host", "meta_", "conversions_"),
+    "dashboard": (*_LOGS, *_DATABASE, "dashboard_"),
+    "migrate": (*_LOGS, *_DATABASE, "migrate_database_url", "dashboard_database_url"),
+}
+
+
+def load_settings(
+    reads: tuple[str, ...] | None = None, ignored: list[str] | None = None, **overrides: object
+) -> Settings:
+    """Read the environment (and the ``CTWA_<NAME>_FILE`` files), with ``overrides`` on top; raise `SettingsError`
+    naming each bad variable. With ``reads`` (a service's prefixes, `READS`), only the settings it reads must be
+    good: another one's bad value falls back to its default, and its problem is added to ``ignored``."""
+    values = from_files(os.environ) | overrides
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        return Settings(**values)  # type: ignore[arg-type]
     except ValidationError as error:
-        lines = []
-        for problem in error.errors():
-            if not problem["loc"]:  # a rule between settings: its message names them; the input is all of them
-                lines.append(problem["msg"].removeprefix("Value error, "))
-                continue
-            field = str(problem["loc"][0])
-            # Secrets and URLs (which may hold a password) are never echoed back.
-            shown = "" if field in _UNECHOED else f" (got {problem['input']!r})"
-            lines.append(f"CTWA_{field.upper()}: {problem['msg']}{shown}")
-        raise SettingsError("invalid settings:\n  " + "\n  ".join(lines)) from None
+        problems = _problems(error)
+    mine = {field: line for field, line in problems.items() if reads is None or field.startswith(reads)}
+    if mine:
+        raise SettingsError("invalid settings:\n  " + "\n  ".join(mine.values())) from None
+    if ignored is not None:
+        ignored.extend(problems.values())
+    defaults = {field: Settings.model_fields[field].default for field in problems}
+    return Settings(**(values | defaults))  # type: ignore[arg-type]
+
+
+def _problems(error: ValidationError) -> dict[str, str]:
+    """Each bad setting's field and the line that says what is wrong with it."""
+    problems: dict[str, str] = {}
+    for problem in error.errors():
+        field = str(problem["loc"][0])
+        # Secrets and URLs (which may hold a password) are never echoed back.
+        shown = "" if field in _UNECHOED else f" (got {problem['input']!r})"
+        problems[field] = f"CTWA_{field.upper()}: {problem['msg'].removeprefix('Value error, ')}{shown}"
+    return problems

@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 from collections.abc import Sequence
 
 from ingest import __version__
 from ingest.logs import setup_logging
-from ingest.settings import SettingsError, load_settings
+from ingest.settings import READS, SettingsError, load_settings
 
 __all__ = ["COMMANDS", "build_parser", "main"]
+
+log = logging.getLogger("workers.cli")
 
 # Subcommand → the module that defines it, in the order `ctwa --help` lists them.
 COMMANDS = {
@@ -54,11 +57,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     named = next((argument for argument in arguments if not argument.startswith("-")), None)
     args = build_parser(named if named in COMMANDS else None).parse_args(arguments)
+    ignored: list[str] = []
     try:
-        settings = load_settings()
+        # Each service checks only the settings it reads: another one's bad value never keeps it from starting.
+        settings = load_settings(READS.get(args.command), ignored)
     except SettingsError as error:
-        print(f"ctwa: {error}", file=sys.stderr)
+        print(f"ctwa {args.command}: {error}", file=sys.stderr)
         return 2
     setup_logging(settings.log_level, settings.log_format)
+    for problem in ignored:
+        log.warning("a setting this command does not read is invalid, and ignored", extra={"problem": problem})
     code: int = args.run(settings, args)
     return code

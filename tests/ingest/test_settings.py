@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from ingest.settings import Settings, SettingsError, load_settings
+from ingest.settings import FILE_SETTINGS, Settings, SettingsError, load_settings
 
 
 def test_defaults() -> None:
@@ -81,7 +83,7 @@ def test_the_meta_token_shows_nowhere(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CTWA_CONVERSIONS_LEASE_S", "30")
     with pytest.raises(SettingsError) as raised:
         load_settings()
-    assert "CTWA_CONVERSIONS_LEASE_S must exceed CTWA_META_TIMEOUT_S" in str(raised.value)
+    assert "CTWA_CONVERSIONS_LEASE_S: must exceed CTWA_META_TIMEOUT_S" in str(raised.value)
     assert "EAAG-secret-token" not in str(raised.value)
 
 
@@ -119,3 +121,50 @@ def test_every_broker_address_is_checked_and_none_is_echoed(
     assert problem in str(raised.value)
     assert "s3cret" not in str(raised.value)
     assert "u:" not in str(raised.value)
+
+
+def test_secrets_from_files_as_containers_pass_them(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    files = {
+        "CTWA_WEBHOOK_SECRETS_FILE": "old-secret\nnew-secret\n",
+        "CTWA_META_ACCESS_TOKEN_FILE": "the-token\n",
+        "CTWA_DATABASE_URL_FILE": "postgresql://app:pass@db:5432/ctwa\n",
+        "CTWA_AMQP_URL_FILE": "amqp://user:pass@mq:5672/\n",
+        "CTWA_DASHBOARD_USERS_FILE": "anna:first\nbob:second\n",
+    }
+    for variable, content in files.items():
+        path = tmp_path / variable.lower()
+        path.write_text(content)
+        monkeypatch.setenv(variable, str(path))
+    settings = load_settings()
+    assert settings.webhook_secrets == ("old-secret", "new-secret")
+    assert settings.meta_access_token == "the-token"
+    assert settings.database_url == "postgresql+asyncpg://app:pass@db:5432/ctwa"
+    assert settings.amqp_urls == ("amqp://user:pass@mq:5672/",)
+    assert settings.dashboard_users == ("anna:first", "bob:second")
+    assert tuple(field for field in FILE_SETTINGS if field in Settings.model_fields) == FILE_SETTINGS
+
+
+def test_a_secret_given_twice_or_in_a_file_that_cant_be_read_is_refused(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("in-the-file")
+    monkeypatch.setenv("CTWA_WEBHOOK_SECRETS", "in-the-environment")
+    monkeypatch.setenv("CTWA_WEBHOOK_SECRETS_FILE", str(secret))
+    monkeypatch.setenv("CTWA_META_ACCESS_TOKEN_FILE", str(tmp_path / "missing"))
+    with pytest.raises(SettingsError) as refused:
+        load_settings()
+    message = str(refused.value)
+    assert "CTWA_WEBHOOK_SECRETS and CTWA_WEBHOOK_SECRETS_FILE are both set" in message
+    assert f"CTWA_META_ACCESS_TOKEN_FILE: {tmp_path / 'missing'} can't be read: No such file or directory" in message
+    assert "in-the-file" not in message
+    assert "in-the-environment" not in message
+
+
+def test_a_bad_url_in_a_file_is_named_and_not_echoed(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    path = tmp_path / "url"
+    path.write_text("mysql://user:hunter2@db/ctwa")
+    monkeypatch.setenv("CTWA_DATABASE_URL_FILE", str(path))
+    with pytest.raises(SettingsError, match="CTWA_DATABASE_URL: ") as refused:
+        load_settings()
+    assert "hunter2" not in str(refused.value)

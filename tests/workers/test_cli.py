@@ -53,6 +53,56 @@ async def test_bad_settings_fail_at_start_naming_the_variable() -> None:
     assert "s3cr3t" not in err
 
 
+async def test_a_bad_setting_of_another_service_never_keeps_one_from_starting(
+    topology: Topology, database_url: str
+) -> None:
+    """The receiver reads no CTWA_CONVERSIONS_* or CTWA_META_* setting: bad ones are a warning, not a stop; the
+    conversions commands, which read them, refuse to start."""
+    port = free_port()
+    env = {
+        **{name: value for name, value in os.environ.items() if not name.startswith("CTWA_")},
+        "CTWA_AMQP_URL": AMQP_URL,
+        "CTWA_AMQP_PREFIX": topology.prefix,
+        "CTWA_DATABASE_URL": database_url,
+        "CTWA_HTTP_HOST": "127.0.0.1",
+        "CTWA_HTTP_PORT": str(port),
+        "CTWA_LOG_FORMAT": "json",
+        "CTWA_CONVERSIONS_LEASE_S": "a while",
+        "CTWA_META_TIMEOUT_S": "-1",
+        "CTWA_DASHBOARD_PORT": "eighty",
+    }
+    receiver = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "workers", "receiver", env=env, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        async with aiohttp.ClientSession() as session:
+            for _ in range(150):
+                try:
+                    async with session.get(f"http://127.0.0.1:{port}/readyz") as response:
+                        if response.status == 200:
+                            break
+                except aiohttp.ClientConnectionError:
+                    pass
+                await asyncio.sleep(0.1)
+            else:
+                pytest.fail("the receiver never became ready")
+    finally:
+        receiver.send_signal(signal.SIGTERM)
+        _, err = await asyncio.wait_for(receiver.communicate(), 30)
+    ignored = [json.loads(line) for line in err.decode().splitlines() if "does not read" in line]
+    assert sorted(record["problem"].split(":")[0] for record in ignored) == [
+        "CTWA_CONVERSIONS_LEASE_S",
+        "CTWA_DASHBOARD_PORT",
+        "CTWA_META_TIMEOUT_S",
+    ]
+
+    code, _, err_text = await _run(sys.executable, "-m", "workers", "conversions", "status", env=env)
+    assert code == 2
+    assert "CTWA_CONVERSIONS_LEASE_S" in err_text
+    assert "CTWA_META_TIMEOUT_S" in err_text
+    assert "CTWA_DASHBOARD_PORT" not in err_text  # not the conversions commands' concern either
+
+
 @pytest.fixture
 async def relay() -> AsyncIterator[TcpRelay]:
     relay = TcpRelay(URL(AMQP_URL))
