@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from support import ReceiverFactory, free_port, serving_worker
 from yarl import URL
 
-from ingest.settings import Settings
+from ingest.settings import FILE_SETTINGS, Settings
 from workers.cli import build_parser
 from workers.conversions.sender import Sender, client_of
 from workers.dashboard.access import hash_password
@@ -57,10 +57,15 @@ def test_the_conversions_sender_runs_on_demand_with_metas_settings_from_env() ->
     sender = SERVICES["conversions"]
     assert sender["profiles"] == ["conversions"]  # unconfigured by default: it would only stop, saying what is missing
     assert sender["environment"]["CTWA_DATABASE_URL"] == SERVICES["worker"]["environment"]["CTWA_DATABASE_URL"]
-    for name in ("DATASET_ID", "ACCESS_TOKEN", "WABA_ID", "PARTNER_AGENT", "TEST_EVENT_CODE"):
+    for name in ("DATASET_ID", "WABA_ID", "PARTNER_AGENT", "TEST_EVENT_CODE"):
         variable = f"CTWA_META_{name}"
         assert sender["environment"][variable] == "${" + variable + ":-}"
         assert EXAMPLE[variable] == ""
+    # The token as a Docker secret, from .env.
+    assert sender["environment"]["CTWA_META_ACCESS_TOKEN_FILE"] == "/run/secrets/meta-access-token"
+    assert sender["secrets"] == ["meta-access-token"]
+    assert COMPOSE["secrets"]["meta-access-token"] == {"environment": "CTWA_META_ACCESS_TOKEN"}
+    assert EXAMPLE["CTWA_META_ACCESS_TOKEN"] == ""
     assert sender["depends_on"] == {
         "postgres": {"condition": "service_healthy"},
         "migrate": {"condition": "service_completed_successfully"},
@@ -71,6 +76,7 @@ def test_the_conversions_sender_runs_on_demand_with_metas_settings_from_env() ->
 
 def test_every_ctwa_variable_compose_sets_is_a_setting() -> None:
     settings = {f"CTWA_{field.upper()}" for field in Settings.model_fields}
+    settings |= {f"CTWA_{field.upper()}_FILE" for field in FILE_SETTINGS}
     for name, service in SERVICES.items():
         for variable in service.get("environment", {}):
             if variable.startswith("CTWA_TEST_"):
@@ -82,11 +88,23 @@ def test_every_ctwa_variable_compose_sets_is_a_setting() -> None:
 def test_defaults_are_those_of_env_example_and_no_guest_account() -> None:
     # Innermost defaults: CTWA_AMQP_URL's own default is built of two of them (test_the_cluster_profile…).
     defaults = dict(re.findall(r"\$\{(\w+):-([^}$]*)\}", (ROOT / "docker-compose.yml").read_text()))
-    assert defaults.pop("CTWA_WEBHOOK_SECRETS") == ""  # signatures off unless .env sets a secret
     assert defaults == {name: value for name, value in EXAMPLE.items() if name in defaults}
-    assert set(defaults) == set(EXAMPLE) - {"CTWA_WEBHOOK_SECRETS"}
+    # The secrets have no default: they come from .env as Docker secrets.
+    assert set(defaults) == set(EXAMPLE) - {"CTWA_WEBHOOK_SECRETS", "CTWA_META_ACCESS_TOKEN"}
     assert "guest" not in (ROOT / "docker-compose.yml").read_text()
     assert SERVICES["rabbitmq"]["environment"]["RABBITMQ_DEFAULT_USER"] == "${RABBITMQ_USER:-ctwa}"
+
+
+def test_the_webhook_secrets_reach_only_the_receiver_as_a_docker_secret() -> None:
+    assert COMPOSE["secrets"]["webhook-secrets"] == {"environment": "CTWA_WEBHOOK_SECRETS"}
+    receiver = SERVICES["receiver"]
+    assert receiver["environment"]["CTWA_WEBHOOK_SECRETS_FILE"] == "/run/secrets/webhook-secrets"
+    assert receiver["secrets"] == ["webhook-secrets"]
+    holders = {name for name, service in SERVICES.items() if "webhook-secrets" in service.get("secrets", [])}
+    assert holders == {"receiver"}
+    for service in SERVICES.values():
+        assert "CTWA_WEBHOOK_SECRETS" not in service.get("environment", {})
+        assert "CTWA_META_ACCESS_TOKEN" not in service.get("environment", {})
 
 
 def test_the_services_use_a_role_that_cannot_change_the_schema() -> None:
