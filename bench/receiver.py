@@ -8,7 +8,9 @@ table: accepted/s, p50/p99 latency, peak RSS.
     python bench/receiver.py [--duration 20] [--connections 64] [--rounds 2] [--before TREE]
 
 With ``--before TREE`` (another commit checked out with ``git worktree add TREE <commit>``), that tree's receiver,
-group commit and one message per callback, runs in the same rounds too: before and after in one run.
+group commit and one message per callback, runs in the same rounds too: before and after in one run. With
+``--apps N``, this tree's receivers verify by an apps file of N apps (the traffic's app among them, CTWA_APPS_FILE)
+instead of CTWA_WEBHOOK_SECRETS; the other tree's keep the plain secret.
 
 Needs wrk (``apt-get install wrk``) and RabbitMQ on CTWA_AMQP_URL (default the local one).
 """
@@ -36,7 +38,7 @@ from pathlib import Path
 import aio_pika
 
 sys.path.insert(0, str(Path(__file__).parent))
-from traffic import callbacks
+from traffic import APP_ID, callbacks
 
 from ingest.receiver.signature import sign
 from ingest.topology import Topology
@@ -127,6 +129,18 @@ def wait_ready(port: int, process: subprocess.Popen[bytes]) -> None:
     raise RuntimeError("the server never became ready")
 
 
+def _apps_file(count: int, workdir: Path) -> dict[str, str]:
+    """Settings for an apps file of ``count`` apps, each with two secrets, the traffic's app last; no secret valid
+    for every app."""
+    others = [f"01BENCH{n:019d}" for n in range(count - 1)]
+    path = workdir / "apps.toml"
+    path.write_text(
+        "".join(f'[[app]]\nid = "{app}"\nwebhook_secrets = ["{app}-old", "{app}-new"]\n' for app in others)
+        + f'[[app]]\nid = "{APP_ID}"\nwebhook_secrets = ["{SECRET}-old", "{SECRET}"]\n'
+    )
+    return {"CTWA_APPS_FILE": str(path), "CTWA_WEBHOOK_SECRETS": ""}
+
+
 def run_one(server: str, args: argparse.Namespace, seed: int, workdir: Path) -> Result:
     port = 18_000 + seed
     prefix = f"ctwa-bench-{uuid.uuid4().hex[:8]}"
@@ -145,6 +159,7 @@ def run_one(server: str, args: argparse.Namespace, seed: int, workdir: Path) -> 
             "CTWA_HTTP_PORT": str(port),
             "CTWA_WEBHOOK_SECRETS": SECRET,
             "CTWA_LOG_FORMAT": "json",
+            **(_apps_file(args.apps, workdir) if args.apps and tree == BENCH.parent else {}),
             "CTWA_PUBLISH_LINGER_MS": "0" if server.removeprefix(BEFORE) == SINGLE else "2",
         }
     else:
@@ -193,6 +208,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=6, help="alternating rounds of each server")
     parser.add_argument("--pool", type=int, default=100_000, help="distinct signed callbacks per measurement")
     parser.add_argument("--before", type=Path, help="another tree whose receiver runs in the same rounds")
+    parser.add_argument("--apps", type=int, default=0, help="this tree's receivers verify by an apps file of N apps")
     args = parser.parse_args()
     servers = SERVERS + ((BEFORE + SINGLE, BEFORE + GROUP_COMMIT) if args.before else ())
     if shutil.which("wrk") is None:
