@@ -139,7 +139,7 @@ async def test_a_node_killed_mid_traffic_loses_nothing_and_restarts_nothing(
                 str(receiver.make_url("/webhooks/sinch")),
                 story.callbacks,
                 secret=None,
-                rate=250,  # long enough for the faults to land mid-traffic
+                rate=150,  # long enough for the faults to land mid-traffic, a node restart under load included
                 concurrency=16,
                 duplicates=0.05,
                 reserialised=0.0,
