@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 import orjson
 from aiohttp import web
 
-from ingest.apps import Apps, AppsFileError, load_apps
+from ingest.apps import AppsFileError, load_apps
 from ingest.callback import Callback, InvalidCallback, read
 from ingest.eventloop import new_event_loop
 from ingest.metrics import metrics_handler
@@ -65,12 +65,11 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
     return app
 
 
-def signatures(settings: Settings, apps: Apps | None = None) -> Signatures | None:
-    """What verifies callbacks: the apps file's apps (``apps``, else read from ``CTWA_APPS_FILE``) and the
-    deployment's secrets; None when neither is set (signatures off). Raises `AppsFileError` for a file that can't be
-    used. Warns about a secret valid for more than one app."""
-    if apps is None and settings.apps_file is not None:
-        apps = load_apps(settings.apps_file)
+def signatures(settings: Settings) -> Signatures | None:
+    """What verifies callbacks: the apps of ``CTWA_APPS_FILE``, read now, and the deployment's secrets; None when
+    neither is set (signatures off). Raises `AppsFileError` for a file that can't be used. Warns about a secret valid
+    for more than one app."""
+    apps = None if settings.apps_file is None else load_apps(settings.apps_file)
     if apps is None and not settings.webhook_secrets:
         return None
     if apps is not None:
