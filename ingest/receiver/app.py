@@ -57,6 +57,8 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
     if settings.apps_file is not None:
         app.cleanup_ctx.append(_reload_on_sighup)
     app.router.add_post(WEBHOOK_PATH, receive_callback)
+    # One URL per app, if Sinch's webhooks should say which: the body's app_id must be the path's.
+    app.router.add_post(WEBHOOK_PATH + "/{app_id}", receive_callback)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_handler(app[_METRICS].registry))
@@ -153,6 +155,9 @@ async def _accept(request: web.Request, settings: Settings, metrics: ReceiverMet
             callback, app_id = _read(body, now, signatures is not None)
         except InvalidCallback as error:
             return _reject(metrics, 400, error.reason, error.detail)
+        path_app = request.match_info.get("app_id")
+        if path_app is not None and app_id != path_app:
+            raise SignatureError("app_mismatch", f"the callback's app_id is not the app of its URL ({path_app[:64]!r})")
         if signatures is not None and signatures.per_app:
             signatures.verify(body, request.headers, now, app_id)  # by the secrets of the app it names
     except SignatureError as error:

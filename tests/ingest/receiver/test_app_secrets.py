@@ -74,6 +74,22 @@ async def test_a_callback_is_verified_by_its_own_apps_secrets_only(
     )
 
 
+async def test_an_apps_own_url_takes_only_that_apps_callbacks(
+    start_receiver: ReceiverFactory, apps_file: Path, amqp: AbstractConnection, topology: Topology
+) -> None:
+    client = await start_receiver(apps_file=apps_file)
+
+    async def post(path: str, body: bytes, secret: str) -> tuple[int, str]:
+        headers = signed_headers(body, secret, f"nonce-{time.monotonic_ns()}", int(time.time()))
+        response = await client.post(path, data=body, headers=headers)
+        return response.status, (await response.json()).get("error", "")
+
+    assert await post(f"/webhooks/sinch/{A}", _callback(A, 1), "a-old") == (200, "")
+    assert await post(f"/webhooks/sinch/{A}", _callback(B, 2), "b-secret") == (401, "app_mismatch")
+    assert await post(f"/webhooks/sinch/{UNKNOWN}", _callback(UNKNOWN, 3), "a-old") == (401, "unknown_app")
+    assert await queued_keys(amqp, topology.queue) == [key_of(_callback(A, 1))]
+
+
 async def test_with_the_deployments_secrets_too_they_verify_only_apps_not_in_the_file(
     start_receiver: ReceiverFactory, apps_file: Path
 ) -> None:
