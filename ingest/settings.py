@@ -14,17 +14,18 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["FILE_SETTINGS", "READS", "Settings", "SettingsError", "from_files", "load_settings"]
 
-_UNECHOED = frozenset(
-    {
-        "webhook_secrets",
-        "amqp_url",
-        "database_url",
-        "migrate_database_url",
-        "meta_access_token",
-        "dashboard_users",
-        "dashboard_database_url",
-    }
+# The settings that hold secrets (the URLs may hold passwords): never echoed in an error, and each may come from a
+# file instead, ``CTWA_<NAME>_FILE``, as containers pass secrets (Docker's and Kubernetes' convention).
+FILE_SETTINGS = (
+    "webhook_secrets",
+    "amqp_url",
+    "database_url",
+    "migrate_database_url",
+    "meta_access_token",
+    "dashboard_users",
+    "dashboard_database_url",
 )
+_UNECHOED = frozenset(FILE_SETTINGS)
 _PREFIX_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,100}")
 
 
@@ -180,17 +181,6 @@ class Settings(BaseSettings):
         return tuple(self.amqp_url.split(","))
 
 
-# The settings that hold secrets: each may come from a file instead, ``CTWA_<NAME>_FILE``, as containers pass
-# secrets (Docker's and Kubernetes' convention). The URLs may hold passwords.
-FILE_SETTINGS = (
-    "webhook_secrets",
-    "amqp_url",
-    "database_url",
-    "migrate_database_url",
-    "meta_access_token",
-    "dashboard_users",
-    "dashboard_database_url",
-)
 _LISTS = {"webhook_secrets", "dashboard_users"}  # one per line in a file, or comma-separated
 
 
