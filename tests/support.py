@@ -10,6 +10,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
@@ -96,6 +97,24 @@ async def drop_database(url: str) -> None:
     async with engine.connect() as connection:
         await connection.execute(text(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)'))
     await engine.dispose()
+
+
+async def receiver_ready(
+    session: aiohttp.ClientSession, base: str, process: asyncio.subprocess.Process, within: float = 10
+) -> None:
+    """Wait until the ``ctwa receiver`` process at ``base`` answers ``/readyz`` with 200; fail if it exits first or
+    is not ready within ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        assert process.returncode is None, "the receiver exited"
+        try:
+            async with session.get(f"{base}/readyz") as response:
+                if response.status == 200:
+                    return
+        except aiohttp.ClientError:
+            pass
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the receiver was not ready within {within:g} s")
 
 
 def rabbitmqctl(*args: str) -> None:

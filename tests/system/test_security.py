@@ -18,7 +18,16 @@ from callbacks import contact_event, delivery, inbound, merge, referral
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from support import RUN_ID, ReceiverFactory, database_role, fixture_bytes, fixture_names, raw_post, store
+from support import (
+    RUN_ID,
+    ReceiverFactory,
+    database_role,
+    fixture_bytes,
+    fixture_names,
+    raw_post,
+    receiver_ready,
+    store,
+)
 
 from ingest.receiver.signature import signed_headers
 from ingest.settings import Settings
@@ -267,16 +276,7 @@ async def test_no_phone_number_or_message_text_in_the_logs(worker_settings: Sett
 
         async with aiohttp.ClientSession() as session:
             base = f"http://127.0.0.1:{free_http_port}"
-            for _ in range(100):
-                try:
-                    async with session.get(f"{base}/readyz") as response:
-                        if response.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.05)
-            else:
-                raise AssertionError("the receiver was not ready within 5 s")
+            await receiver_ready(session, base, receiver, within=5)
             bodies = [fixture_bytes(name) for name in fixture_names()]
             bodies += [b"not json " + b"34611223344", json.dumps({"message": {"id": "N\u0000"}}).encode()]
             for body in bodies:

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 from aio_pika.abc import AbstractConnection
-from support import AMQP_URL, TcpRelay, fixture_bytes, free_port, take_all
+from support import AMQP_URL, TcpRelay, fixture_bytes, free_port, receiver_ready, take_all
 from yarl import URL
 
 from ingest.topology import Topology
@@ -76,16 +76,7 @@ async def test_a_bad_setting_of_another_service_never_keeps_one_from_starting(
     )
     try:
         async with aiohttp.ClientSession() as session:
-            for _ in range(150):
-                try:
-                    async with session.get(f"http://127.0.0.1:{port}/readyz") as response:
-                        if response.status == 200:
-                            break
-                except aiohttp.ClientConnectionError:
-                    pass
-                await asyncio.sleep(0.1)
-            else:
-                pytest.fail("the receiver never became ready")
+            await receiver_ready(session, f"http://127.0.0.1:{port}", receiver, within=15)
     finally:
         receiver.send_signal(signal.SIGTERM)
         _, err = await asyncio.wait_for(receiver.communicate(), 30)
@@ -109,19 +100,6 @@ async def relay() -> AsyncIterator[TcpRelay]:
     await relay.start()
     yield relay
     await relay.close()
-
-
-async def _wait_ready(session: aiohttp.ClientSession, base: str, process: asyncio.subprocess.Process) -> None:
-    for _ in range(200):
-        assert process.returncode is None, "the receiver exited"
-        try:
-            async with session.get(f"{base}/readyz") as response:
-                if response.status == 200:
-                    return
-        except aiohttp.ClientConnectionError:
-            pass
-        await asyncio.sleep(0.05)
-    raise AssertionError("the receiver never became ready")
 
 
 async def _wait_closed(base: str) -> None:
@@ -162,7 +140,7 @@ async def test_receiver_process_serves_and_sigterm_finishes_in_flight_callbacks(
     base = f"http://127.0.0.1:{port}"
     try:
         async with aiohttp.ClientSession() as session:
-            await _wait_ready(session, base, process)
+            await receiver_ready(session, base, process)
             async with session.post(f"{base}/webhooks/sinch", data=fixture_bytes("03_delivery_delivered.json")) as r:
                 assert r.status == 200
 

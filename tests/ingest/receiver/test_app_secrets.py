@@ -17,7 +17,7 @@ import pytest
 from aio_pika.abc import AbstractConnection
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-from support import AMQP_URL, ReceiverFactory, fixture_bytes, free_port, key_of, queued_keys
+from support import AMQP_URL, ReceiverFactory, fixture_bytes, free_port, key_of, queued_keys, receiver_ready
 
 from ingest.receiver.app import reload_apps
 from ingest.receiver.signature import signed_headers
@@ -154,11 +154,7 @@ async def test_sighup_reloads_the_file_mid_traffic_refusing_and_losing_nothing(
                     accepted.append(key_of(body))
                 return status
 
-            deadline = time.monotonic() + 30
-            while await post(A, 0, "a-old") != 200:
-                assert time.monotonic() < deadline, "the receiver never answered"
-                await asyncio.sleep(0.2)
-            answers.clear()  # what the receiver answered while it started is not the reload's
+            await receiver_ready(session, f"http://127.0.0.1:{port}", process, within=30)
             assert await post(C, 1, "c-secret") == 401
 
             stop = asyncio.Event()
