@@ -75,16 +75,9 @@ class Stack:
 
     async def compose(self, *args: str, within: float = 600, files: list[str] | None = None) -> Run:
         named = [option for file in files or self.files for option in ("-f", file)]
-        command = ["docker", "compose", "--project-name", PROJECT, "--env-file", str(self.env_file), *named, *args]
-        process = await asyncio.create_subprocess_exec(
-            *command, cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        return await _docker(
+            "compose", "--project-name", PROJECT, "--env-file", str(self.env_file), *named, *args, within=within
         )
-        try:
-            out, err = await asyncio.wait_for(process.communicate(), within)
-        except TimeoutError:
-            process.kill()
-            raise AssertionError(f"{' '.join(args)}: still running after {within:.0f} s") from None
-        return Run(process.returncode or 0, out.decode(), err.decode())
 
     async def sql(self, query: str) -> list[list[str]]:
         run = (await self.compose("exec", "-T", "postgres", "psql", "-U", "ctwa", "ctwa", "-At", "-c", query)).ok()
@@ -132,10 +125,16 @@ async def _image_present(image: str) -> bool:
 
 
 async def _docker(*args: str, within: float = 900) -> Run:
+    """``docker args`` in the project's folder: its exit status and output; failed if still running after
+    ``within`` seconds."""
     process = await asyncio.create_subprocess_exec(
-        "docker", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        "docker", *args, cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
-    out, err = await asyncio.wait_for(process.communicate(), within)
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), within)
+    except TimeoutError:
+        process.kill()
+        raise AssertionError(f"docker {' '.join(args)}: still running after {within:.0f} s") from None
     return Run(process.returncode or 0, out.decode(), err.decode())
 
 

@@ -45,9 +45,9 @@ def _callback(app_id: str, n: int) -> bytes:
     return json.dumps(payload).encode()
 
 
-async def _post(client: Client, body: bytes, secret: str) -> tuple[int, str]:
+async def _post(client: Client, body: bytes, secret: str, path: str = "/webhooks/sinch") -> tuple[int, str]:
     headers = signed_headers(body, secret, f"nonce-{time.monotonic_ns()}", int(time.time()))
-    response = await client.post("/webhooks/sinch", data=body, headers=headers)
+    response = await client.post(path, data=body, headers=headers)
     return response.status, (await response.json()).get("error", "")
 
 
@@ -78,15 +78,9 @@ async def test_an_apps_own_url_takes_only_that_apps_callbacks(
     start_receiver: ReceiverFactory, apps_file: Path, amqp: AbstractConnection, topology: Topology
 ) -> None:
     client = await start_receiver(apps_file=apps_file)
-
-    async def post(path: str, body: bytes, secret: str) -> tuple[int, str]:
-        headers = signed_headers(body, secret, f"nonce-{time.monotonic_ns()}", int(time.time()))
-        response = await client.post(path, data=body, headers=headers)
-        return response.status, (await response.json()).get("error", "")
-
-    assert await post(f"/webhooks/sinch/{A}", _callback(A, 1), "a-old") == (200, "")
-    assert await post(f"/webhooks/sinch/{A}", _callback(B, 2), "b-secret") == (401, "app_mismatch")
-    assert await post(f"/webhooks/sinch/{UNKNOWN}", _callback(UNKNOWN, 3), "a-old") == (401, "unknown_app")
+    assert await _post(client, _callback(A, 1), "a-old", f"/webhooks/sinch/{A}") == (200, "")
+    assert await _post(client, _callback(B, 2), "b-secret", f"/webhooks/sinch/{A}") == (401, "app_mismatch")
+    assert await _post(client, _callback(UNKNOWN, 3), "a-old", f"/webhooks/sinch/{UNKNOWN}") == (401, "unknown_app")
     assert await queued_keys(amqp, topology.queue) == [key_of(_callback(A, 1))]
 
 
