@@ -111,7 +111,7 @@ async def test_a_reload_adds_an_app_and_a_bad_file_keeps_the_running_apps(
 
 async def _receiver_process(apps_file: Path, port: int, prefix: str) -> asyncio.subprocess.Process:
     env = {
-        **{name: value for name, value in os.environ.items() if not name.startswith("CTWA_")},
+        **os.environ,  # without CTWA_* settings: conftest takes them out of the tests' environment
         "CTWA_AMQP_URL": AMQP_URL,
         "CTWA_AMQP_PREFIX": prefix,
         "CTWA_HTTP_HOST": "127.0.0.1",
