@@ -12,10 +12,12 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from ingest.apps import Apps
 from ingest.settings import Settings
 from workers.cli import main
 from workers.conversions import sender
 from workers.conversions.meta import Event, Outcome, Verdict
+from workers.conversions.routes import DEFAULT, Route, Routes
 
 log = logging.getLogger("bench.database_only_sender")
 
@@ -39,10 +41,10 @@ class CountingMeta:
         return Verdict(Outcome.COUNTED, "counted", len(events), "database-only")
 
 
-def _counting_meta(settings: Settings) -> CountingMeta:
-    return CountingMeta()
+def _counting_meta(settings: Settings, apps: Apps | None) -> Routes:
+    return Routes(Route(DEFAULT, "default", CountingMeta()), {})  # type: ignore[arg-type]
 
 
 if __name__ == "__main__":
-    sender.client_of = _counting_meta  # type: ignore[assignment]
+    setattr(sender, "routes_of", _counting_meta)  # noqa: B010 (the sender module reads it at run)
     sys.exit(main(["conversions", "send", "--drain"]))

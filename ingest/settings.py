@@ -217,9 +217,9 @@ _DATABASE = ("database_url", "database_statement_cache")
 READS: dict[str, tuple[str, ...]] = {
     "receiver": (*_LOGS, *_BROKER, "webhook_secrets", "apps_file", "http_", "max_body_bytes", "signature_", "publish_"),
     "worker": (*_LOGS, *_BROKER, *_DATABASE, "http_host", "batch_", "prefetch", "worker_", "chains_", "shutdown_"),
-    "conversions": (*_LOGS, *_DATABASE, "http_host", "meta_", "conversions_"),
+    "conversions": (*_LOGS, *_DATABASE, "http_host", "meta_", "conversions_", "apps_file"),
     "dashboard": (*_LOGS, *_DATABASE, "dashboard_"),
-    "migrate": (*_LOGS, *_DATABASE, "migrate_database_url", "dashboard_database_url"),
+    "migrate": (*_LOGS, *_DATABASE, "migrate_database_url", "dashboard_database_url", "apps_file"),
 }
 
 

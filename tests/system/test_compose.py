@@ -23,7 +23,8 @@ from yarl import URL
 
 from ingest.settings import FILE_SETTINGS, Settings
 from workers.cli import build_parser
-from workers.conversions.sender import Sender, client_of
+from workers.conversions.routes import routes_of
+from workers.conversions.sender import Sender
 from workers.dashboard.access import hash_password
 from workers.dashboard.app import create_app as create_dashboard
 from workers.runtime.database import create_engine
@@ -309,9 +310,9 @@ async def test_the_conversions_healthcheck_passes_while_sending_and_fails_while_
         for token in (meta.token, "a-revoked-token"):
             async with (
                 AsyncExitStack() as stack,
-                client_of(settings.model_copy(update={"meta_access_token": token})) as client,
+                routes_of(settings.model_copy(update={"meta_access_token": token}), None) as routes,
             ):
-                sender = Sender(engine, client, await eraser_of(engine), settings)
+                sender = Sender(engine, routes, await eraser_of(engine), settings)
                 await sender.serve(stack, "127.0.0.1", port)
                 running = asyncio.create_task(sender.run())
                 async with engine.begin() as connection:
@@ -324,7 +325,7 @@ async def test_the_conversions_healthcheck_passes_while_sending_and_fails_while_
                     )
                 await meta.wait_requests(len(meta.requests) + 1)
                 for _ in range(1000):  # until the answer is taken: the event sent, or the sender parked
-                    sent = sender.metrics.registry.get_sample_value("ctwa_conversions_sent_total") or 0
+                    sent = sender.metrics.registry.get_sample_value("ctwa_conversions_sent_total", {"app": "default"}) or 0
                     if sent if token == meta.token else sender.parked is not None:
                         break
                     await asyncio.sleep(0.01)

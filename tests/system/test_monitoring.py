@@ -25,7 +25,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from support import ReceiverFactory, free_port, serving_worker, unavailable
 
 from ingest.settings import Settings
-from workers.conversions.sender import Sender, client_of
+from workers.conversions.routes import routes_of
+from workers.conversions.sender import Sender
 from workers.runtime.database import create_engine
 
 ROOT = Path(__file__).parents[2]
@@ -165,8 +166,8 @@ async def _sender_metrics(database_url: str) -> str:
         settings = meta.settings(database_url)
         engine = create_engine(database_url)
         stack.push_async_callback(engine.dispose)
-        client = await stack.enter_async_context(client_of(settings))
-        sender = Sender(engine, client, await eraser_of(engine), settings)
+        routes = await stack.enter_async_context(routes_of(settings, None))
+        sender = Sender(engine, routes, await eraser_of(engine), settings)
         port = free_port()
         await sender.serve(stack, "127.0.0.1", port)
         return await _metrics(f"http://127.0.0.1:{port}/metrics")

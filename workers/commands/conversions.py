@@ -181,7 +181,7 @@ async def _record(args: argparse.Namespace, engine: AsyncEngine) -> int:
 async def _status(args: argparse.Namespace, engine: AsyncEngine) -> int:
     found = await summary(engine)
     print_summary(found, args.format, sys.stdout)
-    return 1 if found["parked"] else 0
+    return 1 if found["parked"] or any(app["parked"] for app in found["apps"]) else 0
 
 
 def _list(settings: Settings, args: argparse.Namespace) -> int:
@@ -263,15 +263,38 @@ _OLDEST_PENDING = text(
 _SENDERS = text(
     "SELECT parked_reason, parked_code, parked_at, last_request_at, last_success_at FROM conversion_sender WHERE id = 1"
 )
+# Per app: its events by status (by their click's app), its name, and its own setup's state where it has one.
+_APPS = text(
+    """
+    SELECT app.app_id, named.name, counted.events, state.parked_reason, state.parked_code, state.parked_at,
+           state.last_request_at, state.last_success_at
+    FROM (
+        SELECT click_app_id AS app_id FROM conversion_events WHERE click_app_id IS NOT NULL
+        UNION SELECT app_id FROM conversion_app_state
+    ) AS app
+    LEFT JOIN apps AS named USING (app_id)
+    LEFT JOIN conversion_app_state AS state USING (app_id)
+    LEFT JOIN LATERAL (
+        SELECT jsonb_object_agg(status, events) AS events FROM (
+            SELECT status, count(*) AS events FROM conversion_events
+            WHERE click_app_id = app.app_id GROUP BY status
+        ) AS per_status
+    ) AS counted ON true
+    ORDER BY app.app_id
+    """
+)
 
 
 async def summary(engine: AsyncEngine) -> dict[str, Any]:
     """How many events are in each status, the oldest one waiting, whether the senders are parked and why, and
-    when they last sent a request and last had one accepted."""
+    when they last sent a request and last had one accepted — for the deployment's own Meta setup (``CTWA_META_*``)
+    at the top level, and under ``apps`` for each app whose clicks have conversions or that has a setup of its own
+    (its events counted by their click's app; ``parked`` and the requests are those of its own setup)."""
     async with engine.begin() as connection:
         counts: dict[str, int] = {status: count for status, count in await connection.execute(_BY_STATUS)}
         oldest = (await connection.execute(_OLDEST_PENDING)).first()
         state = (await connection.execute(_SENDERS)).first()
+        apps = (await connection.execute(_APPS)).all()
     return {
         "events": {name: counts.get(name, 0) for name in STATUSES},
         "oldest_pending": None
@@ -282,6 +305,19 @@ async def summary(engine: AsyncEngine) -> dict[str, Any]:
         else {"reason": state.parked_reason, "code": state.parked_code, "at": state.parked_at},
         "last_request_at": None if state is None else state.last_request_at,
         "last_success_at": None if state is None else state.last_success_at,
+        "apps": [
+            {
+                "app_id": app.app_id,
+                "name": app.name,
+                "events": {name: (app.events or {}).get(name, 0) for name in STATUSES},
+                "parked": None
+                if app.parked_reason is None and app.parked_at is None
+                else {"reason": app.parked_reason, "code": app.parked_code, "at": app.parked_at},
+                "last_request_at": app.last_request_at,
+                "last_success_at": app.last_success_at,
+            }
+            for app in apps
+        ],
     }
 
 
@@ -303,6 +339,25 @@ def print_summary(summary: Mapping[str, Any], fmt: str, out: TextIO) -> None:
         "last success": _when(summary["last_success_at"]),
     }
     out.write("\n" + "".join(f"{label + ':':<16}{value}\n" for label, value in lines.items()))
+    if summary["apps"]:
+        shown = ("pending", "sent", "failed", "unconfirmed", "unconfigured")
+        per_app = [
+            {"app": app["app_id"], "name": app["name"] or ""}
+            | {status: app["events"][status] for status in shown}
+            | {"setup": _setup(app)}
+            for app in summary["apps"]
+        ]
+        out.write("\n")
+        output.render(per_app, ("app", "name", *shown, "setup"), "table", out)
+
+
+def _setup(app: Mapping[str, Any]) -> str:
+    """An app's own Meta setup as the senders found it: parked and why, or its last success."""
+    if app["parked"]:
+        return f"PARKED since {_when(app['parked']['at'])}: {_why(app['parked'])}"
+    if app["last_request_at"] is None:
+        return ""  # no request on a setup of its own (the deployment's setup, or none)
+    return f"last success {_when(app['last_success_at'])}"
 
 
 def _when(moment: datetime | None) -> str:

@@ -1,4 +1,5 @@
-"""``ctwa migrate``: create the database when it is missing, then run the Alembic migrations."""
+"""``ctwa migrate``: create the database when it is missing, then run the Alembic migrations; with an apps file
+(``CTWA_APPS_FILE``), name its apps in table ``apps``."""
 
 from __future__ import annotations
 
@@ -14,8 +15,10 @@ from sqlalchemy import make_url, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from ingest.apps import Apps, AppsFileError, load_apps
 from ingest.settings import Settings
-from workers.commands.command import Subcommands
+from workers.commands.command import Subcommands, complain
+from workers.engine.apps import name_apps
 from workers.runtime.database import sqlstate
 
 __all__ = [
@@ -48,9 +51,25 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
     owner = settings.migrate_database_url or settings.database_url
     if args.down is not None:
         downgrade(owner, args.down)
-    else:
-        upgrade(owner, app_url=settings.database_url, read_url=settings.dashboard_database_url)
+        return 0
+    try:
+        apps = load_apps(settings.apps_file) if settings.apps_file is not None else None
+    except AppsFileError as error:
+        return complain("migrate", str(error))
+    upgrade(owner, app_url=settings.database_url, read_url=settings.dashboard_database_url)
+    if apps is not None:
+        asyncio.run(_name_apps(owner, apps))
+        log.info("apps named", extra={"apps": len(apps)})
     return 0
+
+
+async def _name_apps(database_url: str, apps: Apps) -> None:
+    engine = create_async_engine(database_url)
+    try:
+        async with engine.begin() as connection:
+            await name_apps(connection, apps)
+    finally:
+        await engine.dispose()
 
 
 def alembic_config(database_url: str) -> Config:

@@ -59,6 +59,7 @@ class Event:
     value: Decimal | None
     currency: str | None
     custom_data: Mapping[str, Any] | None
+    app_id: str | None = None  # its click's app: whose Meta setup it goes to (never sent to Meta)
 
     def payload(self, waba_id: str) -> dict[str, Any]:
         custom = dict(self.custom_data or {})

@@ -1,4 +1,5 @@
-"""Prometheus metrics of a conversions sender. The token never appears in them: labels are outcomes and codes."""
+"""Prometheus metrics of a conversions sender. The token never appears in them: labels are outcomes, codes and
+``app`` — the app whose Meta setup a request used (its Sinch app id), or ``default`` for ``CTWA_META_*``."""
 
 from __future__ import annotations
 
@@ -13,23 +14,23 @@ class SenderMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)  # process_resident_memory_bytes, process_cpu_seconds_total, …
-        self.sent = Counter("ctwa_conversions_sent", "Events Meta counted.", registry=self.registry)
+        self.sent = Counter("ctwa_conversions_sent", "Events Meta counted.", ["app"], registry=self.registry)
         self.refused = Counter(
             "ctwa_conversions_refused",
             "Events Meta refused for good (marked failed), by Meta's error subcode (or code).",
-            ["reason"],
+            ["reason", "app"],
             registry=self.registry,
         )
         self.settled = Counter(
             "ctwa_conversions_settled_unsent",
-            "Events settled without being counted: unattributed, erased, expired, unconfirmed.",
+            "Events settled without being counted: unattributed, erased, expired, unconfirmed, unconfigured.",
             ["status"],
             registry=self.registry,
         )
         self.requests = Counter(
             "ctwa_conversions_requests",
             "Requests to Meta, by outcome: counted, retry, throttled, park, refused, unknown.",
-            ["outcome"],
+            ["outcome", "app"],
             registry=self.registry,
         )
         self.pending = Gauge("ctwa_conversions_pending", "Events waiting to be sent.", registry=self.registry)
@@ -46,6 +47,7 @@ class SenderMetrics:
         )
         self.parked = Gauge(
             "ctwa_conversions_parked",
-            "1 while Meta refuses the sender's token, permissions or dataset: nothing is sent.",
+            "1 while Meta refuses the token, permissions or dataset of an app's setup: none of its events is sent.",
+            ["app"],
             registry=self.registry,
         )

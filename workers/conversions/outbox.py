@@ -9,22 +9,37 @@ Meta may have counted it, so it becomes ``unconfirmed`` and is not sent again (d
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
-from sqlalchemy import text
+from sqlalchemy import TextClause, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from workers.conversions.meta import Event, Verdict
-from workers.conversions.status import ACCEPT, CLAIM, EXPIRE, LOSE, NO_CLICK, REFUSE, RELEASE, Move
+from workers.conversions.routes import DEFAULT
+from workers.conversions.status import (
+    ACCEPT,
+    CLAIM,
+    EXPIRE,
+    HOLD,
+    LOSE,
+    NO_CLICK,
+    NO_SETUP,
+    RECHECK,
+    REFUSE,
+    RELEASE,
+    Move,
+)
 from workers.engine import merges
 from workers.engine.erasure import Eraser, opaque_identity
 
 __all__ = [
     "MAX_AGE",
     "Claimed",
+    "Held",
+    "Way",
     "claim",
     "expire",
     "mark_failed",
@@ -32,6 +47,7 @@ __all__ = [
     "mark_unconfirmed",
     "note_request",
     "park",
+    "recheck",
     "recover",
     "release",
     "renew",
@@ -50,6 +66,26 @@ class Claimed:
     events: list[Event]
     unattributed: int
     erased: int
+    unconfigured: int = 0
+
+
+# What becomes of an attributed event, by its click's app: sent, held back (its route is parked or paused: it stays
+# pending), or none (no Meta setup for it: unconfigured).
+Way = Literal["send", "hold", "none"]
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """The routes a claim leaves alone: the apps with a setup of their own that are held (``apps``), whether the
+    deployment's own setup is (``default``), and which apps have their own setup (``own``). Only events attributed
+    before are left alone by this — an event's app is known once it is attributed."""
+
+    apps: list[str] = field(default_factory=list)
+    default: bool = False
+    own: list[str] = field(default_factory=list)
+
+    def parameters(self) -> dict[str, Any]:
+        return {"held_apps": self.apps, "default_held": self.default, "own_apps": self.own}
 
 
 _EXPIRE = text(
@@ -81,34 +117,50 @@ async def recover(connection: AsyncConnection, lease: float) -> int:
     return result.rowcount
 
 
-async def claim(connection: AsyncConnection, eraser: Eraser, limit: int) -> Claimed:
-    """Take up to ``limit`` events due for sending, attribute each, and mark those with a click ``sending``.
+async def claim(
+    connection: AsyncConnection,
+    eraser: Eraser,
+    limit: int,
+    way: Callable[[str | None], Way] = lambda app_id: "send",
+    held: Held | None = None,
+) -> Claimed:
+    """Take up to ``limit`` events due for sending, attribute each, and mark ``sending`` those with a click whose
+    app's route ``way`` says to send to.
 
     Events of an erased person are erased (never sent); those without a click ``unattributed`` (looked at again
-    while young enough). Run it in a transaction of its own, committed before the request leaves.
+    while young enough); those whose click's app has no route ``unconfigured``; those whose route is held stay
+    pending, their click noted. Run it in a transaction of its own, committed before the request leaves.
     """
-    due = (await connection.execute(_DUE, {"age": MAX_AGE, "limit": limit})).all()
+    parameters = {"age": MAX_AGE, "limit": limit} | (held or Held()).parameters()
+    due = (await connection.execute(_DUE, parameters)).all()
     if not due:
         return Claimed([], 0, 0)
     people = await _people(connection, eraser, due)
     erased = {row.id: opaque for row in due if (opaque := people[row.id].erased_as) is not None}
     attributed = await _attribute(connection, [row for row in due if row.id not in erased], people)
     unattributed = [row.id for row in due if row.id not in erased and row.id not in attributed]
-    events = [_event(row, attributed[row.id][0]) for row in due if row.id in attributed]
-    if events:
-        await connection.execute(
-            _MARK_SENDING,
-            {
-                "ids": [event.id for event in events],
-                "clids": [event.ctwa_clid for event in events],
-                "clicks": [attributed[event.id][1] for event in events],
-            },
-        )
+    ways: dict[Way, list[Any]] = {"send": [], "hold": [], "none": []}
+    for row in due:
+        if row.id in attributed:
+            ways[way(attributed[row.id].app_id)].append(row)
+    for chosen, statement in _MARK.items():
+        if ways[chosen]:
+            found = [attributed[row.id] for row in ways[chosen]]
+            await connection.execute(
+                statement,
+                {
+                    "ids": [row.id for row in ways[chosen]],
+                    "clids": [click.ctwa_clid for click in found],
+                    "clicks": [click.message_id for click in found],
+                    "apps": [click.app_id for click in found],
+                },
+            )
     if unattributed:
         await connection.execute(_MARK_UNATTRIBUTED, {"ids": unattributed})
     if erased:
         await eraser.erase_conversions(connection, erased)
-    return Claimed(events, len(unattributed), len(erased))
+    events = [_event(row, attributed[row.id]) for row in ways["send"]]
+    return Claimed(events, len(unattributed), len(erased), len(ways["none"]))
 
 
 _DUE = text(
@@ -117,22 +169,38 @@ _DUE = text(
            custom_data
     FROM conversion_events
     WHERE {CLAIM.where} AND next_attempt_at <= now() AND event_time > now() - CAST(:age AS interval)
+      AND (sent_ctwa_clid IS NULL OR (
+          coalesce(click_app_id, '') <> ALL(CAST(:held_apps AS text[]))
+          AND NOT (CAST(:default_held AS boolean) AND coalesce(click_app_id, '') <> ALL(CAST(:own_apps AS text[])))
+      ))
     ORDER BY next_attempt_at, id
     LIMIT :limit
     FOR UPDATE SKIP LOCKED
     """
 )
 
-_MARK_SENDING = text(
-    f"""
-    UPDATE conversion_events AS event
-    SET status = '{CLAIM.target}', claimed_at = now(), attempts = attempts + 1, sent_ctwa_clid = claimed.clid,
-        click_message_id = claimed.click, click_source_id = click.source_id, click_person_key = click.person_key
-    FROM unnest(CAST(:ids AS bigint[]), CAST(:clids AS text[]), CAST(:clicks AS text[])) AS claimed(id, clid, click)
-    LEFT JOIN ad_clicks AS click ON click.message_id = claimed.click
-    WHERE event.id = claimed.id AND {CLAIM.where}
-    """
-)
+
+def _mark(move: Move, more: str) -> TextClause:
+    """An attributed event's click noted (its ctwa_clid, message, ad, person and app), its status moved by
+    ``move``, and ``more`` set."""
+    return text(
+        f"""
+        UPDATE conversion_events AS event
+        SET status = '{move.target}', {more}, sent_ctwa_clid = claimed.clid, click_message_id = claimed.click,
+            click_source_id = click.source_id, click_person_key = click.person_key, click_app_id = claimed.app
+        FROM unnest(CAST(:ids AS bigint[]), CAST(:clids AS text[]), CAST(:clicks AS text[]), CAST(:apps AS text[]))
+            AS claimed(id, clid, click, app)
+        LEFT JOIN ad_clicks AS click ON click.message_id = claimed.click
+        WHERE event.id = claimed.id AND {move.where}
+        """
+    )
+
+
+_MARK: dict[Way, TextClause] = {
+    "send": _mark(CLAIM, "claimed_at = now(), attempts = attempts + 1"),
+    "hold": _mark(HOLD, "last_error = 'its app''s Meta setup is parked or paused: sent once it is not'"),
+    "none": _mark(NO_SETUP, "last_error = 'no Meta setup for its click''s app (the apps file''s [app.meta])'"),
+}
 
 # An unattributed event is looked at again while it is young enough to send (its click may be stored late): a
 # minute after it was recorded, then after a quarter of its age each time — about a dozen looks in its 7 days.
@@ -147,9 +215,26 @@ _MARK_UNATTRIBUTED = text(
 )
 
 
-def _event(row: Any, ctwa_clid: str) -> Event:
+@dataclass(frozen=True, slots=True)
+class _Click:
+    """The click an event is attributed to: its ctwa_clid, and — when the click is stored — its message and app."""
+
+    ctwa_clid: str
+    message_id: str | None
+    app_id: str | None
+
+
+def _event(row: Any, click: _Click) -> Event:
     return Event(
-        row.id, row.event_id, row.event_name, row.event_time, ctwa_clid, row.value, row.currency, row.custom_data
+        row.id,
+        row.event_id,
+        row.event_name,
+        row.event_time,
+        click.ctwa_clid,
+        row.value,
+        row.currency,
+        row.custom_data,
+        click.app_id,
     )
 
 
@@ -207,25 +292,25 @@ async def _contacts_of(
 
 async def _attribute(
     connection: AsyncConnection, rows: Sequence[Any], people: Mapping[int, _Person]
-) -> dict[int, tuple[str, str | None]]:
-    """The events of ``rows`` that have a click, as (ctwa_clid, the click's message id — unknown for an explicit
-    ctwa_clid whose click is not stored) by event id. An explicit ctwa_clid names its own click; the others are
-    their person's latest click carrying one (:func:`_clicks`)."""
+) -> dict[int, _Click]:
+    """The events of ``rows`` that have a click, by event id (an explicit ctwa_clid whose click is not stored has
+    no message id or app). An explicit ctwa_clid names its own click; the others are their person's latest click
+    carrying one (:func:`_clicks`)."""
     named = await _clicks_by_clid(connection, [row.ctwa_clid for row in rows if row.ctwa_clid])
     found = await _clicks(
         connection, {row.id: (people[row.id].keys, row.event_time) for row in rows if not row.ctwa_clid}
     )
-    attributed: dict[int, tuple[str, str | None]] = {
-        row.id: (row.ctwa_clid, named.get(row.ctwa_clid)) for row in rows if row.ctwa_clid
+    attributed = {
+        row.id: named.get(row.ctwa_clid) or _Click(row.ctwa_clid, None, None) for row in rows if row.ctwa_clid
     }
-    return attributed | {event_id: (clid, message_id) for event_id, (message_id, clid) in found.items()}
+    return attributed | found
 
 
 async def _clicks(
     connection: AsyncConnection, wanted: dict[int, tuple[list[str] | None, datetime]]
-) -> dict[int, tuple[str, str]]:
+) -> dict[int, _Click]:
     """For each event id: its person's latest click carrying a ctwa_clid, at or before the event and within
-    ``attribution_window()`` of it — the views' rule — as (message id, ctwa_clid)."""
+    ``attribution_window()`` of it — the views' rule."""
     ids, keys, times = [], [], []
     for event_id, (person, at) in wanted.items():
         for key in person or ():
@@ -237,11 +322,11 @@ async def _clicks(
     rows = await connection.execute(
         text(
             """
-            SELECT DISTINCT ON (wanted.id) wanted.id, click.message_id, click.ctwa_clid
+            SELECT DISTINCT ON (wanted.id) wanted.id, click.message_id, click.ctwa_clid, click.app_id
             FROM unnest(CAST(:ids AS bigint[]), CAST(:keys AS text[]), CAST(:times AS timestamptz[]))
                 AS wanted(id, person_key, at)
             JOIN LATERAL (
-                SELECT message_id, ctwa_clid, clicked_at FROM ad_clicks AS click
+                SELECT message_id, ctwa_clid, clicked_at, app_id FROM ad_clicks AS click
                 WHERE click.person_key = wanted.person_key AND click.ctwa_clid IS NOT NULL
                   AND click.clicked_at <= wanted.at AND click.clicked_at >= wanted.at - attribution_window()
                 ORDER BY clicked_at DESC, message_id DESC LIMIT 1
@@ -251,21 +336,21 @@ async def _clicks(
         ),
         {"ids": ids, "keys": keys, "times": times},
     )
-    return {event_id: (message_id, clid) for event_id, message_id, clid in rows}
+    return {event_id: _Click(clid, message_id, app_id) for event_id, message_id, clid, app_id in rows}
 
 
-async def _clicks_by_clid(connection: AsyncConnection, clids: Collection[str]) -> dict[str, str]:
-    """The click each of ``clids`` names, among those stored: ctwa_clid → its message id."""
+async def _clicks_by_clid(connection: AsyncConnection, clids: Collection[str]) -> dict[str, _Click]:
+    """The click each of ``clids`` names, among those stored, by ctwa_clid."""
     if not clids:
         return {}
     rows = await connection.execute(
         text(
-            "SELECT DISTINCT ON (ctwa_clid) ctwa_clid, message_id FROM ad_clicks WHERE ctwa_clid = ANY(:clids) "
-            "ORDER BY ctwa_clid, clicked_at, message_id"
+            "SELECT DISTINCT ON (ctwa_clid) ctwa_clid, message_id, app_id FROM ad_clicks "
+            "WHERE ctwa_clid = ANY(:clids) ORDER BY ctwa_clid, clicked_at, message_id"
         ),
         {"clids": sorted(set(clids))},
     )
-    return {clid: message_id for clid, message_id in rows}
+    return {clid: _Click(clid, message_id, app_id) for clid, message_id, app_id in rows}
 
 
 _RENEW = text(f"UPDATE conversion_events SET claimed_at = now() WHERE id = ANY(:ids) AND status = '{CLAIM.target}'")
@@ -331,31 +416,71 @@ async def _settle(connection: AsyncConnection, ids: Sequence[int], move: Move, v
     await connection.execute(_SETTLE[move], parameters | ({} if move is ACCEPT else {"reason": verdict.reason}))
 
 
-async def park(connection: AsyncConnection, verdict: Verdict) -> None:
-    await connection.execute(
-        text(
-            "INSERT INTO conversion_sender (id, parked_reason, parked_code, parked_at) "
-            "VALUES (1, :reason, :code, now()) "
-            "ON CONFLICT (id) DO UPDATE SET parked_reason = EXCLUDED.parked_reason, "
-            "parked_code = EXCLUDED.parked_code, parked_at = EXCLUDED.parked_at"
-        ),
-        {"reason": verdict.reason, "code": verdict.code},
+_RECHECK = text(
+    f"""
+    UPDATE conversion_events SET status = '{RECHECK.target}', next_attempt_at = now(), last_error = NULL
+    WHERE {RECHECK.where} AND (CAST(:default AS boolean) OR click_app_id = ANY(CAST(:own AS text[])))
+    """
+)
+
+
+async def recheck(connection: AsyncConnection, own: Sequence[str], default: bool) -> int:
+    """The ``unconfigured`` events that have a route now — their click's app is among ``own``, or there is a
+    ``default`` setup — are pending again; how many."""
+    result = await connection.execute(_RECHECK, {"own": list(own), "default": default})
+    return result.rowcount
+
+
+# Each route's state: the deployment's own setup's in conversion_sender's one row, each app's in conversion_app_state.
+_STATE = {
+    True: ("conversion_sender", "id", "1"),
+    False: ("conversion_app_state", "app_id", ":key"),
+}
+
+
+def _state(key: str, columns: str, values: str, updates: str) -> tuple[TextClause, dict[str, Any]]:
+    table, column, value = _STATE[key == DEFAULT]
+    statement = text(
+        f"INSERT INTO {table} AS state ({column}, {columns}) VALUES ({value}, {values}) "
+        f"ON CONFLICT ({column}) DO UPDATE SET {updates}"
     )
+    return statement, ({} if key == DEFAULT else {"key": key})
 
 
-async def unpark(connection: AsyncConnection) -> None:
-    await connection.execute(
-        text("UPDATE conversion_sender SET parked_reason = NULL, parked_code = NULL, parked_at = NULL WHERE id = 1")
+async def park(connection: AsyncConnection, verdict: Verdict, key: str = DEFAULT) -> None:
+    """Route ``key``'s setup is refused by Meta: noted, with why."""
+    statement, parameters = _state(
+        key,
+        "parked_reason, parked_code, parked_at",
+        ":reason, :code, now()",
+        "parked_reason = EXCLUDED.parked_reason, parked_code = EXCLUDED.parked_code, parked_at = EXCLUDED.parked_at",
     )
+    await connection.execute(statement, parameters | {"reason": verdict.reason, "code": verdict.code})
 
 
-async def note_request(connection: AsyncConnection, *, success: bool) -> None:
-    await connection.execute(
-        text(
-            "INSERT INTO conversion_sender AS sender (id, last_request_at, last_success_at) "
-            "VALUES (1, now(), CASE WHEN :success THEN now() END) "
-            "ON CONFLICT (id) DO UPDATE SET last_request_at = now(), "
-            "last_success_at = coalesce(EXCLUDED.last_success_at, sender.last_success_at)"
-        ),
-        {"success": success},
+async def unpark(connection: AsyncConnection, keys: Collection[str] = (DEFAULT,)) -> None:
+    """The parks of routes ``keys`` are lifted (a restart or a reload tries their setups again)."""
+    if DEFAULT in keys:
+        await connection.execute(
+            text("UPDATE conversion_sender SET parked_reason = NULL, parked_code = NULL, parked_at = NULL WHERE id = 1")
+        )
+    apps = [key for key in keys if key != DEFAULT]
+    if apps:
+        await connection.execute(
+            text(
+                "UPDATE conversion_app_state SET parked_reason = NULL, parked_code = NULL, parked_at = NULL "
+                "WHERE app_id = ANY(:apps)"
+            ),
+            {"apps": apps},
+        )
+
+
+async def note_request(connection: AsyncConnection, *, success: bool, key: str = DEFAULT) -> None:
+    """A request went out on route ``key``: when, and when the last one succeeded."""
+    statement, parameters = _state(
+        key,
+        "last_request_at, last_success_at",
+        "now(), CASE WHEN :success THEN now() END",
+        "last_request_at = now(), last_success_at = coalesce(EXCLUDED.last_success_at, state.last_success_at)",
     )
+    await connection.execute(statement, parameters | {"success": success})

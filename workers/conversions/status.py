@@ -8,8 +8,9 @@ table's check, the senders' outbox, erasure, ``ctwa conversions`` and ``ctwa rep
      │  │ └──release──────┘ └───lose────▶ unconfirmed ─┤
      │  └──────────────────retry───────────────────────┘   (an operator's `ctwa conversions retry`)
      ├──no click──▶ unattributed (claimed again later; retry too)
-     ├──expire────▶ expired
-     └──erase─────▶ erased      (pending or unattributed, when the person is erased)
+     ├──no setup──▶ unconfigured (its click's app has no Meta setup: pending again once one is loaded)
+     ├──expire────▶ expired      (pending or unconfigured, older than 7 days)
+     └──erase─────▶ erased       (pending, unattributed or unconfigured, when the person is erased)
 
 ``sent``, ``expired`` and ``erased`` are final. docs/conversions.md says what each means to the business.
 """
@@ -24,15 +25,19 @@ __all__ = [
     "COUNTED",
     "ERASE",
     "EXPIRE",
+    "HOLD",
     "LOSE",
     "MOVES",
     "NOT_RETRIED",
     "NO_CLICK",
+    "NO_SETUP",
     "PENDING",
+    "RECHECK",
     "REFUSE",
     "RELEASE",
     "RETRY",
     "STATUSES",
+    "UNCONFIGURED",
     "Move",
     "sql_in",
 ]
@@ -45,9 +50,10 @@ EXPIRED = "expired"
 ERASED = "erased"
 FAILED = "failed"
 UNCONFIRMED = "unconfirmed"
+UNCONFIGURED = "unconfigured"
 
-# In the order of the table's check constraint (migration 0006).
-STATUSES = (PENDING, SENDING, SENT, UNATTRIBUTED, EXPIRED, ERASED, FAILED, UNCONFIRMED)
+# In the order of the table's check constraint (migrations 0006 and 0009).
+STATUSES = (PENDING, SENDING, SENT, UNATTRIBUTED, EXPIRED, ERASED, FAILED, UNCONFIRMED, UNCONFIGURED)
 
 # The events the analytics count as an ad's conversions (ad_conversions_daily, `ctwa report`): attributed to one
 # of its clicks and sent, or on their way to Meta; failed ones are not.
@@ -77,17 +83,22 @@ class Move(NamedTuple):
 # in which case Meta may have counted it and it is not sent again by itself (docs/conversions.md).
 CLAIM = Move((PENDING, UNATTRIBUTED), SENDING)
 NO_CLICK = Move((PENDING, UNATTRIBUTED), UNATTRIBUTED)
-EXPIRE = Move((PENDING,), EXPIRED)
+# Its click's app has no Meta setup (and the deployment none of its own): kept until a setup is loaded (RECHECK).
+NO_SETUP = Move((PENDING, UNATTRIBUTED), UNCONFIGURED)
+RECHECK = Move((UNCONFIGURED,), PENDING)
+# Attributed to a click whose app's route is parked or paused: it waits, pending, its click noted.
+HOLD = Move((PENDING, UNATTRIBUTED), PENDING)
+EXPIRE = Move((PENDING, UNCONFIGURED), EXPIRED)
 ACCEPT = Move((SENDING,), SENT)
 REFUSE = Move((SENDING,), FAILED)
 LOSE = Move((SENDING,), UNCONFIRMED)
 RELEASE = Move((SENDING,), PENDING)
 # An erased person's events are never sent from now on; those already settled keep their status.
-ERASE = Move((PENDING, UNATTRIBUTED), ERASED)
+ERASE = Move((PENDING, UNATTRIBUTED, UNCONFIGURED), ERASED)
 # The operator's: send again what came to nothing, or whose click may be stored by now.
 RETRY = Move((FAILED, UNCONFIRMED, UNATTRIBUTED), PENDING)
 
-MOVES = (CLAIM, NO_CLICK, EXPIRE, ACCEPT, REFUSE, LOSE, RELEASE, ERASE, RETRY)
+MOVES = (CLAIM, NO_CLICK, NO_SETUP, RECHECK, HOLD, EXPIRE, ACCEPT, REFUSE, LOSE, RELEASE, ERASE, RETRY)
 
 # Why `ctwa conversions retry` refuses the statuses RETRY does not take.
 NOT_RETRIED = {
@@ -96,4 +107,5 @@ NOT_RETRIED = {
     SENT: "Meta counted them; sent again, they would count twice",
     EXPIRED: "Meta refuses events more than 7 days old",
     ERASED: "the person was deleted; their conversions are never sent",
+    UNCONFIGURED: "their app has no Meta setup: add its [app.meta] to the apps file and reload the senders (SIGHUP)",
 }

@@ -45,6 +45,7 @@ __all__ = [
     "ad_daily",
     "ad_daily_conversations",
     "ad_daily_people",
+    "apps",
     "archive_prunes",
     "callbacks",
     "chain_backlog",
@@ -52,6 +53,7 @@ __all__ = [
     "contact_merges",
     "contacts",
     "conversations",
+    "conversion_app_state",
     "conversion_events",
     "conversion_sender",
     "daily_conversations",
@@ -454,6 +456,7 @@ conversion_events = Table(
     # without looking up each click; see workers/engine/rollups.py.
     Column("click_source_id", Text, comment="its click's ad (ad_clicks.source_id)"),
     Column("click_person_key", Text, comment="its click's person (ad_clicks.person_key)"),
+    Column("click_app_id", Text, comment="its click's app (ad_clicks.app_id): whose Meta setup it goes to"),
     Column("fbtrace_id", Text, comment="Meta's trace id of its request"),
     Column("error_code", Integer),
     Column("error_subcode", Integer),
@@ -466,6 +469,11 @@ conversion_events = Table(
     Index(None, "click_message_id"),
     Index(None, "event_time"),
     Index(None, "click_person_key"),
+    Index(
+        "ix_conversion_events_unconfigured",
+        "click_app_id",
+        postgresql_where=text(f"status IN {conversion_status.sql_in((conversion_status.UNCONFIGURED,))}"),
+    ),
     # A range's counted conversions, read from the index alone (migration 0008).
     Index(
         "ix_conversion_events_counted_day",
@@ -489,6 +497,29 @@ conversion_sender = Table(
     Column("last_request_at", Time),
     Column("last_success_at", Time),
     CheckConstraint("id = 1", name="single_row"),
+    info={"kind": KEPT},
+)
+
+# conversion_sender's state for each app with a Meta setup of its own (the apps file's [app.meta]).
+conversion_app_state = Table(
+    "conversion_app_state",
+    metadata,
+    Column("app_id", Text, primary_key=True),
+    Column("parked_reason", Text, comment="why the senders stopped sending this app's events, if they did"),
+    Column("parked_code", Integer, comment="Meta's error code that parked them"),
+    Column("parked_at", Time),
+    Column("last_request_at", Time),
+    Column("last_success_at", Time),
+    info={"kind": KEPT},
+)
+
+# The apps' names, from the apps file (CTWA_APPS_FILE): written by `ctwa migrate` and the senders as they read it.
+apps = Table(
+    "apps",
+    metadata,
+    Column("app_id", Text, primary_key=True, comment="the Sinch app id"),
+    Column("name", Text, nullable=False, comment="its name in the apps file"),
+    Column("updated_at", Time, nullable=False, server_default=func.now()),
     info={"kind": KEPT},
 )
 

@@ -19,7 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from support import free_port, rows
 
 from ingest.settings import Settings
-from workers.conversions.sender import Sender, client_of
+from workers.conversions.routes import routes_of
+from workers.conversions.sender import Sender
 from workers.runtime.database import create_engine
 
 NOW = datetime.now(UTC)
@@ -70,8 +71,8 @@ def metric(sender: Sender, name: str, **labels: str) -> float:
 async def send(settings: Settings, *, drain: bool = True) -> tuple[int, Sender]:
     engine = create_engine(settings.database_url, application_name="ctwa-conversions-test")
     try:
-        async with client_of(settings) as client:
-            sender = Sender(engine, client, await eraser_of(engine), settings, drain=drain)
+        async with routes_of(settings, None) as routes:
+            sender = Sender(engine, routes, await eraser_of(engine), settings, drain=drain)
             status = await asyncio.wait_for(sender.run(), 30)
     finally:
         await engine.dispose()
@@ -111,7 +112,7 @@ async def test_events_are_sent_once_as_meta_documents_them(
     sent = await rows(db, "SELECT status, sent_at, fbtrace_id, attempts FROM conversion_events")
     assert all(row["status"] == "sent" and row["sent_at"] and row["fbtrace_id"] for row in sent)
     assert {row["attempts"] for row in sent} == {1}
-    assert metric(sender, "ctwa_conversions_sent_total") == 3
+    assert metric(sender, "ctwa_conversions_sent_total", app="default") == 3
 
     await send(sender_settings)  # nothing left: no request
     assert len(meta.requests) == 1
@@ -182,12 +183,12 @@ async def test_a_refused_configuration_parks_every_event_pending_until_restarted
 
     engine = create_engine(sender_settings.database_url)
     port = free_port()
-    async with client_of(sender_settings) as client:
-        sender = Sender(engine, client, await eraser_of(engine), sender_settings)
+    async with routes_of(sender_settings, None) as routes:
+        sender = Sender(engine, routes, await eraser_of(engine), sender_settings)
         task = asyncio.create_task(sender.run())
         async with AsyncExitStack() as stack:
             await sender.serve(stack, "127.0.0.1", port)
-            await until(lambda: sender.parked is not None, "the sender parked")
+            await until(lambda: bool(sender.parked), "the sender parked")
             async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/healthz") as response:
                 health = (response.status, await response.json())
                 async with http.get(f"http://127.0.0.1:{port}/metrics") as metrics_response:
@@ -204,7 +205,7 @@ async def test_a_refused_configuration_parks_every_event_pending_until_restarted
 
     assert health[0] == 503
     assert health[1]["status"] == "parked"
-    assert "ctwa_conversions_parked 1.0" in metrics
+    assert 'ctwa_conversions_parked{app="default"} 1.0' in metrics
     assert len(meta.requests) == 1
     assert set((await statuses(db)).values()) == {"pending"}
     [state] = await rows(db, "SELECT parked_reason, parked_code FROM conversion_sender")
@@ -249,11 +250,11 @@ async def test_a_request_that_never_left_is_sent_again(
     events = await record_many(db, 2)
     nowhere = sender_settings.model_copy(update={"meta_graph_url": f"http://127.0.0.1:{free_port()}"})
     engine = create_engine(nowhere.database_url)
-    async with client_of(nowhere) as client:
-        sender = Sender(engine, client, await eraser_of(engine), nowhere)
+    async with routes_of(nowhere, None) as routes:
+        sender = Sender(engine, routes, await eraser_of(engine), nowhere)
         task = asyncio.create_task(sender.run())
         await until(
-            lambda: metric(sender, "ctwa_conversions_requests_total", outcome="retry") >= 2, "two requests retried"
+            lambda: metric(sender, "ctwa_conversions_requests_total", outcome="retry", app="default") >= 2, "two requests retried"
         )
         sender.stop()
         await task

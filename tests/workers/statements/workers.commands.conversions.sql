@@ -14,6 +14,23 @@ WHERE status = 'pending' ORDER BY event_time, id LIMIT 1;
 -- _SENDERS
 SELECT parked_reason, parked_code, parked_at, last_request_at, last_success_at FROM conversion_sender WHERE id = 1;
 
+-- _APPS
+SELECT app.app_id, named.name, counted.events, state.parked_reason, state.parked_code, state.parked_at,
+       state.last_request_at, state.last_success_at
+FROM (
+    SELECT click_app_id AS app_id FROM conversion_events WHERE click_app_id IS NOT NULL
+    UNION SELECT app_id FROM conversion_app_state
+) AS app
+LEFT JOIN apps AS named USING (app_id)
+LEFT JOIN conversion_app_state AS state USING (app_id)
+LEFT JOIN LATERAL (
+    SELECT jsonb_object_agg(status, events) AS events FROM (
+        SELECT status, count(*) AS events FROM conversion_events
+        WHERE click_app_id = app.app_id GROUP BY status
+    ) AS per_status
+) AS counted ON true
+ORDER BY app.app_id;
+
 -- _EVENTS
 SELECT event_id, event_name, event_time, contact_id, status, attempts, sent_at, sent_ctwa_clid, fbtrace_id, error_code, error_subcode, last_error, value, currency FROM conversion_events
 WHERE cardinality(CAST(:statuses AS text[])) = 0 OR status = ANY(:statuses)

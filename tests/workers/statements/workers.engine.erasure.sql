@@ -88,7 +88,7 @@ UPDATE conversion_events AS event SET
     custom_data = NULL,
     identity = CASE WHEN event.identity IS NULL OR event.identity LIKE 'erased:%' THEN event.identity
                     ELSE erased.opaque END,
-    status = CASE WHEN status IN ('pending', 'unattributed') THEN 'erased' ELSE status END,
-    last_error = CASE WHEN status IN ('pending', 'unattributed') THEN 'the person was deleted' ELSE last_error END
+    status = CASE WHEN status IN ('pending', 'unattributed', 'unconfigured') THEN 'erased' ELSE status END,
+    last_error = CASE WHEN status IN ('pending', 'unattributed', 'unconfigured') THEN 'the person was deleted' ELSE last_error END
 FROM unnest(CAST(:ids AS bigint[]), CAST(:opaques AS text[])) AS erased(id, opaque)
 WHERE event.id = erased.id;
