@@ -149,6 +149,7 @@ class Request:
 
     path: str
     authorization: str | None
+    dataset_id: str
     body: dict[str, Any] | None
     behaviour: str
     events: list[Any] = field(default_factory=list)
@@ -159,7 +160,8 @@ class Request:
 
 
 class FakeMeta:
-    """Meta's Graph API for one dataset, on a free port of ``host`` (127.0.0.1) while the ``async with`` lasts.
+    """Meta's Graph API for one dataset — and those added with ``dataset``, each with its own token and WABA — on a
+    free port of ``host`` (127.0.0.1) while the ``async with`` lasts.
 
     Each request takes the next behaviour queued with ``then``, or ``Ok()`` when none is queued; a behaviour set
     with ``always`` answers every request instead, leaving the queue untouched, until ``always(None)``.
@@ -184,7 +186,9 @@ class FakeMeta:
         self.invalid_clids = frozenset(invalid_clids)
         self.url = ""
         self.counted: Counter[str] = Counter()
+        self.counted_in: dict[str, Counter[str]] = {}  # per dataset
         self.requests: list[Request] = []
+        self._datasets: dict[str, tuple[str, str]] = {}  # those added: dataset id → (token, WABA)
         self._queue: deque[Behaviour] = deque()
         self._always: Behaviour | None = None
         self._arrived = asyncio.Event()
@@ -218,6 +222,10 @@ class FakeMeta:
             **more,
         )
 
+    def dataset(self, dataset_id: str, *, token: str, waba_id: str) -> None:
+        """Take events for ``dataset_id`` too, with its own token and WhatsApp Business Account."""
+        self._datasets[dataset_id] = (token, waba_id)
+
     def then(self, *behaviours: Behaviour) -> None:
         """Queue behaviours, one for each of the next requests."""
         self._queue.extend(behaviours)
@@ -248,6 +256,7 @@ class FakeMeta:
         record = Request(
             request.path,
             request.headers.get("Authorization"),
+            request.match_info["dataset_id"],
             body,
             type(behaviour).__name__,
             data if isinstance(data, list) else [],
@@ -286,13 +295,19 @@ class FakeMeta:
             return _error(events)
         received = behaviour.received if isinstance(behaviour, Short) else len(events)
         self.counted.update(event["event_id"] for event in events[:received])
+        dataset = self.counted_in.setdefault(request.match_info["dataset_id"], Counter())
+        dataset.update(event["event_id"] for event in events[:received])
         return 200, {"events_received": received, "messages": [], "fbtrace_id": _trace()}
 
     def _check(self, request: web.Request, body: dict[str, Any] | None) -> list[dict[str, Any]] | Error:
-        if request.headers.get("Authorization") != f"Bearer {self.token}":
+        dataset_id = request.match_info["dataset_id"]
+        token, waba_id = self._datasets.get(dataset_id, (self.token, self.waba_id))
+        if request.headers.get("Authorization") != f"Bearer {token}":
             return Error(401, 190, message="Invalid OAuth access token - Cannot parse access token")
-        if (request.match_info["version"], request.match_info["dataset_id"]) != (self.version, self.dataset_id):
-            return no_dataset(request.match_info["dataset_id"])
+        if request.match_info["version"] != self.version or (
+            dataset_id != self.dataset_id and dataset_id not in self._datasets
+        ):
+            return no_dataset(dataset_id)
         if body is None:
             return invalid_parameter("the body must be a JSON object")
         data = body.get("data")
@@ -305,12 +320,12 @@ class FakeMeta:
                 return invalid_parameter(f"{key}: must be a string")
         now = time.time()
         for index, event in enumerate(data):
-            if (problem := self._problem(event, now)) is not None:
+            if (problem := self._problem(event, now, waba_id)) is not None:
                 subcode, detail = problem
                 return invalid_parameter(f"data[{index}]{detail}", subcode)
         return data
 
-    def _problem(self, event: Any, now: float) -> tuple[int | None, str] | None:
+    def _problem(self, event: Any, now: float, waba_id: str) -> tuple[int | None, str] | None:
         """What Meta refuses in one event: the error subcode and where, or None for a valid event."""
         if not isinstance(event, dict):
             return None, ": an event must be a JSON object"
@@ -335,7 +350,7 @@ class FakeMeta:
             return None, ".user_data.ctwa_clid: a non-empty string is required"
         if clid in self.invalid_clids:
             return 2804087, f".user_data.ctwa_clid: {clid!r} is not a click on this business's ads"
-        if user.get("whatsapp_business_account_id") != self.waba_id:
+        if user.get("whatsapp_business_account_id") != waba_id:
             return None, ".user_data.whatsapp_business_account_id: not the WhatsApp Business Account of this dataset"
         custom = event.get("custom_data", {})
         if not isinstance(custom, dict):

@@ -325,7 +325,9 @@ async def test_the_conversions_healthcheck_passes_while_sending_and_fails_while_
                     )
                 await meta.wait_requests(len(meta.requests) + 1)
                 for _ in range(1000):  # until the answer is taken: the event sent, or the sender parked
-                    sent = sender.metrics.registry.get_sample_value("ctwa_conversions_sent_total", {"app": "default"}) or 0
+                    sent = (
+                        sender.metrics.registry.get_sample_value("ctwa_conversions_sent_total", {"app": "default"}) or 0
+                    )
                     if sent if token == meta.token else sender.parked is not None:
                         break
                     await asyncio.sleep(0.01)

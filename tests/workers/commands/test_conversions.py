@@ -220,7 +220,9 @@ async def test_list_filters_newest_first_without_personal_data(on_db: Settings, 
     assert lines[0].split()[:5] == ["event_id", "event_name", "event_time", "contact_id", "status"]
     assert [line.split()[0] for line in lines[2:]] == ["e", "d"]
     _, err = await ctwa("conversions", "list", "--status", "lost", settings=on_db, expect=2)
-    assert "not a status (pending, sending, sent, unattributed, expired, erased, failed, unconfirmed, unconfigured)" in err
+    assert (
+        "not a status (pending, sending, sent, unattributed, expired, erased, failed, unconfirmed, unconfigured)" in err
+    )
 
 
 async def test_retry_sets_failed_events_back_to_pending(on_db: Settings, db: AsyncEngine) -> None:

@@ -254,7 +254,8 @@ async def test_a_request_that_never_left_is_sent_again(
         sender = Sender(engine, routes, await eraser_of(engine), nowhere)
         task = asyncio.create_task(sender.run())
         await until(
-            lambda: metric(sender, "ctwa_conversions_requests_total", outcome="retry", app="default") >= 2, "two requests retried"
+            lambda: metric(sender, "ctwa_conversions_requests_total", outcome="retry", app="default") >= 2,
+            "two requests retried",
         )
         sender.stop()
         await task
