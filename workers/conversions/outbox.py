@@ -140,9 +140,12 @@ async def claim(
     attributed = await _attribute(connection, [row for row in due if row.id not in erased], people)
     unattributed = [row.id for row in due if row.id not in erased and row.id not in attributed]
     ways: dict[Way, list[Any]] = {"send": [], "hold": [], "none": []}
+    by_app: dict[str | None, Way] = {}  # a claim's events come through a few apps: each asked about once
     for row in due:
-        if row.id in attributed:
-            ways[way(attributed[row.id].app_id)].append(row)
+        if (click := attributed.get(row.id)) is not None:
+            if (chosen := by_app.get(click.app_id)) is None:
+                chosen = by_app[click.app_id] = way(click.app_id)
+            ways[chosen].append(row)
     for chosen, statement in _MARK.items():
         if ways[chosen]:
             found = [attributed[row.id] for row in ways[chosen]]

@@ -191,11 +191,14 @@ class Sender:
 
     async def _deliver(self, events: Sequence[Event]) -> None:
         """Send ``events``, each route's in requests of its own, one route after the other."""
-        by_route: dict[str, list[Event]] = {}
+        by_app: dict[str | None, list[Event]] = {}
         for event in events:
-            route = self._routes.of(event.app_id)
+            by_app.setdefault(event.app_id, []).append(event)
+        by_route: dict[str, list[Event]] = {}
+        for app_id, of_app in by_app.items():
+            route = self._routes.of(app_id)
             assert route is not None, "a claim marks sending only events with a route"
-            by_route.setdefault(route.key, []).append(event)
+            by_route.setdefault(route.key, []).extend(of_app)
         for key, part in by_route.items():
             route = self._routes.get(key)
             assert route is not None
