@@ -37,10 +37,11 @@ def inbound(
     text: str = "hello",
     metadata: str = "",
     channel: str = "WHATSAPP",
+    app: str = APP,
 ) -> bytes:
     return _encode(
         {
-            "app_id": APP,
+            "app_id": app,
             "accepted_time": at(minute + 0.01),
             "event_time": at(minute),
             "message": {

@@ -20,11 +20,16 @@ from workers.commands.command import FORMATS, Subcommands, complain, on_database
 __all__ = [
     "ADS_REPORT",
     "AD_COLUMNS",
+    "APPS_REPORT",
+    "APP_ADS_REPORT",
+    "APP_COLUMNS",
+    "APP_DAILY_REPORT",
     "DAILY_COLUMNS",
     "DAILY_REPORT",
     "PEOPLE_COLUMNS",
     "SETTINGS",
     "ads",
+    "apps",
     "daily",
     "default_range",
     "people",
@@ -70,29 +75,87 @@ ADS_REPORT = text(
     """
 )
 
-# Per ad and day: ad_performance_daily and ad_conversions_daily stacked and summed, so that a day with
-# conversions and no click of the ad is in it too.
-DAILY_REPORT = text(
-    """
-    SELECT day, source_id, max(headline) AS headline, max(source_type) AS source_type,
-           max(media_type) AS media_type, sum(clicks)::int AS clicks, sum(click_ids)::int AS click_ids,
-           sum(people)::int AS people, sum(new_people)::int AS new_people,
-           sum(conversations)::int AS conversations, sum(conversions)::int AS conversions,
-           coalesce(max(value), '{}') AS value, sum(people_converted)::int AS people_converted,
-           round(sum(people_converted)::numeric / nullif(sum(people), 0), 3) AS conversion_rate
-    FROM (
-        SELECT day, source_id, headline, source_type, media_type, clicks, click_ids, people, new_people,
-               conversations, 0 AS conversions, NULL AS value, 0 AS people_converted
-        FROM ad_performance_daily WHERE day BETWEEN :since AND :until
-        UNION ALL
-        SELECT day, source_id, NULL, NULL, NULL, 0, 0, 0, 0, 0, conversions, value_by_currency::text,
-               people_converted
-        FROM ad_conversions_daily WHERE day BETWEEN :since AND :until
-    ) AS stacked
-    GROUP BY day, source_id
-    ORDER BY day, clicks DESC, source_id
+# The app's ads (app_ads, migration 0010) once per statement, and the condition that a row's source_id is one of
+# them: a report for one app (--app) is that of its ads.
+_APP_ADS = """
+    app_ads AS (
+        SELECT coalesce(array_agg(source_id) FILTER (WHERE source_id IS NOT NULL), '{}') AS ids,
+               coalesce(bool_or(source_id IS NULL), false) AS none
+        FROM app_ads(:app)
+    )
+"""
+_OF_APP = "(source_id = ANY(app_ads.ids) OR (source_id IS NULL AND app_ads.none))"
+
+APP_ADS_REPORT = text(
+    f"""
+    WITH {_APP_ADS}
+    SELECT {", ".join("value::text AS value" if column == "value" else column for column in AD_COLUMNS)}
+    FROM ad_report(:since, :until), app_ads
+    WHERE {_OF_APP}
+    ORDER BY clicks DESC, source_id
     """
 )
+
+APP_COLUMNS = (
+    "app_id",
+    "app_name",
+    "ads",
+    "clicks",
+    "click_ids",
+    "people",
+    "new_people",
+    "conversations",
+    "conversions",
+    "value",
+    "people_converted",
+    "conversion_rate",
+)
+
+# Per app over a range: each app with a click, named where the apps file names it, and the figures of its ads
+# (app_range_report: each person and conversation counted once).
+APPS_REPORT = text(
+    """
+    SELECT app.app_id, named.name AS app_name, app.ads, figures.clicks, figures.click_ids, figures.people,
+           figures.new_people, figures.conversations, figures.conversions, figures.value::text AS value,
+           figures.people_converted, figures.conversion_rate
+    FROM (SELECT app_id, count(*)::int AS ads FROM ad_apps WHERE app_id IS NOT NULL GROUP BY app_id) AS app
+    LEFT JOIN apps AS named USING (app_id)
+    CROSS JOIN LATERAL app_range_report(:since, :until, app.app_id) AS figures
+    ORDER BY figures.clicks DESC, app.app_id
+    """
+)
+
+
+# Per ad and day: ad_performance_daily and ad_conversions_daily stacked and summed, so that a day with
+# conversions and no click of the ad is in it too; for all ads, or (``of_app``) for the app's.
+def _daily_report(of_app: bool) -> TextClause:
+    ads, of = (f"WITH {_APP_ADS}", f", app_ads WHERE {_OF_APP} AND") if of_app else ("", " WHERE")
+    return text(
+        f"""
+        {ads}
+        SELECT day, source_id, max(headline) AS headline, max(source_type) AS source_type,
+               max(media_type) AS media_type, sum(clicks)::int AS clicks, sum(click_ids)::int AS click_ids,
+               sum(people)::int AS people, sum(new_people)::int AS new_people,
+               sum(conversations)::int AS conversations, sum(conversions)::int AS conversions,
+               coalesce(max(value), '{{}}') AS value, sum(people_converted)::int AS people_converted,
+               round(sum(people_converted)::numeric / nullif(sum(people), 0), 3) AS conversion_rate
+        FROM (
+            SELECT day, source_id, headline, source_type, media_type, clicks, click_ids, people, new_people,
+                   conversations, 0 AS conversions, NULL AS value, 0 AS people_converted
+            FROM ad_performance_daily{of} day BETWEEN :since AND :until
+            UNION ALL
+            SELECT day, source_id, NULL, NULL, NULL, 0, 0, 0, 0, 0, conversions, value_by_currency::text,
+                   people_converted
+            FROM ad_conversions_daily{of} day BETWEEN :since AND :until
+        ) AS stacked
+        GROUP BY day, source_id
+        ORDER BY day, clicks DESC, source_id
+        """
+    )
+
+
+DAILY_REPORT = _daily_report(of_app=False)
+APP_DAILY_REPORT = _daily_report(of_app=True)
 
 # What the report's transaction sets before its statement. Postgres compiles a plan costed above jit_above_cost
 # (100,000 by default) to machine code; the per-ad report's plan passes it at about a million clicks, and compiling
@@ -103,6 +166,7 @@ SETTINGS = "SET LOCAL jit = off"
 _PEOPLE = text(
     f"SELECT {', '.join(PEOPLE_COLUMNS)} FROM person_attribution "
     "WHERE last_clicked_at >= :start AND last_clicked_at < :end "
+    "AND (CAST(:app AS text) IS NULL OR last_app_id = :app OR first_app_id = :app) "
     "ORDER BY last_clicked_at DESC, person_key LIMIT :limit"
 )
 
@@ -110,13 +174,17 @@ _PEOPLE = text(
 def register(subcommands: Subcommands) -> None:
     parser = subcommands.add_parser(
         "report",
-        help="which ads brought which people: ad performance and conversions, or (report people) each person's "
-        "first and last ad",
+        help="which ads brought which people: ad performance and conversions, per app (report apps), or (report "
+        "people) each person's first and last ad",
         description="Ad performance over a range of UTC days (default: the last 30) — clicks, people, conversations, "
-        "conversions, their value per currency and the people converted — or with 'people' each person's first- and "
-        "last-touch ad. A table at a terminal, CSV when piped; --format to choose.",
+        "conversions, their value per currency and the people converted — per ad, or with 'apps' per Sinch app (the "
+        "figures of its ads, each person counted once), or with 'people' each person's first- and last-touch ad. "
+        "--app limits ads and people to one app's. A table at a terminal, CSV when piped; --format to choose.",
     )
-    parser.add_argument("what", nargs="?", choices=("ads", "people"), default="ads")
+    parser.add_argument("what", nargs="?", choices=("ads", "apps", "people"), default="ads")
+    parser.add_argument(
+        "--app", metavar="APP_ID", help="one Sinch app's ads (those with a click through it) or people alone"
+    )
     parser.add_argument("--since", type=day, metavar="YYYY-MM-DD", help="first UTC day (default: 29 days ago)")
     parser.add_argument("--until", type=day, metavar="YYYY-MM-DD", help="last UTC day, included (default: today)")
     parser.add_argument("--daily", action="store_true", help="one row per ad per day")
@@ -136,12 +204,17 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
 @on_database("ctwa-report")
 async def _report(args: argparse.Namespace, engine: AsyncEngine) -> int:
     if args.what == "people":
-        output.render(await people(engine, args.since, args.until, args.limit), PEOPLE_COLUMNS, args.format)
+        found = await people(engine, args.since, args.until, args.limit, app=args.app)
+        output.render(found, PEOPLE_COLUMNS, args.format)
+        return 0
+    columns: tuple[str, ...]
+    if args.what == "apps":
+        rows, columns = await apps(engine, args.since, args.until), APP_COLUMNS
+    elif args.daily:
+        rows, columns = await daily(engine, args.since, args.until, app=args.app), DAILY_COLUMNS
     else:
-        rows = await (daily if args.daily else ads)(engine, args.since, args.until)
-        output.render(
-            rows[: args.limit] if args.limit else rows, DAILY_COLUMNS if args.daily else AD_COLUMNS, args.format
-        )
+        rows, columns = await ads(engine, args.since, args.until, app=args.app), AD_COLUMNS
+    output.render(rows[: args.limit] if args.limit else rows, columns, args.format)
     return 0
 
 
@@ -151,18 +224,33 @@ def default_range(today: date | None = None) -> tuple[date, date]:
     return until - timedelta(days=29), until
 
 
-async def ads(engine: AsyncEngine, since: date, until: date) -> list[dict[str, Any]]:
-    return with_money(await _fetch(engine, ADS_REPORT, {"since": since, "until": until}))
+async def ads(engine: AsyncEngine, since: date, until: date, *, app: str | None = None) -> list[dict[str, Any]]:
+    """Each ad's figures over the range; with ``app``, the ads with a click through that app alone."""
+    if app is None:
+        return with_money(await _fetch(engine, ADS_REPORT, {"since": since, "until": until}))
+    return with_money(await _fetch(engine, APP_ADS_REPORT, {"since": since, "until": until, "app": app}))
 
 
-async def daily(engine: AsyncEngine, since: date, until: date) -> list[dict[str, Any]]:
-    return with_money(await _fetch(engine, DAILY_REPORT, {"since": since, "until": until}))
+async def daily(engine: AsyncEngine, since: date, until: date, *, app: str | None = None) -> list[dict[str, Any]]:
+    """Each ad's figures per day; with ``app``, the ads with a click through that app alone."""
+    if app is None:
+        return with_money(await _fetch(engine, DAILY_REPORT, {"since": since, "until": until}))
+    return with_money(await _fetch(engine, APP_DAILY_REPORT, {"since": since, "until": until, "app": app}))
 
 
-async def people(engine: AsyncEngine, since: date, until: date, limit: int | None) -> list[dict[str, Any]]:
+async def apps(engine: AsyncEngine, since: date, until: date) -> list[dict[str, Any]]:
+    """Each app's figures over the range: those of its ads, each person and conversation counted once."""
+    return with_money(await _fetch(engine, APPS_REPORT, {"since": since, "until": until}))
+
+
+async def people(
+    engine: AsyncEngine, since: date, until: date, limit: int | None, *, app: str | None = None
+) -> list[dict[str, Any]]:
+    """The people whose last click fell in the range, newest first; with ``app``, those whose first or last click
+    came through it."""
     start = datetime.combine(since, datetime.min.time(), UTC)
     end = datetime.combine(until + timedelta(days=1), datetime.min.time(), UTC)
-    return await _fetch(engine, _PEOPLE, {"start": start, "end": end, "limit": limit})
+    return await _fetch(engine, _PEOPLE, {"start": start, "end": end, "limit": limit, "app": app})
 
 
 def with_money(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

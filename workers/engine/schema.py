@@ -232,6 +232,7 @@ ad_clicks = Table(
     Index(None, "contact_id"),
     Index(None, "channel", "identity"),
     Index(None, "ctwa_clid"),
+    Index(None, "app_id", "source_id"),  # an app's ads (app_ads, migration 0010)
     info={"kind": PROJECTION},
 )
 
