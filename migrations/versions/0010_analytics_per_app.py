@@ -224,6 +224,23 @@ _BEFORE = {
 }
 
 FUNCTIONS = {
+    # The apps with a click, and those the apps file names (table apps): for a choice of app. Each app with a click
+    # is found by one step of the index on (app_id, source_id).
+    "app_names()": f"""
+        CREATE FUNCTION app_names() RETURNS TABLE (app_id text, name text)
+        {_DEFINER} AS $$
+        WITH RECURSIVE clicked AS (
+            SELECT min(click.app_id) AS app_id FROM ad_clicks AS click
+            UNION ALL
+            SELECT (SELECT min(click.app_id) FROM ad_clicks AS click WHERE click.app_id > clicked.app_id)
+            FROM clicked WHERE clicked.app_id IS NOT NULL
+        )
+        SELECT app_id, named.name
+        FROM (SELECT app_id FROM clicked WHERE app_id IS NOT NULL UNION SELECT app_id FROM apps) AS app
+        LEFT JOIN apps AS named USING (app_id)
+        ORDER BY named.name NULLS LAST, app_id
+        $$
+    """,
     # The ads with a click through the app: their source_ids (NULL among them when a click of the app's referral
     # named no ad), each found by one step of the index on (app_id, source_id) rather than by reading every click.
     "app_ads(app text)": f"""

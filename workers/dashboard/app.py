@@ -52,6 +52,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/api/creatives", _api(_creatives))
     app.router.add_get("/api/conversions", _api(_conversions))
     app.router.add_get("/api/freshness", _api(_freshness))
+    app.router.add_get("/api/apps", _api(_apps))
     app.router.add_static("/static", STATIC, append_version=False)
     return app
 
@@ -95,7 +96,7 @@ def _api(answer: Answer) -> Callable[[web.Request], Awaitable[web.StreamResponse
         try:
             result = await answer(request, request.app[_ENGINE])
         except figures.RangeError as error:
-            return web.json_response({"error": "bad range", "detail": str(error)}, status=400)
+            return web.json_response({"error": "bad request", "detail": str(error)}, status=400)
         if isinstance(result, web.StreamResponse):
             return result
         return web.json_response(result, headers={"Cache-Control": "no-store"})
@@ -138,6 +139,10 @@ async def _creatives(request: web.Request, engine: AsyncEngine) -> Any:
 
 async def _conversions(request: web.Request, engine: AsyncEngine) -> Any:
     return await figures.conversions(engine)
+
+
+async def _apps(request: web.Request, engine: AsyncEngine) -> Any:
+    return await figures.apps(engine)
 
 
 async def _freshness(request: web.Request, engine: AsyncEngine) -> Any:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -17,7 +18,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from workers.commands.report import ADS_REPORT, with_money
+from workers.commands.report import ADS_REPORT, APP_ADS_REPORT, with_money
 from workers.conversions.status import STATUSES
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "Range",
     "RangeError",
     "ads",
+    "apps",
     "conversions",
     "creatives",
     "daily",
@@ -42,38 +44,48 @@ FIGURES = ("clicks", "people", "new_people", "conversations", "conversions", "pe
 
 
 class RangeError(ValueError):
-    """The range asked for can't be answered; the message says why."""
+    """The range (or app) asked for can't be answered; the message says why."""
+
+
+# A Sinch app id: 26 letters and digits (a ULID).
+_APP_ID = re.compile(r"[0-9A-Za-z]{26}")
 
 
 @dataclass(frozen=True, slots=True)
 class Range:
-    """UTC days ``since`` to ``until``, both included."""
+    """UTC days ``since`` to ``until``, both included; of one Sinch app's ads (``app``), or of all."""
 
     since: date
     until: date
+    app: str | None = None
 
     @classmethod
     def asked(cls, query: Mapping[str, str], today: date | None = None) -> Range:
-        """The range of a request's ``since`` and ``until``; the last 7 days (today included) without them."""
+        """The range of a request's ``since`` and ``until`` (the last 7 days, today included, without them) and its
+        ``app``, if any."""
         until = _day(query, "until") or today or datetime.now(UTC).date()
         since = _day(query, "since") or until - timedelta(days=DEFAULT_DAYS - 1)
         if since > until:
             raise RangeError(f"since ({since}) is after until ({until})")
         if (until - since).days + 1 > MAX_DAYS:
             raise RangeError(f"at most {MAX_DAYS} days at a time")
-        return cls(since, until)
+        app = query.get("app") or None
+        if app is not None and not _APP_ID.fullmatch(app):
+            raise RangeError(f"app is not a Sinch app id (26 letters and digits): {app[:40]!r}")
+        return cls(since, until, app)
 
     @property
     def previous(self) -> Range:
         """The period of the same length just before."""
         length = self.until - self.since + timedelta(days=1)
-        return Range(self.since - length, self.since - timedelta(days=1))
+        return Range(self.since - length, self.since - timedelta(days=1), self.app)
 
-    def params(self) -> dict[str, date]:
-        return {"since": self.since, "until": self.until}
+    def params(self) -> dict[str, Any]:
+        return {"since": self.since, "until": self.until} | ({} if self.app is None else {"app": self.app})
 
     def as_json(self) -> dict[str, str]:
-        return {"since": self.since.isoformat(), "until": self.until.isoformat()}
+        days = {"since": self.since.isoformat(), "until": self.until.isoformat()}
+        return days | ({} if self.app is None else {"app": self.app})
 
 
 def _day(query: Mapping[str, str], name: str) -> date | None:
@@ -86,7 +98,10 @@ def _day(query: Mapping[str, str], name: str) -> date | None:
         raise RangeError(f"{name} is not a day (YYYY-MM-DD): {value[:40]!r}") from None
 
 
-_SUMMARY = text(f"SELECT {', '.join(FIGURES)}, value::text AS value FROM range_report(:since, :until)")
+_SUMMARY = {
+    False: text(f"SELECT {', '.join(FIGURES)}, value::text AS value FROM range_report(:since, :until)"),
+    True: text(f"SELECT {', '.join(FIGURES)}, value::text AS value FROM app_range_report(:since, :until, :app)"),
+}
 
 # One row per day of the range, days without a click at 0: for all ads together, or for one.
 _DAILY = {
@@ -115,8 +130,37 @@ _DAILY = {
         ("ad", "ad_performance_daily", "ad_conversions_daily", " AND source_id = :source_id"),
     ]
 }
+# All of an app's ads together: app_daily, with the days of the range it has no row for at 0.
+_DAILY["app"] = text(
+    """
+    SELECT day.day, coalesce(clicks, 0) AS clicks, coalesce(people, 0) AS people,
+           coalesce(new_people, 0) AS new_people, coalesce(conversations, 0) AS conversations,
+           coalesce(conversions, 0) AS conversions, coalesce(value_by_currency, '{}')::text AS value
+    FROM (
+        SELECT CAST(day AS date) AS day
+        FROM generate_series(CAST(:since AS timestamp), CAST(:until AS timestamp), interval '1 day') AS day
+    ) AS day
+    LEFT JOIN app_daily(CAST(:since AS date), CAST(:until AS date), CAST(:app AS text)) AS app ON app.day = day.day
+    ORDER BY day.day
+    """
+)
 
 _ENGAGEMENT = text("SELECT * FROM engagement_report(:since, :until, :per_ad)")
+# For one app: app_engagement's total, and engagement_report's rows of the app's ads.
+_APP_ENGAGEMENT = text(
+    """
+    WITH app_ads AS (
+        SELECT coalesce(array_agg(source_id) FILTER (WHERE source_id IS NOT NULL), '{}') AS ids,
+               coalesce(bool_or(source_id IS NULL), false) AS none
+        FROM app_ads(:app)
+    )
+    SELECT true AS total, NULL AS source_id, total.* FROM app_engagement(:since, :until, :app) AS total
+    UNION ALL
+    SELECT ad.* FROM engagement_report(:since, :until, true) AS ad, app_ads
+    WHERE :per_ad AND NOT ad.total
+      AND (ad.source_id = ANY(app_ads.ids) OR (ad.source_id IS NULL AND app_ads.none))
+    """
+)
 # What engagement_report says of each ad and of all together.
 _ENGAGED = (
     "people",
@@ -138,6 +182,8 @@ _CONVERSIONS = text(
     """
 )
 
+_APPS = text("SELECT app_id, name FROM app_names()")
+
 _FRESHNESS = text(
     "SELECT newest_stored_at, extract(epoch FROM now() - newest_stored_at) AS age_s FROM ingest_freshness"
 )
@@ -158,8 +204,9 @@ async def _both(
 
 
 async def summary(engine: AsyncEngine, asked: Range) -> dict[str, Any]:
-    """The range's figures, and those of the period just before it, over all ads."""
-    [current], [before] = await _both(engine, _SUMMARY, asked.params(), asked.previous.params())
+    """The range's figures, and those of the period just before it, over all ads (or all the app's)."""
+    statement = _SUMMARY[asked.app is not None]
+    [current], [before] = await _both(engine, statement, asked.params(), asked.previous.params())
     return {
         **asked.as_json(),
         "previous": asked.previous.as_json(),
@@ -169,15 +216,17 @@ async def summary(engine: AsyncEngine, asked: Range) -> dict[str, Any]:
 
 
 async def ads(engine: AsyncEngine, asked: Range) -> list[dict[str, Any]]:
-    """Each ad's figures over the range: ``ctwa report``'s."""
+    """Each ad's figures over the range (each of the app's): ``ctwa report``'s."""
+    statement = ADS_REPORT if asked.app is None else APP_ADS_REPORT
     async with engine.connect() as connection:
-        rows = [dict(row._mapping) for row in await connection.execute(ADS_REPORT, asked.params())]
+        rows = [dict(row._mapping) for row in await connection.execute(statement, asked.params())]
     return [_json(row) for row in with_money(rows)]
 
 
 async def daily(engine: AsyncEngine, asked: Range, source_id: str | None = None) -> list[dict[str, Any]]:
-    """Each day's figures, for all ads or for the ad ``source_id``."""
-    statement = _DAILY["all" if source_id is None else "ad"]
+    """Each day's figures, for all ads (all the app's) or for the ad ``source_id``."""
+    scope = "ad" if source_id is not None else "all" if asked.app is None else "app"
+    statement = _DAILY[scope]
     params: dict[str, Any] = asked.params() | ({} if source_id is None else {"source_id": source_id})
     async with engine.connect() as connection:
         rows = [dict(row._mapping) for row in await connection.execute(statement, params)]
@@ -188,8 +237,9 @@ async def engagement(engine: AsyncEngine, asked: Range) -> dict[str, Any]:
     """What the people the ads brought did next — wrote again, got a reply, how soon — over all ads (``total``, and
     ``before``: the period before) and per ad."""
     # Of the period before, the total alone.
+    statement = _ENGAGEMENT if asked.app is None else _APP_ENGAGEMENT
     current, before = await _both(
-        engine, _ENGAGEMENT, asked.params() | {"per_ad": True}, asked.previous.params() | {"per_ad": False}
+        engine, statement, asked.params() | {"per_ad": True}, asked.previous.params() | {"per_ad": False}
     )
 
     def total(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -230,6 +280,12 @@ async def conversions(engine: AsyncEngine) -> dict[str, Any]:
         "last_request_at": _json_value(row.last_request_at),
         "last_success_at": _json_value(row.last_success_at),
     }
+
+
+async def apps(engine: AsyncEngine) -> list[dict[str, Any]]:
+    """The apps to choose from: each with a click or named in the apps file, by name."""
+    async with engine.connect() as connection:
+        return [{"app_id": row.app_id, "name": row.name} for row in await connection.execute(_APPS)]
 
 
 async def freshness(engine: AsyncEngine) -> dict[str, Any]:

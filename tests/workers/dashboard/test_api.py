@@ -206,6 +206,7 @@ async def test_the_conversions_to_meta_and_the_freshness(dashboard: Client) -> N
         "erased": 1,
         "failed": 1,
         "unconfirmed": 1,
+        "unconfigured": 0,
     }
     assert answer["oldest_pending"]["event_id"] == "K15"
     assert answer["parked"] is None
@@ -227,7 +228,7 @@ async def test_a_bad_range_is_a_clear_400(dashboard: Client, query: dict[str, st
     for path in ("/api/summary", "/api/ads", "/api/daily", "/api/engagement", "/api/creatives"):
         async with dashboard.get(path, params=query | {"source_id": A}, headers=AUTH) as response:
             assert response.status == 400
-            assert (await response.json())["error"] == "bad range"
+            assert (await response.json())["error"] == "bad request"
 
 
 @pytest.mark.parametrize(

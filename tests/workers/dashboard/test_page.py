@@ -36,16 +36,19 @@ from typing import Any
 import aiohttp
 import pytest
 from attribution import DAY0, DAY2, A, B, C, store_conversions, store_stream
-from callbacks import T0, inbound, referral
+from callbacks import APP, T0, inbound, referral
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support.select import Select
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from support import RUN_ID, database_role, free_port, rows, store, unavailable
 
+from ingest.apps import App, Apps
 from workers.commands.migrate import grant_read_role
+from workers.engine.apps import name_apps
 
 ROOT = Path(__file__).parents[3]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -1144,6 +1147,110 @@ async def test_a_callback_stored_after_the_page_opened_shows_up_without_a_reload
 
     await settles(followed, LIVE_S)
     assert page.severe() == []
+
+
+# A second Sinch app: two clicks on an ad of its own on the stream's days, by two people, one of whom writes again.
+TWO = "01EB4BNMPW0AY1E1HAEE2Y2D4Z"
+TWOS_AD = "AD-TWO"
+
+
+async def app_figures(db: AsyncEngine, since: str, until: str, app: str) -> dict[str, Any]:
+    [row] = await rows(
+        db,
+        "SELECT * FROM app_range_report(:since, :until, :app)",
+        since=date.fromisoformat(since),
+        until=date.fromisoformat(until),
+        app=app,
+    )
+    return _figures(row)
+
+
+async def test_choosing_an_app_shows_its_ads_alone(page: Page, seeded: AsyncEngine) -> None:
+    await store(
+        seeded,
+        [
+            inbound(
+                "T1",
+                100,
+                identity="8001",
+                contact="CT1",
+                conversation="VT1",
+                app=TWO,
+                metadata=referral(TWOS_AD, "CLT1", headline="Brand Two's ad", media_type="video"),
+            ),
+            inbound(
+                "T2",
+                1500,
+                identity="8002",
+                contact="CT2",
+                conversation="VT2",
+                app=TWO,
+                metadata=referral(TWOS_AD, None, headline="Brand Two's ad", media_type="video"),
+            ),
+            inbound("T2b", 1510, identity="8002", contact="CT2", conversation="VT2", app=TWO),
+        ],
+    )
+    async with seeded.begin() as connection:
+        await name_apps(connection, Apps({APP: App(APP, "Brand One", ("s",)), TWO: App(TWO, "Brand Two", ("t",))}))
+
+    page.open(f"?since={STREAM['since']}&until={STREAM['until']}")
+    await page.drawn(**STREAM, engagement=True)
+    await check_all_ads(page, seeded, **STREAM)
+    assert page.figures()["clicks"] == 10  # the stream's 8 and app two's 2
+    assert page.find("app-picker").is_displayed()
+    picker = Select(page.find("app"))
+    assert [option.text for option in picker.options] == ["All apps", "Brand One", "Brand Two"]
+
+    picker.select_by_visible_text("Brand Two")
+    await eventually(lambda: f"app={TWO}" in page.driver.current_url, 10, "the address did not take the app")
+    await page.drawn(**STREAM, engagement=True)
+    assert page.text("view-title") == "All ads of Brand Two"
+    summary = await api(page.base, "/api/summary", **STREAM, app=TWO)
+    assert _shown(page.figures()) == _shown(summary["current"]) == await app_figures(seeded, **STREAM, app=TWO)
+    assert {key: page.figures()[key] for key in ("clicks", "people", "new_people", "conversations")} == {
+        "clicks": 2,
+        "people": 2,
+        "new_people": 2,
+        "conversations": 2,
+    }
+    assert [row["source_id"] for row in page.ads()] == [TWOS_AD]
+    assert page.wrote_again() == {"people_wrote_again": 1, "wrote_again_rate": 0.5}  # CT2 wrote T2b
+    daily = await api(page.base, "/api/daily", **STREAM, app=TWO)
+    [by_sql] = await rows(
+        seeded,
+        "SELECT array_agg(clicks ORDER BY day) AS clicks FROM app_daily(:since, :until, :app)",
+        since=DAY0,
+        until=DAY2,
+        app=TWO,
+    )
+    assert page.chart()["values"][0] == [day["clicks"] for day in daily] == [1, 1, 0]
+    assert [value for value in page.chart()["values"][0] if value] == by_sql["clicks"]
+    assert page.find("download-csv").get_attribute("href").endswith(f"&app={TWO}")
+
+    # An ad of the app, and back to the app's ads; then all apps again.
+    page.driver.find_element(
+        By.CSS_SELECTOR, f'[data-testid="ad-row"][data-source-id="{TWOS_AD}"] [data-testid="ad-clicks"]'
+    ).click()
+    await page.drawn(**STREAM, ad=TWOS_AD)
+    assert page.text("back") == "\N{LEFTWARDS ARROW} All ads of Brand Two"
+    page.find("back").click()
+    await page.drawn(**STREAM, engagement=True)
+    assert page.text("view-title") == "All ads of Brand Two"
+    Select(page.find("app")).select_by_visible_text("All apps")
+    await eventually(lambda: "app=" not in page.driver.current_url, 10, "the address kept the app")
+    await page.drawn(**STREAM, engagement=True)
+    assert page.text("view-title") == "All ads"
+    await check_all_ads(page, seeded, **STREAM)
+    assert page.severe() == []
+
+
+async def test_an_app_that_is_not_a_sinch_app_id_is_refused(page: Page) -> None:
+    async with (
+        aiohttp.ClientSession(headers=AUTH) as session,
+        session.get(f"{page.base}/api/summary", params={"app": "nothing"}) as response,
+    ):
+        assert response.status == 400
+        assert "Sinch app id" in (await response.json())["detail"]
 
 
 def _png_size(path: Path) -> tuple[int, int]:

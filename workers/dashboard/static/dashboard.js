@@ -80,7 +80,8 @@
   const PLACEHOLDER = "\u2026";
 
   const state = {
-    view: null, // what the URL asks for: { since, until, ad }
+    view: null, // what the URL asks for: { since, until, ad, app }
+    apps: null, // the apps to choose from (/api/apps), once it answered
     generation: 0, // one more at each change of view: a part is redrawn for the new one even from the same answers
     range: null, // the view's range, { since, until }: the URL's, or the API's default once /api/summary answered
     ticks: 0, // refreshes started: each asks every question not still in flight
@@ -101,17 +102,23 @@
 
   const $ = (testid) => document.querySelector(`[data-testid="${testid}"]`);
 
-  /* ---- the URL: ?since=YYYY-MM-DD&until=YYYY-MM-DD[&ad=SOURCE_ID] ---- */
+  /* ---- the URL: ?since=YYYY-MM-DD&until=YYYY-MM-DD[&app=APP_ID][&ad=SOURCE_ID] ---- */
 
   function readLocation() {
     const query = new URLSearchParams(window.location.search);
-    return { since: query.get("since"), until: query.get("until"), ad: query.get("ad") || null };
+    return {
+      since: query.get("since"),
+      until: query.get("until"),
+      ad: query.get("ad") || null,
+      app: query.get("app") || null,
+    };
   }
 
   function pageUrl(view) {
     const query = new URLSearchParams();
     if (view.since) query.set("since", view.since);
     if (view.until) query.set("until", view.until);
+    if (view.app !== null && view.app !== undefined) query.set("app", view.app);
     if (view.ad !== null && view.ad !== undefined) query.set("ad", view.ad);
     const search = query.toString();
     return window.location.pathname + (search ? `?${search}` : "");
@@ -298,6 +305,7 @@
       preset.setAttribute("aria-pressed", String(active));
     }
     const csv = new URLSearchParams({ since: summary.since, until: summary.until, format: "csv" });
+    if (view.app !== null) csv.set("app", view.app);
     $("download-csv").setAttribute("href", `/api/ads?${csv}`);
     $("download-csv").setAttribute("download", `ads-${summary.since}-${summary.until}.csv`);
     const previous = summary.previous;
@@ -316,16 +324,46 @@
       preset.addEventListener("click", () => {
         const until = utcToday();
         const since = utcDaysBefore(until, Number(preset.dataset.days) - 1);
-        navigate({ since, until, ad: readLocation().ad });
+        navigate({ ...readLocation(), since, until });
       });
     }
     for (const input of [form.elements.since, form.elements.until]) {
       input.addEventListener("change", () => {
         const since = form.elements.since.value;
         const until = form.elements.until.value;
-        if (since && until) navigate({ since, until, ad: readLocation().ad });
+        if (since && until) navigate({ ...readLocation(), since, until });
       });
     }
+  }
+
+  /* ---- the app picker: shown once there are two apps to choose from ---- */
+
+  function appLabel(app) {
+    return app.name ? app.name : `App ${app.app_id}`;
+  }
+
+  function renderApps(apps, view) {
+    const picker = $("app");
+    const known = apps.some((app) => app.app_id === view.app);
+    $("app-picker").hidden = apps.length < 2 && !(view.app !== null && !known);
+    const options = [element("option", { value: "" }, "All apps")];
+    for (const app of apps) options.push(element("option", { value: app.app_id }, appLabel(app)));
+    if (view.app !== null && !known) options.push(element("option", { value: view.app }, `App ${view.app}`));
+    picker.replaceChildren(...options);
+    picker.value = view.app === null ? "" : view.app;
+  }
+
+  function setupAppPicker() {
+    $("app").addEventListener("change", (event) => {
+      // Another app: its ads, from the list of them.
+      navigate({ ...readLocation(), app: event.target.value || null, ad: null });
+    });
+  }
+
+  function appName(view) {
+    if (view.app === null) return null;
+    const app = (state.apps || []).find((known) => known.app_id === view.app);
+    return app ? appLabel(app) : `App ${view.app}`;
   }
 
   /* ---- headline figures ---- */
@@ -400,14 +438,16 @@
     const back = $("back");
     const title = $("view-title");
     const subtitle = $("view-subtitle");
+    const app = appName(view);
     if (view.ad === null) {
       back.hidden = true;
-      title.textContent = "All ads";
+      title.textContent = app === null ? "All ads" : `All ads of ${app}`;
       subtitle.textContent = "";
       return;
     }
     back.hidden = false;
-    back.setAttribute("href", pageUrl({ since: view.since, until: view.until, ad: null }));
+    back.textContent = app === null ? "\u2190 All ads" : `\u2190 All ads of ${app}`;
+    back.setAttribute("href", pageUrl({ ...view, ad: null }));
     // The ad by its headline, as a marketer knows it; its id and kind beside it.
     title.textContent = row && row.headline ? row.headline : `Ad ${view.ad}`;
     if (row) {
@@ -787,7 +827,7 @@
     const rows = sortedAds().map((row) => {
       const hasId = row.source_id !== null && row.source_id !== undefined;
       const link = hasId
-        ? element("a", { href: pageUrl({ since: view.since, until: view.until, ad: row.source_id }) }, row.source_id)
+        ? element("a", { href: pageUrl({ ...view, ad: row.source_id }) }, row.source_id)
         : element("span", { class: "missing" }, "(no ad id)");
       const kind = [row.source_type, row.media_type].filter(Boolean).join(" · ");
       const value = row.value || {};
@@ -821,7 +861,7 @@
         tr.addEventListener("click", (event) => {
           if (event.metaKey || event.ctrlKey || event.shiftKey || event.button !== 0) return; // a new tab: the link's
           event.preventDefault();
-          navigate({ since: view.since, until: view.until, ad: row.source_id });
+          navigate({ ...view, ad: row.source_id });
         });
       }
       return tr;
@@ -910,12 +950,14 @@
   function wanted() {
     const view = state.view;
     const questions = {
-      summary: ask("/api/summary", { since: view.since, until: view.until }),
+      summary: ask("/api/summary", { since: view.since, until: view.until, app: view.app }),
       conversions: ask("/api/conversions"),
       freshness: ask("/api/freshness"),
+      apps: ask("/api/apps"),
     };
-    const range = state.range;
-    if (range === null) return questions;
+    if (state.range === null) return questions;
+    // The app's ads alone, when one is chosen (the summary's previous period carries it too).
+    const range = { ...state.range, app: view.app };
     questions.ads = ask("/api/ads", range);
     questions.daily = ask("/api/daily", view.ad === null ? range : { ...range, source_id: view.ad });
     questions.engagement = ask("/api/engagement", range);
@@ -999,8 +1041,17 @@
         draw: (got) => renderRange(got.summary, view),
       },
       {
+        name: "apps",
+        needs: ["apps"],
+        boxes: [],
+        draw: (got) => {
+          state.apps = Array.isArray(got.apps) ? got.apps : [];
+          renderApps(state.apps, view);
+        },
+      },
+      {
         name: "title",
-        needs: all ? [] : ["ads"],
+        needs: all ? ["apps"] : ["ads", "apps"],
         boxes: [$("view-title")],
         draw: (got) => renderViewTitle(view, all ? null : ad(got.ads)),
       },
@@ -1169,7 +1220,8 @@
       state.range = { since: view.since, until: view.until };
     } else {
       // The API's default range, if its summary is in already.
-      const summary = answer("summary", { summary: ask("/api/summary", { since: view.since, until: view.until }) });
+      const question = ask("/api/summary", { since: view.since, until: view.until, app: view.app });
+      const summary = answer("summary", { summary: question });
       if (summary !== undefined) state.range = { since: summary.since, until: summary.until };
     }
     document.documentElement.dataset.state = "loading";
@@ -1187,12 +1239,13 @@
 
   function start() {
     setupRangePicker();
+    setupAppPicker();
     setupSorting();
     $("back").addEventListener("click", (event) => {
       if (event.metaKey || event.ctrlKey || event.shiftKey || event.button !== 0) return;
       event.preventDefault();
       const view = readLocation();
-      navigate({ since: view.since, until: view.until, ad: null });
+      navigate({ ...view, ad: null });
     });
     window.addEventListener("popstate", () => {
       show(readLocation());
