@@ -11,10 +11,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from workers.engine.erasure import Eraser
 
-# What a sender writes with the click it attributed an event to: the click's ad and person.
+# What a sender writes with the click it attributed an event to: the click's ad, person and app.
 ATTRIBUTED = text(
     """
-    UPDATE conversion_events AS event SET click_source_id = click.source_id, click_person_key = click.person_key
+    UPDATE conversion_events AS event
+    SET click_source_id = click.source_id, click_person_key = click.person_key, click_app_id = click.app_id
     FROM ad_clicks AS click WHERE click.message_id = event.click_message_id AND event.click_source_id IS NULL
     """
 )

@@ -5,10 +5,11 @@ the apps its clicks came through (with the app's name from ``apps``). The attrib
 columns added at their end (the existing columns, and so existing queries, keep their results): ``app_id`` and
 ``app_name`` of a message or conversation (and of a person's last click, and of a click), and the app of each touch.
 
-An app's figures are those of its ads (``app_ads``: the ads with a click through the app): ``ad_report`` of a range
-filtered to them, and ``app_range_report``, ``app_daily`` and ``app_engagement`` — the totals of ``range_report``,
-of ``performance_daily`` with ``conversions_daily``, and of ``engagement_report``, for the app's ads alone, each
-person and conversation counted once.
+An app's figures are those of its clicks (``ad_clicks.app_id``) and of the conversions attributed to them
+(``conversion_events.click_app_id``): ``app_ad_report``, ``app_range_report``, ``app_daily`` and ``app_engagement``
+are ``ad_report``, ``range_report``, ``performance_daily`` with ``conversions_daily``, and ``engagement_report`` for
+one app, each person and conversation counted once; counted from the clicks themselves (the rollups are per ad, not
+per app), an app's range reads each of its clicks in it.
 
 Revision ID: 0010
 Revises: 0009
@@ -37,17 +38,6 @@ _VALUE = """
         ) AS per_currency
     )
 """
-# The app's ads ($3), found once per statement: the CTE ``ads`` and the condition that a row (its ``column``) is of
-# one of them — NULL, the clicks whose referral names no ad, too.
-_ADS = """
-    ads AS (
-        SELECT coalesce(array_agg(source_id) FILTER (WHERE source_id IS NOT NULL), '{}') AS ids,
-               coalesce(bool_or(source_id IS NULL), false) AS none
-        FROM app_ads($3)
-    )
-"""
-_OF_APP = "({column} = ANY(ads.ids) OR ({column} IS NULL AND ads.none))"
-
 _TOUCH = """
         SELECT click.message_id, click.source_id, click.clicked_at, click.app_id
         FROM ad_clicks click
@@ -223,9 +213,49 @@ _BEFORE = {
     """,
 }
 
+# An app's clicks in the range ($1-$2 UTC days, app $3), read by the index on (app_id, clicked_at).
+_APP_CLICKS = """
+    ad_clicks.app_id = $3
+    AND ad_clicks.clicked_at >= ($1::timestamp AT TIME ZONE 'UTC')
+    AND ad_clicks.clicked_at < (($2 + 1)::timestamp AT TIME ZONE 'UTC')
+"""
+# The people new in the range whose first click ever came through the app.
+_APP_NEWCOMERS = """
+    person_touches AS touches JOIN ad_clicks AS first ON first.message_id = touches.first_message_id
+    WHERE touches.first_day BETWEEN $1 AND $2 AND first.app_id = $3
+"""
+# The app's counted conversions of the range: those whose click came through it.
+_APP_CONVERSIONS = f"""
+    conversion_events AS event
+    WHERE event.status IN {_COUNTED} AND event.click_message_id IS NOT NULL AND event.click_app_id = $3
+      AND {_EVENT_DAY} BETWEEN $1 AND $2
+"""
+
+
+# The people of a group (``person``: one row each) and how many of them wrote again, got a reply, read it.
+_ENGAGED = """
+    count(*)::int, (count(*) FILTER (WHERE person.wrote_again))::int,
+    round((count(*) FILTER (WHERE person.wrote_again))::numeric / nullif(count(*), 0), 3),
+    (count(*) FILTER (WHERE person.replied))::int, (count(*) FILTER (WHERE person.reply_read))::int
+"""
+
+
+def _clicked_through_app(row: str) -> str:
+    """A row of ad_daily_people (``row``) whose person clicked its ad through the app ($3) that day."""
+    return f"""
+        EXISTS (
+            SELECT FROM ad_clicks AS click
+            WHERE click.person_key = {row}.person_key AND click.app_id = $3
+              AND click.source_id IS NOT DISTINCT FROM {row}.source_id
+              AND click.clicked_at >= ({row}.day::timestamp AT TIME ZONE 'UTC')
+              AND click.clicked_at < (({row}.day + 1)::timestamp AT TIME ZONE 'UTC')
+        )
+    """
+
+
 FUNCTIONS = {
     # The apps with a click, and those the apps file names (table apps): for a choice of app. Each app with a click
-    # is found by one step of the index on (app_id, source_id).
+    # is found by one step of the index on (app_id, clicked_at).
     "app_names()": f"""
         CREATE FUNCTION app_names() RETURNS TABLE (app_id text, name text)
         {_DEFINER} AS $$
@@ -241,26 +271,51 @@ FUNCTIONS = {
         ORDER BY named.name NULLS LAST, app_id
         $$
     """,
-    # The ads with a click through the app: their source_ids (NULL among them when a click of the app's referral
-    # named no ad), each found by one step of the index on (app_id, source_id) rather than by reading every click.
-    "app_ads(app text)": f"""
-        CREATE FUNCTION app_ads(app text) RETURNS TABLE (source_id text)
-        {_DEFINER} AS $$
-        WITH RECURSIVE ad AS (
-            SELECT min(click.source_id) AS source_id FROM ad_clicks AS click WHERE click.app_id = $1
-            UNION ALL
-            SELECT (
-                SELECT min(click.source_id) FROM ad_clicks AS click
-                WHERE click.app_id = $1 AND click.source_id > ad.source_id
-            )
-            FROM ad WHERE ad.source_id IS NOT NULL
+    # ad_report for the app's clicks alone: per ad, its clicks through the app in the range, the people and
+    # conversations they came from (each once), the people new in the range whose first click ever was that ad's
+    # through the app, and the conversions whose click came through the app. Counted from the clicks themselves.
+    "app_ad_report(since date, until date, app text)": f"""
+        CREATE FUNCTION app_ad_report(since date, until date, app text)
+        RETURNS TABLE (
+            source_id text, headline text, source_type text, media_type text, clicks int, click_ids int,
+            people int, new_people int, conversations int, conversions int, value jsonb, people_converted int,
+            conversion_rate numeric
         )
-        SELECT source_id FROM ad WHERE source_id IS NOT NULL
-        UNION ALL
-        SELECT NULL WHERE EXISTS (SELECT FROM ad_clicks WHERE app_id = $1 AND source_id IS NULL)
+        {_DEFINER} AS $$
+        WITH clicks AS (
+            SELECT source_id, count(*)::int AS clicks, count(ctwa_clid)::int AS click_ids,
+                   count(DISTINCT person_key)::int AS people, count(DISTINCT conversation_id)::int AS conversations,
+                   (array_agg(headline ORDER BY clicked_at DESC, message_id DESC))[1] AS headline,
+                   (array_agg(source_type ORDER BY clicked_at DESC, message_id DESC))[1] AS source_type,
+                   (array_agg(media_type ORDER BY clicked_at DESC, message_id DESC))[1] AS media_type
+            FROM ad_clicks WHERE {_APP_CLICKS}
+            GROUP BY source_id
+        ), newcomers AS (
+            SELECT touches.first_source_id AS source_id, count(*)::int AS new_people
+            FROM {_APP_NEWCOMERS}
+            GROUP BY touches.first_source_id
+        ), conversions AS (
+            SELECT event.click_source_id AS source_id, count(*)::int AS conversions, {_VALUE} AS value,
+                   count(DISTINCT event.click_person_key)::int AS people_converted
+            FROM {_APP_CONVERSIONS}
+            GROUP BY event.click_source_id
+        ), ads AS (
+            SELECT source_id FROM clicks UNION SELECT source_id FROM conversions
+        )
+        SELECT ads.source_id, clicks.headline, clicks.source_type, clicks.media_type,
+               coalesce(clicks.clicks, 0), coalesce(clicks.click_ids, 0),
+               coalesce(clicks.people, 0), coalesce(newcomers.new_people, 0),
+               coalesce(clicks.conversations, 0), coalesce(conversions.conversions, 0),
+               coalesce(conversions.value, '{{}}'), coalesce(conversions.people_converted, 0),
+               round(coalesce(conversions.people_converted, 0)::numeric / nullif(clicks.people, 0), 3)
+        FROM ads
+        LEFT JOIN clicks ON clicks.source_id IS NOT DISTINCT FROM ads.source_id
+        LEFT JOIN newcomers ON newcomers.source_id IS NOT DISTINCT FROM ads.source_id
+        LEFT JOIN conversions ON conversions.source_id IS NOT DISTINCT FROM ads.source_id
+        ORDER BY coalesce(clicks.clicks, 0) DESC, ads.source_id
         $$
     """,
-    # range_report for the app's ads alone: each person and conversation counted once over the range.
+    # range_report for the app's clicks alone: each person and conversation counted once over the range.
     "app_range_report(since date, until date, app text)": f"""
         CREATE FUNCTION app_range_report(since date, until date, app text)
         RETURNS TABLE (
@@ -268,32 +323,25 @@ FUNCTIONS = {
             people_converted int, conversion_rate numeric
         )
         {_DEFINER} AS $$
-        WITH {_ADS}, clicks AS (
-            SELECT coalesce(sum(clicks), 0)::int AS clicks, coalesce(sum(click_ids), 0)::int AS click_ids
-            FROM ad_daily, ads WHERE day BETWEEN $1 AND $2 AND {_OF_APP.format(column="source_id")}
-        ), people AS (
-            SELECT count(DISTINCT person_key)::int AS people
-            FROM ad_daily_people, ads WHERE day BETWEEN $1 AND $2 AND {_OF_APP.format(column="source_id")}
+        WITH clicks AS (
+            SELECT count(*)::int AS clicks, count(ctwa_clid)::int AS click_ids,
+                   count(DISTINCT person_key)::int AS people, count(DISTINCT conversation_id)::int AS conversations
+            FROM ad_clicks WHERE {_APP_CLICKS}
         ), newcomers AS (
-            SELECT count(*)::int AS new_people FROM person_touches, ads
-            WHERE first_day BETWEEN $1 AND $2 AND {_OF_APP.format(column="first_source_id")}
-        ), talks AS (
-            SELECT count(DISTINCT conversation_id)::int AS conversations
-            FROM ad_daily_conversations, ads WHERE day BETWEEN $1 AND $2 AND {_OF_APP.format(column="source_id")}
+            SELECT count(*)::int AS new_people FROM {_APP_NEWCOMERS}
         ), conversions AS (
             SELECT count(*)::int AS conversions, coalesce({_VALUE}, '{{}}') AS value,
                    count(DISTINCT event.click_person_key)::int AS people_converted
-            FROM conversion_events AS event, ads
-            WHERE event.status IN {_COUNTED} AND event.click_message_id IS NOT NULL
-              AND {_EVENT_DAY} BETWEEN $1 AND $2 AND {_OF_APP.format(column="event.click_source_id")}
+            FROM {_APP_CONVERSIONS}
         )
-        SELECT clicks.clicks, clicks.click_ids, people.people, newcomers.new_people, talks.conversations,
+        SELECT clicks.clicks, clicks.click_ids, clicks.people, newcomers.new_people, clicks.conversations,
                conversions.conversions, conversions.value, conversions.people_converted,
-               round(conversions.people_converted::numeric / nullif(people.people, 0), 3)
-        FROM clicks, people, newcomers, talks, conversions
+               round(conversions.people_converted::numeric / nullif(clicks.people, 0), 3)
+        FROM clicks, newcomers, conversions
         $$
     """,
-    # performance_daily and conversions_daily for the app's ads alone: one row per day with a click or a conversion.
+    # performance_daily and conversions_daily for the app's clicks alone: one row per day with a click or a
+    # conversion; a person who clicked twice that day counted once.
     "app_daily(since date, until date, app text)": f"""
         CREATE FUNCTION app_daily(since date, until date, app text)
         RETURNS TABLE (
@@ -301,78 +349,74 @@ FUNCTIONS = {
             people_converted int, value_by_currency jsonb
         )
         {_DEFINER} AS $$
-        WITH {_ADS}, counted AS (
-            SELECT day, clicks, click_ids, 0::bigint AS people, 0 AS new_people, 0::bigint AS conversations
-            FROM ad_daily, ads WHERE day BETWEEN $1 AND $2 AND {_OF_APP.format(column="source_id")}
-            UNION ALL
-            SELECT day, 0, 0, count(DISTINCT person_key), 0, 0
-            FROM ad_daily_people, ads WHERE day BETWEEN $1 AND $2 AND {_OF_APP.format(column="source_id")}
-            GROUP BY day
-            UNION ALL
-            SELECT first_day, 0, 0, 0, 1, 0 FROM person_touches, ads
-            WHERE first_day BETWEEN $1 AND $2 AND {_OF_APP.format(column="first_source_id")}
-            UNION ALL
-            SELECT day, 0, 0, 0, 0, count(DISTINCT conversation_id)
-            FROM ad_daily_conversations, ads
-            WHERE day BETWEEN $1 AND $2 AND {_OF_APP.format(column="source_id")}
-            GROUP BY day
-        ), performance AS (
-            SELECT day, sum(clicks)::int AS clicks, sum(click_ids)::int AS click_ids, sum(people)::int AS people,
-                   sum(new_people)::int AS new_people, sum(conversations)::int AS conversations
-            FROM counted GROUP BY day
+        WITH clicks AS (
+            SELECT (clicked_at AT TIME ZONE 'UTC')::date AS day, count(*)::int AS clicks,
+                   count(ctwa_clid)::int AS click_ids, count(DISTINCT person_key)::int AS people,
+                   count(DISTINCT conversation_id)::int AS conversations
+            FROM ad_clicks WHERE {_APP_CLICKS}
+            GROUP BY 1
+        ), newcomers AS (
+            SELECT touches.first_day AS day, count(*)::int AS new_people FROM {_APP_NEWCOMERS} GROUP BY 1
         ), converted AS (
             SELECT {_EVENT_DAY} AS day, count(*)::int AS conversions,
                    count(DISTINCT event.click_person_key)::int AS people_converted,
                    coalesce({_VALUE}, '{{}}') AS value_by_currency
-            FROM conversion_events AS event, ads
-            WHERE event.status IN {_COUNTED} AND event.click_message_id IS NOT NULL
-              AND {_EVENT_DAY} BETWEEN $1 AND $2 AND {_OF_APP.format(column="event.click_source_id")}
+            FROM {_APP_CONVERSIONS}
             GROUP BY 1
+        ), days AS (
+            SELECT day FROM clicks UNION SELECT day FROM newcomers UNION SELECT day FROM converted
         )
-        SELECT coalesce(performance.day, converted.day), coalesce(performance.clicks, 0),
-               coalesce(performance.click_ids, 0), coalesce(performance.people, 0),
-               coalesce(performance.new_people, 0), coalesce(performance.conversations, 0),
+        SELECT days.day, coalesce(clicks.clicks, 0), coalesce(clicks.click_ids, 0), coalesce(clicks.people, 0),
+               coalesce(newcomers.new_people, 0), coalesce(clicks.conversations, 0),
                coalesce(converted.conversions, 0), coalesce(converted.people_converted, 0),
                coalesce(converted.value_by_currency, '{{}}')
-        FROM performance FULL JOIN converted ON converted.day = performance.day
-        ORDER BY 1
+        FROM days
+        LEFT JOIN clicks USING (day)
+        LEFT JOIN newcomers USING (day)
+        LEFT JOIN converted USING (day)
+        ORDER BY days.day
         $$
     """,
-    # engagement_report's total for the app's ads alone: each person counted once, and a person wrote again (got a
-    # reply, read it) if they did after a click of any of the app's ads. The median time to the first reply is taken
-    # over the app's ads' person-days (each from that ad's first click of the day).
-    "app_engagement(since date, until date, app text)": f"""
-        CREATE FUNCTION app_engagement(since date, until date, app text)
+    # engagement_report for the app's clicks alone: the rows of ad_daily_people whose person clicked that ad through
+    # the app that day, each person counted once per ad and over all, a flag if it was set on any of their rows (they
+    # wrote again, got a reply, read it, after such a click); the median time to the first reply over those rows.
+    "app_engagement(since date, until date, app text, per_ad boolean)": f"""
+        CREATE FUNCTION app_engagement(since date, until date, app text, per_ad boolean DEFAULT true)
         RETURNS TABLE (
-            people int, people_wrote_again int, wrote_again_rate numeric, people_replied int, people_reply_read int,
-            median_seconds_to_first_reply double precision
+            total boolean, source_id text, people int, people_wrote_again int, wrote_again_rate numeric,
+            people_replied int, people_reply_read int, median_seconds_to_first_reply double precision
         )
         {_DEFINER} AS $$
-        WITH {_ADS}, rows AS (
-            SELECT person_key, wrote_again, replied, reply_read, first_reply_seconds
-            FROM ad_daily_people, ads WHERE day BETWEEN $1 AND $2 AND {_OF_APP.format(column="source_id")}
-        ), person AS (
+        WITH rows AS (
+            SELECT source_id, person_key, wrote_again, replied, reply_read, first_reply_seconds
+            FROM ad_daily_people AS row
+            WHERE row.day BETWEEN $1 AND $2 AND {_clicked_through_app("row")}
+        ), everyone_people AS (
             SELECT bool_or(wrote_again) AS wrote_again, bool_or(replied) AS replied, bool_or(reply_read) AS reply_read
             FROM rows GROUP BY person_key
-        ), counted AS (
-            SELECT count(*)::int AS people, (count(*) FILTER (WHERE wrote_again))::int AS people_wrote_again,
-                   (count(*) FILTER (WHERE replied))::int AS people_replied,
-                   (count(*) FILTER (WHERE reply_read))::int AS people_reply_read
-            FROM person
+        ), ad_people AS (
+            SELECT source_id, bool_or(wrote_again) AS wrote_again, bool_or(replied) AS replied,
+                   bool_or(reply_read) AS reply_read
+            FROM rows WHERE $4 GROUP BY source_id, person_key
         )
-        SELECT counted.people, counted.people_wrote_again,
-               round(counted.people_wrote_again::numeric / nullif(counted.people, 0), 3),
-               counted.people_replied, counted.people_reply_read,
-               (SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY first_reply_seconds) FROM rows
-                WHERE first_reply_seconds IS NOT NULL)
-        FROM counted
+        SELECT true, NULL::text, {_ENGAGED}, (
+            SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY first_reply_seconds) FROM rows
+        )
+        FROM everyone_people AS person
+        UNION ALL
+        SELECT false, person.source_id, {_ENGAGED}, (
+            SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY first_reply_seconds) FROM rows
+            WHERE rows.source_id IS NOT DISTINCT FROM person.source_id
+        )
+        FROM ad_people AS person GROUP BY person.source_id
+        ORDER BY 1 DESC, 2
         $$
     """,
 }
 
 
 def upgrade() -> None:
-    op.create_index("ix_ad_clicks_app_id_source_id", "ad_clicks", ["app_id", "source_id"])
+    op.create_index("ix_ad_clicks_app_id_clicked_at", "ad_clicks", ["app_id", "clicked_at"])
     for statement in VIEWS.values():
         op.execute(statement)
     for signature, statement in FUNCTIONS.items():
@@ -391,7 +435,7 @@ def downgrade() -> None:
         op.execute(f"DROP VIEW {name}")
         op.execute(statement)
     op.execute(_ad_engagement())
-    op.drop_index("ix_ad_clicks_app_id_source_id", "ad_clicks")
+    op.drop_index("ix_ad_clicks_app_id_clicked_at", "ad_clicks")
 
 
 def _ad_engagement() -> str:

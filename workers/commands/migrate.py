@@ -201,9 +201,9 @@ _READ_GRANTS = [
     f"GRANT SELECT ON {', '.join(READABLE)} TO %I",
     "GRANT EXECUTE ON FUNCTION ad_report(date, date), range_report(date, date), "
     "engagement_report(date, date, boolean), ad_creatives(date, date, text) TO %I",
-    # Per app (migration 0010): the apps to choose from, an app's ads, and the figures of its ads.
-    "GRANT EXECUTE ON FUNCTION app_names(), app_ads(text), app_range_report(date, date, text), "
-    "app_daily(date, date, text), app_engagement(date, date, text) TO %I",
+    # Per app (migration 0010): the apps to choose from, and the figures of an app's clicks.
+    "GRANT EXECUTE ON FUNCTION app_names(), app_ad_report(date, date, text), app_range_report(date, date, text), "
+    "app_daily(date, date, text), app_engagement(date, date, text, boolean) TO %I",
 ]
 
 

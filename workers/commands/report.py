@@ -75,23 +75,11 @@ ADS_REPORT = text(
     """
 )
 
-# The app's ads (app_ads, migration 0010) once per statement, and the condition that a row's source_id is one of
-# them: a report for one app (--app) is that of its ads.
-_APP_ADS = """
-    app_ads AS (
-        SELECT coalesce(array_agg(source_id) FILTER (WHERE source_id IS NOT NULL), '{}') AS ids,
-               coalesce(bool_or(source_id IS NULL), false) AS none
-        FROM app_ads(:app)
-    )
-"""
-_OF_APP = "(source_id = ANY(app_ads.ids) OR (source_id IS NULL AND app_ads.none))"
-
+# Ad performance of one app's clicks (--app): app_ad_report (migration 0010), ad_report for the app alone.
 APP_ADS_REPORT = text(
     f"""
-    WITH {_APP_ADS}
     SELECT {", ".join("value::text AS value" if column == "value" else column for column in AD_COLUMNS)}
-    FROM ad_report(:since, :until), app_ads
-    WHERE {_OF_APP}
+    FROM app_ad_report(:since, :until, :app)
     ORDER BY clicks DESC, source_id
     """
 )
@@ -111,51 +99,53 @@ APP_COLUMNS = (
     "conversion_rate",
 )
 
-# Per app over a range: each app with a click, named where the apps file names it, and the figures of its ads
-# (app_range_report: each person and conversation counted once).
+# Per app over a range: each app with a click or a name (app_names), and the figures of its clicks
+# (app_range_report: each person and conversation counted once) and how many of its ads had a click.
 APPS_REPORT = text(
     """
-    SELECT app.app_id, named.name AS app_name, app.ads, figures.clicks, figures.click_ids, figures.people,
-           figures.new_people, figures.conversations, figures.conversions, figures.value::text AS value,
-           figures.people_converted, figures.conversion_rate
-    FROM (SELECT app_id, count(*)::int AS ads FROM ad_apps WHERE app_id IS NOT NULL GROUP BY app_id) AS app
-    LEFT JOIN apps AS named USING (app_id)
+    SELECT app.app_id, app.name AS app_name,
+           (SELECT count(*) FROM app_ad_report(:since, :until, app.app_id) AS ad WHERE ad.clicks > 0)::int AS ads,
+           figures.clicks, figures.click_ids, figures.people, figures.new_people, figures.conversations,
+           figures.conversions, figures.value::text AS value, figures.people_converted, figures.conversion_rate
+    FROM app_names() AS app
     CROSS JOIN LATERAL app_range_report(:since, :until, app.app_id) AS figures
     ORDER BY figures.clicks DESC, app.app_id
     """
 )
 
-
 # Per ad and day: ad_performance_daily and ad_conversions_daily stacked and summed, so that a day with
-# conversions and no click of the ad is in it too; for all ads, or (``of_app``) for the app's.
-def _daily_report(of_app: bool) -> TextClause:
-    ads, of = (f"WITH {_APP_ADS}", f", app_ads WHERE {_OF_APP} AND") if of_app else ("", " WHERE")
-    return text(
-        f"""
-        {ads}
-        SELECT day, source_id, max(headline) AS headline, max(source_type) AS source_type,
-               max(media_type) AS media_type, sum(clicks)::int AS clicks, sum(click_ids)::int AS click_ids,
-               sum(people)::int AS people, sum(new_people)::int AS new_people,
-               sum(conversations)::int AS conversations, sum(conversions)::int AS conversions,
-               coalesce(max(value), '{{}}') AS value, sum(people_converted)::int AS people_converted,
-               round(sum(people_converted)::numeric / nullif(sum(people), 0), 3) AS conversion_rate
-        FROM (
-            SELECT day, source_id, headline, source_type, media_type, clicks, click_ids, people, new_people,
-                   conversations, 0 AS conversions, NULL AS value, 0 AS people_converted
-            FROM ad_performance_daily{of} day BETWEEN :since AND :until
-            UNION ALL
-            SELECT day, source_id, NULL, NULL, NULL, 0, 0, 0, 0, 0, conversions, value_by_currency::text,
-                   people_converted
-            FROM ad_conversions_daily{of} day BETWEEN :since AND :until
-        ) AS stacked
-        GROUP BY day, source_id
-        ORDER BY day, clicks DESC, source_id
-        """
-    )
-
-
-DAILY_REPORT = _daily_report(of_app=False)
-APP_DAILY_REPORT = _daily_report(of_app=True)
+# conversions and no click of the ad is in it too.
+DAILY_REPORT = text(
+    """
+    SELECT day, source_id, max(headline) AS headline, max(source_type) AS source_type,
+           max(media_type) AS media_type, sum(clicks)::int AS clicks, sum(click_ids)::int AS click_ids,
+           sum(people)::int AS people, sum(new_people)::int AS new_people,
+           sum(conversations)::int AS conversations, sum(conversions)::int AS conversions,
+           coalesce(max(value), '{}') AS value, sum(people_converted)::int AS people_converted,
+           round(sum(people_converted)::numeric / nullif(sum(people), 0), 3) AS conversion_rate
+    FROM (
+        SELECT day, source_id, headline, source_type, media_type, clicks, click_ids, people, new_people,
+               conversations, 0 AS conversions, NULL AS value, 0 AS people_converted
+        FROM ad_performance_daily WHERE day BETWEEN :since AND :until
+        UNION ALL
+        SELECT day, source_id, NULL, NULL, NULL, 0, 0, 0, 0, 0, conversions, value_by_currency::text,
+               people_converted
+        FROM ad_conversions_daily WHERE day BETWEEN :since AND :until
+    ) AS stacked
+    GROUP BY day, source_id
+    ORDER BY day, clicks DESC, source_id
+    """
+)
+# The same for one app's clicks: each day's app_ad_report.
+_AD_FIGURES = ", ".join("ad.value::text AS value" if column == "value" else f"ad.{column}" for column in AD_COLUMNS)
+APP_DAILY_REPORT = text(
+    f"""
+    SELECT CAST(day AS date) AS day, {_AD_FIGURES}
+    FROM generate_series(CAST(:since AS timestamp), CAST(:until AS timestamp), interval '1 day') AS day
+    CROSS JOIN LATERAL app_ad_report(CAST(day AS date), CAST(day AS date), CAST(:app AS text)) AS ad
+    ORDER BY 1, ad.clicks DESC, ad.source_id
+    """
+)
 
 # What the report's transaction sets before its statement. Postgres compiles a plan costed above jit_above_cost
 # (100,000 by default) to machine code; the per-ad report's plan passes it at about a million clicks, and compiling

@@ -146,21 +146,8 @@ _DAILY["app"] = text(
 )
 
 _ENGAGEMENT = text("SELECT * FROM engagement_report(:since, :until, :per_ad)")
-# For one app: app_engagement's total, and engagement_report's rows of the app's ads.
-_APP_ENGAGEMENT = text(
-    """
-    WITH app_ads AS (
-        SELECT coalesce(array_agg(source_id) FILTER (WHERE source_id IS NOT NULL), '{}') AS ids,
-               coalesce(bool_or(source_id IS NULL), false) AS none
-        FROM app_ads(:app)
-    )
-    SELECT true AS total, NULL AS source_id, total.* FROM app_engagement(:since, :until, :app) AS total
-    UNION ALL
-    SELECT ad.* FROM engagement_report(:since, :until, true) AS ad, app_ads
-    WHERE :per_ad AND NOT ad.total
-      AND (ad.source_id = ANY(app_ads.ids) OR (ad.source_id IS NULL AND app_ads.none))
-    """
-)
+# For one app's clicks: app_engagement, which answers as engagement_report does.
+_APP_ENGAGEMENT = text("SELECT * FROM app_engagement(:since, :until, :app, :per_ad)")
 # What engagement_report says of each ad and of all together.
 _ENGAGED = (
     "people",

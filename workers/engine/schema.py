@@ -232,7 +232,7 @@ ad_clicks = Table(
     Index(None, "contact_id"),
     Index(None, "channel", "identity"),
     Index(None, "ctwa_clid"),
-    Index(None, "app_id", "source_id"),  # an app's ads (app_ads, migration 0010)
+    Index(None, "app_id", "clicked_at"),  # an app's clicks of a range (migration 0010)
     info={"kind": PROJECTION},
 )
 

@@ -1,5 +1,8 @@
--- _SUMMARY
+-- _SUMMARY[False]
 SELECT clicks, people, new_people, conversations, conversions, people_converted, conversion_rate, value::text AS value FROM range_report(:since, :until);
+
+-- _SUMMARY[True]
+SELECT clicks, people, new_people, conversations, conversions, people_converted, conversion_rate, value::text AS value FROM app_range_report(:since, :until, :app);
 
 -- _DAILY[all]
 SELECT day.day, coalesce(clicks, 0) AS clicks, coalesce(people, 0) AS people,
@@ -37,8 +40,22 @@ LEFT JOIN (
 ) AS converted ON converted.day = day.day
 ORDER BY day.day;
 
+-- _DAILY[app]
+SELECT day.day, coalesce(clicks, 0) AS clicks, coalesce(people, 0) AS people,
+       coalesce(new_people, 0) AS new_people, coalesce(conversations, 0) AS conversations,
+       coalesce(conversions, 0) AS conversions, coalesce(value_by_currency, '{}')::text AS value
+FROM (
+    SELECT CAST(day AS date) AS day
+    FROM generate_series(CAST(:since AS timestamp), CAST(:until AS timestamp), interval '1 day') AS day
+) AS day
+LEFT JOIN app_daily(CAST(:since AS date), CAST(:until AS date), CAST(:app AS text)) AS app ON app.day = day.day
+ORDER BY day.day;
+
 -- _ENGAGEMENT
 SELECT * FROM engagement_report(:since, :until, :per_ad);
+
+-- _APP_ENGAGEMENT
+SELECT * FROM app_engagement(:since, :until, :app, :per_ad);
 
 -- _CREATIVES
 SELECT * FROM ad_creatives(:since, :until, :source_id);
@@ -48,6 +65,9 @@ SELECT events::text AS events, oldest_pending_event_id, oldest_pending_event_tim
        extract(epoch FROM now() - oldest_pending_event_time) AS oldest_pending_age_s,
        parked_reason, parked_code, parked_at, last_request_at, last_success_at
 FROM conversion_overview;
+
+-- _APPS
+SELECT app_id, name FROM app_names();
 
 -- _FRESHNESS
 SELECT newest_stored_at, extract(epoch FROM now() - newest_stored_at) AS age_s FROM ingest_freshness;
