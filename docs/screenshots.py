@@ -1,13 +1,14 @@
-"""Screenshots of a running dashboard, for the docs: ``dashboard.png`` (all ads) and ``dashboard-ad.png`` (one ad's
-view, with its funnel and creatives), each the whole page at 1280 pixels wide (at least 900 high), taken in headless
-Chromium (Debian's ``chromium`` and ``chromium-driver``, through Selenium).
+"""Screenshots of a running dashboard, for the docs: ``dashboard.png`` (all ads), ``dashboard-ad.png`` (one ad's
+view, with its funnel and creatives) and, when there are apps to choose from, ``dashboard-app.png`` (one app's ads),
+each the whole page at 1280 pixels wide (at least 900 high), taken in headless Chromium (Debian's ``chromium`` and
+``chromium-driver``, through Selenium).
 
     python docs/screenshots.py --url http://127.0.0.1:8081 --user anna:a-long-password
     python docs/screenshots.py --since 2025-11-01 --until 2025-11-30 --ad 120000A --out /tmp/shots
 
-Without ``--user``, the first pair of ``CTWA_DASHBOARD_USERS``; without ``--ad``, the ad with most clicks; without a
-range, the dashboard's default (the last 7 days). Exits non-zero, saying why, if the page does not draw or shows an
-error.
+Without ``--user``, the first pair of ``CTWA_DASHBOARD_USERS``; without ``--ad``, the ad with most clicks; without
+``--app``, the first app of the choice; without a range, the dashboard's default (the last 7 days). Exits non-zero,
+saying why, if the page does not draw or shows an error.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support.select import Select
 
 WIDTH, HEIGHT = 1280, 900
 CHROMIUM = "/usr/bin/chromium"
@@ -116,8 +118,9 @@ def take(
     until: str | None = None,
     ad: str | None = None,
     log: Callable[[str], None] = print,
+    app: str | None = None,
 ) -> list[Path]:
-    """Both screenshots of the dashboard at ``url``, into ``out``; their paths."""
+    """The screenshots of the dashboard at ``url``, into ``out``; their paths."""
     out.mkdir(parents=True, exist_ok=True)
     query = urlencode({name: value for name, value in (("since", since), ("until", until)) if value})
     page = url.rstrip("/") + "/" + (f"?{query}" if query else "")
@@ -139,6 +142,14 @@ def take(
         saved.append(out / "dashboard-ad.png")
         capture(driver, saved[-1])
         log(f"saved {saved[-1]}")
+        if driver.find_element(By.CSS_SELECTOR, '[data-testid="app-picker"]').is_displayed():
+            picker = Select(driver.find_element(By.CSS_SELECTOR, '[data-testid="app"]'))
+            apps = [option.get_attribute("value") for option in picker.options if option.get_attribute("value")]
+            picker.select_by_value(app or apps[0])
+            wait_drawn(driver)
+            saved.append(out / "dashboard-app.png")
+            capture(driver, saved[-1])
+            log(f"saved {saved[-1]}")
     return saved
 
 
@@ -149,11 +160,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--since", help="first UTC day, YYYY-MM-DD")
     parser.add_argument("--until", help="last UTC day, YYYY-MM-DD")
     parser.add_argument("--ad", help="the ad of dashboard-ad.png (default: the one with most clicks)")
+    parser.add_argument("--app", help="the app of dashboard-app.png (default: the first of the choice)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "img", help="default: %(default)s")
     args = parser.parse_args(argv)
     user = args.user or next(iter(os.environ.get("CTWA_DASHBOARD_USERS", "").split(",")), "").strip() or None
     try:
-        take(args.url, args.out, user, args.since, args.until, args.ad)
+        take(args.url, args.out, user, args.since, args.until, args.ad, app=args.app)
     except NotDrawn as error:
         print(f"screenshots: {error}", file=sys.stderr)
         return 1

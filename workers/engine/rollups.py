@@ -183,13 +183,15 @@ _REFRESH = [
     ),
 ]
 
-# Attributed conversion events take their click's ad and person again (where they changed): in a refresh, those of
-# clicks of the persons concerned (as the clicks are now, or as the events last knew them).
+# Attributed conversion events take their click's ad, person and app again (where they changed): in a refresh, those
+# of clicks of the persons concerned (as the clicks are now, or as the events last knew them).
 _ATTRIBUTE_CONVERSIONS = """
-    UPDATE conversion_events AS event SET click_source_id = click.source_id, click_person_key = click.person_key
+    UPDATE conversion_events AS event
+    SET click_source_id = click.source_id, click_person_key = click.person_key, click_app_id = click.app_id
     FROM ad_clicks AS click
     WHERE click.message_id = event.click_message_id
-      AND (event.click_source_id, event.click_person_key) IS DISTINCT FROM (click.source_id, click.person_key)
+      AND (event.click_source_id, event.click_person_key, event.click_app_id)
+          IS DISTINCT FROM (click.source_id, click.person_key, click.app_id)
 """
 _REFRESH_CONVERSIONS = text(
     f"{_ATTRIBUTE_CONVERSIONS} AND (click.person_key = ANY(:keys) OR event.click_person_key = ANY(:keys))"

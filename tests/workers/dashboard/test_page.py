@@ -1261,9 +1261,13 @@ def _png_size(path: Path) -> tuple[int, int]:
     return width, height
 
 
+@pytest.mark.parametrize("apps", [1, 2])
 async def test_the_screenshot_script_saves_both_views(
-    dashboard: str, seeded: AsyncEngine, tmp_path: Path, browser: WebDriver
+    dashboard: str, seeded: AsyncEngine, tmp_path: Path, browser: WebDriver, apps: int
 ) -> None:
+    """The page of all ads and an ad's; and with two apps to choose from, one app's too."""
+    if apps == 2:
+        await store(seeded, [inbound("T1", 100, identity="8001", contact="CT1", app=TWO, metadata=referral(TWOS_AD))])
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         str(ROOT / "docs" / "screenshots.py"),
@@ -1282,7 +1286,9 @@ async def test_the_screenshot_script_saves_both_views(
     )
     out, err = await asyncio.wait_for(process.communicate(), 90)
     assert process.returncode == 0, err.decode()
-    for name in ("dashboard.png", "dashboard-ad.png"):
+    names = ("dashboard.png", "dashboard-ad.png", "dashboard-app.png")[: 2 if apps == 1 else 3]
+    assert sorted(path.name for path in tmp_path.glob("*.png")) == sorted(names)  # noqa: ASYNC240 (a test's folder)
+    for name in names:
         path = tmp_path / name
         assert path.stat().st_size > 10_000, f"{name} is nearly empty"
         width, height = _png_size(path)

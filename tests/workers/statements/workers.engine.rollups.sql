@@ -115,10 +115,12 @@ INSERT INTO daily_people (day, person_key)
 SELECT DISTINCT (clicked_at AT TIME ZONE 'UTC')::date, person_key FROM ad_clicks WHERE person_key = ANY(:keys);
 
 -- _REFRESH_CONVERSIONS
-UPDATE conversion_events AS event SET click_source_id = click.source_id, click_person_key = click.person_key
+UPDATE conversion_events AS event
+   SET click_source_id = click.source_id, click_person_key = click.person_key, click_app_id = click.app_id
    FROM ad_clicks AS click
    WHERE click.message_id = event.click_message_id
-     AND (event.click_source_id, event.click_person_key) IS DISTINCT FROM (click.source_id, click.person_key)
+     AND (event.click_source_id, event.click_person_key, event.click_app_id)
+         IS DISTINCT FROM (click.source_id, click.person_key, click.app_id)
 AND (click.person_key = ANY(:keys) OR event.click_person_key = ANY(:keys));
 
 -- _REBUILD[0]
@@ -194,10 +196,12 @@ identity = CASE WHEN (EXCLUDED.last_clicked_at, EXCLUDED.last_message_id) > (tou
         last_clicked_at = GREATEST(touches.last_clicked_at, EXCLUDED.last_clicked_at);
 
 -- _REBUILD[2]
-UPDATE conversion_events AS event SET click_source_id = click.source_id, click_person_key = click.person_key
+UPDATE conversion_events AS event
+SET click_source_id = click.source_id, click_person_key = click.person_key, click_app_id = click.app_id
 FROM ad_clicks AS click
 WHERE click.message_id = event.click_message_id
-  AND (event.click_source_id, event.click_person_key) IS DISTINCT FROM (click.source_id, click.person_key);
+  AND (event.click_source_id, event.click_person_key, event.click_app_id)
+      IS DISTINCT FROM (click.source_id, click.person_key, click.app_id);
 
 -- _RECOMPUTE_DAYS[0]
 DELETE FROM ad_daily USING unnest(CAST(:days AS date[]), CAST(:sources AS text[])) AS concerned(day, source_id) WHERE ad_daily.day = concerned.day AND ad_daily.source_id IS NOT DISTINCT FROM concerned.source_id;
