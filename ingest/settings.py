@@ -7,7 +7,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -19,12 +19,24 @@ __all__ = ["FILE_SETTINGS", "READS", "Settings", "SettingsError", "from_files", 
 FILE_SETTINGS = (
     "webhook_secrets",
     "amqp_url",
+    "amqp_password",
     "database_url",
+    "database_password",
     "migrate_database_url",
+    "migrate_database_password",
     "meta_access_token",
     "dashboard_users",
     "dashboard_database_url",
+    "dashboard_database_password",
 )
+# A URL's password given apart (CTWA_<URL>_PASSWORD, or its _FILE): put into the URL — each address of the broker's.
+_PASSWORDS = {
+    "amqp_password": "amqp_url",
+    "database_password": "database_url",
+    "migrate_database_password": "migrate_database_url",
+    "dashboard_database_password": "dashboard_database_url",
+}
+_PASSWORD_OF = {url: password for password, url in _PASSWORDS.items()}
 _UNECHOED = frozenset(FILE_SETTINGS)
 _PREFIX_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,100}")
 
@@ -38,10 +50,14 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="CTWA_", frozen=True, extra="ignore")
 
-    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    # A URL's password may be given apart (CTWA_<URL>_PASSWORD, or its _FILE): read first, then put into the URL.
+    amqp_password: str | None = Field(default=None, repr=False)
+    amqp_url: str = Field(default="amqp://guest:guest@127.0.0.1:5672/", validate_default=True)
     amqp_prefix: str = "ctwa"
-    database_url: str = "postgresql+asyncpg://postgres@127.0.0.1:5432/ctwa"
-    migrate_database_url: str | None = None
+    database_password: str | None = Field(default=None, repr=False)
+    database_url: str = Field(default="postgresql+asyncpg://postgres@127.0.0.1:5432/ctwa", validate_default=True)
+    migrate_database_password: str | None = Field(default=None, repr=False)
+    migrate_database_url: str | None = Field(default=None, validate_default=True)
     # False behind a pooler in transaction mode (PgBouncer): no prepared statement outlives its transaction.
     database_statement_cache: bool = True
     webhook_secrets: Annotated[tuple[str, ...], NoDecode] = Field(default=(), repr=False)
@@ -85,7 +101,8 @@ class Settings(BaseSettings):
     dashboard_users: Annotated[tuple[str, ...], NoDecode] = Field(default=(), repr=False)
     dashboard_host: str = "127.0.0.1"
     dashboard_port: int = Field(default=8081, ge=1, le=65535)
-    dashboard_database_url: str | None = Field(default=None, repr=False)
+    dashboard_database_password: str | None = Field(default=None, repr=False)
+    dashboard_database_url: str | None = Field(default=None, repr=False, validate_default=True)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["auto", "json", "text"] = "auto"
 
@@ -98,6 +115,17 @@ class Settings(BaseSettings):
             # An empty entry must never become a key anyone can sign with.
             return tuple(s.strip() for s in value if isinstance(s, str) and s.strip())
         return value
+
+    @field_validator(*_PASSWORDS.values(), mode="before")
+    @classmethod
+    def _password_into_url(cls, value: object, info: ValidationInfo) -> object:
+        """A URL whose password is given apart (``CTWA_DATABASE_PASSWORD``, …) gets it, in place of any it holds."""
+        password = info.data.get(_PASSWORD_OF[str(info.field_name)])
+        if password is None:
+            return value
+        if value is None:
+            raise ValueError(f"is not set, and CTWA_{_PASSWORD_OF[str(info.field_name)].upper()} is")
+        return ",".join(_with_password(part.strip(), str(password)) for part in str(value).split(","))
 
     @field_validator("dashboard_users", mode="before")
     @classmethod
@@ -181,6 +209,16 @@ class Settings(BaseSettings):
         return tuple(self.amqp_url.split(","))
 
 
+def _with_password(url: str, password: str) -> str:
+    """``url`` with ``password`` as its password (quoted as a URL's userinfo needs), its user kept."""
+    parts = urlsplit(url)
+    if not parts.username:
+        raise ValueError("names no user for its password (given apart) to go with")
+    host = parts.netloc.rpartition("@")[2]
+    userinfo = f"{quote(parts.username, safe='')}:{quote(password, safe='')}"
+    return urlunsplit(parts._replace(netloc=f"{userinfo}@{host}"))
+
+
 _LISTS = {"webhook_secrets", "dashboard_users"}  # one per line in a file, or comma-separated
 
 
@@ -213,13 +251,13 @@ def from_files(environ: Mapping[str, str]) -> dict[str, str]:
 # never keeps it from starting (`load_settings`' ``reads``). Commands not named here check every setting.
 _LOGS = ("log_",)
 _BROKER = ("amqp_", "delivery_limit")
-_DATABASE = ("database_url", "database_statement_cache")
+_DATABASE = ("database_url", "database_password", "database_statement_cache")
 READS: dict[str, tuple[str, ...]] = {
     "receiver": (*_LOGS, *_BROKER, "webhook_secrets", "apps_file", "http_", "max_body_bytes", "signature_", "publish_"),
     "worker": (*_LOGS, *_BROKER, *_DATABASE, "http_host", "batch_", "prefetch", "worker_", "chains_", "shutdown_"),
     "conversions": (*_LOGS, *_DATABASE, "http_host", "meta_", "conversions_", "apps_file"),
     "dashboard": (*_LOGS, *_DATABASE, "dashboard_"),
-    "migrate": (*_LOGS, *_DATABASE, "migrate_database_url", "dashboard_database_url", "apps_file"),
+    "migrate": (*_LOGS, *_DATABASE, "migrate_database_", "dashboard_database_", "apps_file"),
 }
 
 

@@ -240,19 +240,6 @@ _ENGAGED = """
 """
 
 
-def _clicked_through_app(row: str) -> str:
-    """A row of ad_daily_people (``row``) whose person clicked its ad through the app ($3) that day."""
-    return f"""
-        EXISTS (
-            SELECT FROM ad_clicks AS click
-            WHERE click.person_key = {row}.person_key AND click.app_id = $3
-              AND click.source_id IS NOT DISTINCT FROM {row}.source_id
-              AND click.clicked_at >= ({row}.day::timestamp AT TIME ZONE 'UTC')
-              AND click.clicked_at < (({row}.day + 1)::timestamp AT TIME ZONE 'UTC')
-        )
-    """
-
-
 FUNCTIONS = {
     # The apps with a click, and those the apps file names (table apps): for a choice of app. Each app with a click
     # is found by one step of the index on (app_id, clicked_at).
@@ -282,14 +269,28 @@ FUNCTIONS = {
             conversion_rate numeric
         )
         {_DEFINER} AS $$
-        WITH clicks AS (
-            SELECT source_id, count(*)::int AS clicks, count(ctwa_clid)::int AS click_ids,
-                   count(DISTINCT person_key)::int AS people, count(DISTINCT conversation_id)::int AS conversations,
-                   (array_agg(headline ORDER BY clicked_at DESC, message_id DESC))[1] AS headline,
-                   (array_agg(source_type ORDER BY clicked_at DESC, message_id DESC))[1] AS source_type,
-                   (array_agg(media_type ORDER BY clicked_at DESC, message_id DESC))[1] AS media_type
-            FROM ad_clicks WHERE {_APP_CLICKS}
+        WITH app_clicks AS MATERIALIZED (
+            SELECT source_id, person_key, conversation_id, ctwa_clid FROM ad_clicks WHERE {_APP_CLICKS}
+        ), clicks AS (
+            SELECT source_id, count(*)::int AS clicks, count(ctwa_clid)::int AS click_ids
+            FROM app_clicks GROUP BY source_id
+        ), people AS (
+            SELECT source_id, count(*)::int AS people
+            FROM (SELECT DISTINCT source_id, person_key FROM app_clicks WHERE person_key IS NOT NULL) AS person
             GROUP BY source_id
+        ), talks AS (
+            SELECT source_id, count(*)::int AS conversations
+            FROM (
+                SELECT DISTINCT source_id, conversation_id FROM app_clicks WHERE conversation_id IS NOT NULL
+            ) AS talk
+            GROUP BY source_id
+        ), creatives AS (
+            -- An ad's creative as its latest click of the range showed it: the rollup's, whichever app it came through.
+            SELECT source_id,
+                   (array_agg(headline ORDER BY creative_at DESC, creative_key DESC))[1] AS headline,
+                   (array_agg(source_type ORDER BY creative_at DESC, creative_key DESC))[1] AS source_type,
+                   (array_agg(media_type ORDER BY creative_at DESC, creative_key DESC))[1] AS media_type
+            FROM ad_daily WHERE day BETWEEN $1 AND $2 GROUP BY source_id
         ), newcomers AS (
             SELECT touches.first_source_id AS source_id, count(*)::int AS new_people
             FROM {_APP_NEWCOMERS}
@@ -302,14 +303,17 @@ FUNCTIONS = {
         ), ads AS (
             SELECT source_id FROM clicks UNION SELECT source_id FROM conversions
         )
-        SELECT ads.source_id, clicks.headline, clicks.source_type, clicks.media_type,
+        SELECT ads.source_id, creatives.headline, creatives.source_type, creatives.media_type,
                coalesce(clicks.clicks, 0), coalesce(clicks.click_ids, 0),
-               coalesce(clicks.people, 0), coalesce(newcomers.new_people, 0),
-               coalesce(clicks.conversations, 0), coalesce(conversions.conversions, 0),
+               coalesce(people.people, 0), coalesce(newcomers.new_people, 0),
+               coalesce(talks.conversations, 0), coalesce(conversions.conversions, 0),
                coalesce(conversions.value, '{{}}'), coalesce(conversions.people_converted, 0),
-               round(coalesce(conversions.people_converted, 0)::numeric / nullif(clicks.people, 0), 3)
+               round(coalesce(conversions.people_converted, 0)::numeric / nullif(people.people, 0), 3)
         FROM ads
         LEFT JOIN clicks ON clicks.source_id IS NOT DISTINCT FROM ads.source_id
+        LEFT JOIN people ON people.source_id IS NOT DISTINCT FROM ads.source_id
+        LEFT JOIN talks ON talks.source_id IS NOT DISTINCT FROM ads.source_id
+        LEFT JOIN creatives ON creatives.source_id IS NOT DISTINCT FROM ads.source_id
         LEFT JOIN newcomers ON newcomers.source_id IS NOT DISTINCT FROM ads.source_id
         LEFT JOIN conversions ON conversions.source_id IS NOT DISTINCT FROM ads.source_id
         ORDER BY coalesce(clicks.clicks, 0) DESC, ads.source_id
@@ -323,10 +327,16 @@ FUNCTIONS = {
             people_converted int, conversion_rate numeric
         )
         {_DEFINER} AS $$
-        WITH clicks AS (
-            SELECT count(*)::int AS clicks, count(ctwa_clid)::int AS click_ids,
-                   count(DISTINCT person_key)::int AS people, count(DISTINCT conversation_id)::int AS conversations
-            FROM ad_clicks WHERE {_APP_CLICKS}
+        WITH app_clicks AS MATERIALIZED (
+            SELECT person_key, conversation_id, ctwa_clid FROM ad_clicks WHERE {_APP_CLICKS}
+        ), clicks AS (
+            SELECT count(*)::int AS clicks, count(ctwa_clid)::int AS click_ids FROM app_clicks
+        ), people AS (
+            SELECT count(*)::int AS people
+            FROM (SELECT DISTINCT person_key FROM app_clicks WHERE person_key IS NOT NULL) AS person
+        ), talks AS (
+            SELECT count(*)::int AS conversations
+            FROM (SELECT DISTINCT conversation_id FROM app_clicks WHERE conversation_id IS NOT NULL) AS talk
         ), newcomers AS (
             SELECT count(*)::int AS new_people FROM {_APP_NEWCOMERS}
         ), conversions AS (
@@ -334,10 +344,10 @@ FUNCTIONS = {
                    count(DISTINCT event.click_person_key)::int AS people_converted
             FROM {_APP_CONVERSIONS}
         )
-        SELECT clicks.clicks, clicks.click_ids, clicks.people, newcomers.new_people, clicks.conversations,
+        SELECT clicks.clicks, clicks.click_ids, people.people, newcomers.new_people, talks.conversations,
                conversions.conversions, conversions.value, conversions.people_converted,
-               round(conversions.people_converted::numeric / nullif(clicks.people, 0), 3)
-        FROM clicks, newcomers, conversions
+               round(conversions.people_converted::numeric / nullif(people.people, 0), 3)
+        FROM clicks, people, newcomers, talks, conversions
         $$
     """,
     # performance_daily and conversions_daily for the app's clicks alone: one row per day with a click or a
@@ -349,12 +359,19 @@ FUNCTIONS = {
             people_converted int, value_by_currency jsonb
         )
         {_DEFINER} AS $$
-        WITH clicks AS (
-            SELECT (clicked_at AT TIME ZONE 'UTC')::date AS day, count(*)::int AS clicks,
-                   count(ctwa_clid)::int AS click_ids, count(DISTINCT person_key)::int AS people,
-                   count(DISTINCT conversation_id)::int AS conversations
+        WITH app_clicks AS MATERIALIZED (
+            SELECT (clicked_at AT TIME ZONE 'UTC')::date AS day, person_key, conversation_id, ctwa_clid
             FROM ad_clicks WHERE {_APP_CLICKS}
-            GROUP BY 1
+        ), clicks AS (
+            SELECT day, count(*)::int AS clicks, count(ctwa_clid)::int AS click_ids FROM app_clicks GROUP BY day
+        ), people AS (
+            SELECT day, count(*)::int AS people
+            FROM (SELECT DISTINCT day, person_key FROM app_clicks WHERE person_key IS NOT NULL) AS person
+            GROUP BY day
+        ), talks AS (
+            SELECT day, count(*)::int AS conversations
+            FROM (SELECT DISTINCT day, conversation_id FROM app_clicks WHERE conversation_id IS NOT NULL) AS talk
+            GROUP BY day
         ), newcomers AS (
             SELECT touches.first_day AS day, count(*)::int AS new_people FROM {_APP_NEWCOMERS} GROUP BY 1
         ), converted AS (
@@ -366,12 +383,14 @@ FUNCTIONS = {
         ), days AS (
             SELECT day FROM clicks UNION SELECT day FROM newcomers UNION SELECT day FROM converted
         )
-        SELECT days.day, coalesce(clicks.clicks, 0), coalesce(clicks.click_ids, 0), coalesce(clicks.people, 0),
-               coalesce(newcomers.new_people, 0), coalesce(clicks.conversations, 0),
+        SELECT days.day, coalesce(clicks.clicks, 0), coalesce(clicks.click_ids, 0), coalesce(people.people, 0),
+               coalesce(newcomers.new_people, 0), coalesce(talks.conversations, 0),
                coalesce(converted.conversions, 0), coalesce(converted.people_converted, 0),
                coalesce(converted.value_by_currency, '{{}}')
         FROM days
         LEFT JOIN clicks USING (day)
+        LEFT JOIN people USING (day)
+        LEFT JOIN talks USING (day)
         LEFT JOIN newcomers USING (day)
         LEFT JOIN converted USING (day)
         ORDER BY days.day
@@ -387,10 +406,16 @@ FUNCTIONS = {
             people_replied int, people_reply_read int, median_seconds_to_first_reply double precision
         )
         {_DEFINER} AS $$
-        WITH rows AS (
-            SELECT source_id, person_key, wrote_again, replied, reply_read, first_reply_seconds
+        WITH clicked AS (
+            SELECT DISTINCT (clicked_at AT TIME ZONE 'UTC')::date AS day, source_id, person_key
+            FROM ad_clicks WHERE {_APP_CLICKS} AND person_key IS NOT NULL
+        ), rows AS MATERIALIZED (
+            SELECT row.source_id, row.person_key, row.wrote_again, row.replied, row.reply_read,
+                   row.first_reply_seconds
             FROM ad_daily_people AS row
-            WHERE row.day BETWEEN $1 AND $2 AND {_clicked_through_app("row")}
+            JOIN clicked ON clicked.day = row.day AND clicked.person_key = row.person_key
+                AND clicked.source_id IS NOT DISTINCT FROM row.source_id
+            WHERE row.day BETWEEN $1 AND $2
         ), everyone_people AS (
             SELECT bool_or(wrote_again) AS wrote_again, bool_or(replied) AS replied, bool_or(reply_read) AS reply_read
             FROM rows GROUP BY person_key
@@ -398,17 +423,19 @@ FUNCTIONS = {
             SELECT source_id, bool_or(wrote_again) AS wrote_again, bool_or(replied) AS replied,
                    bool_or(reply_read) AS reply_read
             FROM rows WHERE $4 GROUP BY source_id, person_key
+        ), ad_medians AS (
+            SELECT source_id, percentile_cont(0.5) WITHIN GROUP (ORDER BY first_reply_seconds) AS median
+            FROM rows WHERE $4 AND first_reply_seconds IS NOT NULL GROUP BY source_id
+        ), per_ad AS (
+            SELECT person.source_id, {_ENGAGED} FROM ad_people AS person GROUP BY person.source_id
         )
         SELECT true, NULL::text, {_ENGAGED}, (
             SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY first_reply_seconds) FROM rows
         )
         FROM everyone_people AS person
         UNION ALL
-        SELECT false, person.source_id, {_ENGAGED}, (
-            SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY first_reply_seconds) FROM rows
-            WHERE rows.source_id IS NOT DISTINCT FROM person.source_id
-        )
-        FROM ad_people AS person GROUP BY person.source_id
+        SELECT false, per_ad.*, ad_medians.median
+        FROM per_ad LEFT JOIN ad_medians ON ad_medians.source_id IS NOT DISTINCT FROM per_ad.source_id
         ORDER BY 1 DESC, 2
         $$
     """,
@@ -416,7 +443,12 @@ FUNCTIONS = {
 
 
 def upgrade() -> None:
-    op.create_index("ix_ad_clicks_app_id_clicked_at", "ad_clicks", ["app_id", "clicked_at"])
+    op.create_index(
+        "ix_ad_clicks_app_id_clicked_at",
+        "ad_clicks",
+        ["app_id", "clicked_at"],
+        postgresql_include=["source_id", "person_key", "conversation_id", "ctwa_clid"],
+    )
     for statement in VIEWS.values():
         op.execute(statement)
     for signature, statement in FUNCTIONS.items():

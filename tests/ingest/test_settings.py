@@ -168,3 +168,35 @@ def test_a_bad_url_in_a_file_is_named_and_not_echoed(monkeypatch: pytest.MonkeyP
     with pytest.raises(SettingsError, match="CTWA_DATABASE_URL: ") as refused:
         load_settings()
     assert "hunter2" not in str(refused.value)
+
+
+def test_a_urls_password_from_a_file_goes_into_the_url(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """As compose passes them: the URLs without their passwords, each password a Docker secret."""
+    for name, password in (("database", "p@ss:w/rd %"), ("amqp", "rabbit pass"), ("dashboard", "read")):
+        (tmp_path / name).write_text(password + "\n")
+    monkeypatch.setenv("CTWA_DATABASE_URL", "postgresql://ctwa_app@postgres:5432/ctwa")
+    monkeypatch.setenv("CTWA_DATABASE_PASSWORD_FILE", str(tmp_path / "database"))
+    monkeypatch.setenv("CTWA_AMQP_URL", "amqp://ctwa@rabbitmq:5672/,amqp://ctwa:stale@rabbitmq-2:5672/")
+    monkeypatch.setenv("CTWA_AMQP_PASSWORD_FILE", str(tmp_path / "amqp"))
+    monkeypatch.setenv("CTWA_DASHBOARD_DATABASE_URL", "postgresql://ctwa_read@postgres:5432/ctwa")
+    monkeypatch.setenv("CTWA_DASHBOARD_DATABASE_PASSWORD_FILE", str(tmp_path / "dashboard"))
+    settings = load_settings()
+    assert settings.database_url == "postgresql+asyncpg://ctwa_app:p%40ss%3Aw%2Frd%20%25@postgres:5432/ctwa"
+    assert settings.amqp_urls == (
+        "amqp://ctwa:rabbit%20pass@rabbitmq:5672/",
+        "amqp://ctwa:rabbit%20pass@rabbitmq-2:5672/",
+    )
+    assert settings.dashboard_database_url == "postgresql+asyncpg://ctwa_read:read@postgres:5432/ctwa"
+    assert "rabbit" not in repr(settings.model_copy(update={"amqp_url": "x"}))  # the password field is not shown
+
+
+def test_a_password_without_its_user_or_its_url_is_refused_unechoed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CTWA_DATABASE_URL", "postgresql://db:5432/ctwa")
+    monkeypatch.setenv("CTWA_DATABASE_PASSWORD", "hunter2")
+    monkeypatch.setenv("CTWA_MIGRATE_DATABASE_PASSWORD", "hunter3")
+    with pytest.raises(SettingsError) as refused:
+        load_settings()
+    message = str(refused.value)
+    assert "CTWA_DATABASE_URL: names no user for its password" in message
+    assert "CTWA_MIGRATE_DATABASE_URL: is not set, and CTWA_MIGRATE_DATABASE_PASSWORD is" in message
+    assert "hunter" not in message

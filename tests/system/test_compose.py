@@ -64,7 +64,7 @@ def test_the_conversions_sender_runs_on_demand_with_metas_settings_from_env() ->
         assert EXAMPLE[variable] == ""
     # The token as a Docker secret, from .env.
     assert sender["environment"]["CTWA_META_ACCESS_TOKEN_FILE"] == "/run/secrets/meta-access-token"
-    assert sender["secrets"] == ["meta-access-token"]
+    assert sender["secrets"] == ["rabbitmq-password", "app-db-password", "meta-access-token"]
     assert COMPOSE["secrets"]["meta-access-token"] == {"environment": "CTWA_META_ACCESS_TOKEN"}
     assert EXAMPLE["CTWA_META_ACCESS_TOKEN"] == ""
     assert sender["depends_on"] == {
@@ -90,8 +90,10 @@ def test_defaults_are_those_of_env_example_and_no_guest_account() -> None:
     # Innermost defaults: CTWA_AMQP_URL's own default is built of two of them (test_the_cluster_profile…).
     defaults = dict(re.findall(r"\$\{(\w+):-([^}$]*)\}", (ROOT / "docker-compose.yml").read_text()))
     assert defaults == {name: value for name, value in EXAMPLE.items() if name in defaults}
-    # The secrets have no default: they come from .env as Docker secrets.
-    assert set(defaults) == set(EXAMPLE) - {"CTWA_WEBHOOK_SECRETS", "CTWA_META_ACCESS_TOKEN"}
+    # The secrets have no default: they come from .env as Docker secrets (the owner's and the broker's passwords keep
+    # theirs for the tests' service and the RabbitMQ nodes, which take them from their environment).
+    secrets = {"CTWA_WEBHOOK_SECRETS", "CTWA_META_ACCESS_TOKEN", "APP_DB_PASSWORD", "READ_DB_PASSWORD"}
+    assert set(defaults) == set(EXAMPLE) - secrets
     assert "guest" not in (ROOT / "docker-compose.yml").read_text()
     assert SERVICES["rabbitmq"]["environment"]["RABBITMQ_DEFAULT_USER"] == "${RABBITMQ_USER:-ctwa}"
 
@@ -100,7 +102,7 @@ def test_the_webhook_secrets_reach_only_the_receiver_as_a_docker_secret() -> Non
     assert COMPOSE["secrets"]["webhook-secrets"] == {"environment": "CTWA_WEBHOOK_SECRETS"}
     receiver = SERVICES["receiver"]
     assert receiver["environment"]["CTWA_WEBHOOK_SECRETS_FILE"] == "/run/secrets/webhook-secrets"
-    assert receiver["secrets"] == ["webhook-secrets"]
+    assert receiver["secrets"] == ["rabbitmq-password", "app-db-password", "webhook-secrets"]
     holders = {name for name, service in SERVICES.items() if "webhook-secrets" in service.get("secrets", [])}
     assert holders == {"receiver"}
     for service in SERVICES.values():
@@ -109,8 +111,8 @@ def test_the_webhook_secrets_reach_only_the_receiver_as_a_docker_secret() -> Non
 
 
 def test_the_services_use_a_role_that_cannot_change_the_schema() -> None:
-    owner = "${POSTGRES_USER:-ctwa}:${POSTGRES_PASSWORD:-change-me-postgres}@"
-    app = "${APP_DB_USER:-ctwa_app}:${APP_DB_PASSWORD:-change-me-app}@"
+    owner = "//${POSTGRES_USER:-ctwa}@"
+    app = "//${APP_DB_USER:-ctwa_app}@"
     for name in ("receiver", "worker"):
         assert app in SERVICES[name]["environment"]["CTWA_DATABASE_URL"]
         assert "CTWA_MIGRATE_DATABASE_URL" not in SERVICES[name]["environment"]
@@ -118,9 +120,40 @@ def test_the_services_use_a_role_that_cannot_change_the_schema() -> None:
     assert owner in SERVICES["migrate"]["environment"]["CTWA_MIGRATE_DATABASE_URL"]
 
 
+def test_every_password_reaches_its_services_as_a_docker_secret_never_in_their_environment() -> None:
+    """The URLs name their users only; each password is a file of /run/secrets, from .env."""
+    assert {name: secret["environment"] for name, secret in COMPOSE["secrets"].items()} == {
+        "webhook-secrets": "CTWA_WEBHOOK_SECRETS",
+        "meta-access-token": "CTWA_META_ACCESS_TOKEN",
+        "postgres-password": "POSTGRES_PASSWORD",
+        "app-db-password": "APP_DB_PASSWORD",
+        "read-db-password": "READ_DB_PASSWORD",
+        "rabbitmq-password": "RABBITMQ_PASSWORD",
+    }
+    files = {
+        "CTWA_DATABASE_PASSWORD_FILE": "app-db-password",
+        "CTWA_AMQP_PASSWORD_FILE": "rabbitmq-password",
+        "CTWA_MIGRATE_DATABASE_PASSWORD_FILE": "postgres-password",
+        "CTWA_DASHBOARD_DATABASE_PASSWORD_FILE": "read-db-password",
+        "POSTGRES_PASSWORD_FILE": "postgres-password",
+    }
+    for name, service in SERVICES.items():
+        environment = service.get("environment", {})
+        for variable, value in environment.items():
+            if variable in files:
+                assert value == f"/run/secrets/{files[variable]}", (name, variable)
+                assert files[variable] in service["secrets"], (name, variable)
+            elif name not in ("tests", "rabbitmq", "rabbitmq-2", "rabbitmq-3", "grafana"):
+                # No password in any other variable: not in a URL, not as itself.
+                assert "PASSWORD" not in str(value), (name, variable)
+    for name in OURS:
+        assert {"CTWA_DATABASE_PASSWORD_FILE", "CTWA_AMQP_PASSWORD_FILE"} <= set(SERVICES[name]["environment"]), name
+    assert SERVICES["postgres"]["environment"]["POSTGRES_PASSWORD_FILE"] == "/run/secrets/postgres-password"
+
+
 def test_the_dashboard_reads_as_the_read_only_role_behind_credentials_on_loopback() -> None:
     dashboard = SERVICES["dashboard"]
-    read = "${READ_DB_USER:-ctwa_read}:${READ_DB_PASSWORD:-change-me-read}@"
+    read = "//${READ_DB_USER:-ctwa_read}@"
     assert read in dashboard["environment"]["CTWA_DASHBOARD_DATABASE_URL"]
     assert read in SERVICES["migrate"]["environment"]["CTWA_DASHBOARD_DATABASE_URL"]  # so migrate creates the role
     assert dashboard["environment"]["CTWA_DASHBOARD_USERS"] == "${CTWA_DASHBOARD_USERS:-admin:change-me-dashboard}"
@@ -211,11 +244,13 @@ def test_the_cluster_profile_runs_three_nodes_that_join_and_the_services_can_use
     assert COMPOSE["configs"]["erlang-cookie"]["content"] == "${RABBITMQ_ERLANG_COOKIE:-change-me-erlang-cookie}"
 
     # By default the services name the one node; .env.example's line for the profile names all three, and is valid.
-    user, password = "${RABBITMQ_USER:-ctwa}", "${RABBITMQ_PASSWORD:-change-me-rabbitmq}"
-    single = f"amqp://{user}:{password}@rabbitmq:5672/"
+    single = "amqp://${RABBITMQ_USER:-ctwa}@rabbitmq:5672/"
     assert COMPOSE["x-ctwa"]["environment"]["CTWA_AMQP_URL"] == "${CTWA_AMQP_URL:-" + single + "}"
     [line] = [line for line in (ROOT / ".env.example").read_text().splitlines() if "CTWA_AMQP_URL=" in line]
-    urls = Settings(amqp_url=line.removeprefix("# CTWA_AMQP_URL=")).amqp_urls
+    # The password, apart (CTWA_AMQP_PASSWORD_FILE), goes into every node's address.
+    urls = Settings(
+        amqp_url=line.removeprefix("# CTWA_AMQP_URL="), amqp_password=EXAMPLE["RABBITMQ_PASSWORD"]
+    ).amqp_urls
     assert [URL(url).host for url in urls] == list(nodes)
     assert {(URL(url).user, URL(url).password) for url in urls} == {
         (EXAMPLE["RABBITMQ_USER"], EXAMPLE["RABBITMQ_PASSWORD"])
