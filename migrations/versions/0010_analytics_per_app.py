@@ -406,16 +406,15 @@ FUNCTIONS = {
             people_replied int, people_reply_read int, median_seconds_to_first_reply double precision
         )
         {_DEFINER} AS $$
-        WITH clicked AS (
-            SELECT DISTINCT (clicked_at AT TIME ZONE 'UTC')::date AS day, source_id, person_key
-            FROM ad_clicks WHERE {_APP_CLICKS} AND person_key IS NOT NULL
-        ), rows AS MATERIALIZED (
-            SELECT row.source_id, row.person_key, row.wrote_again, row.replied, row.reply_read,
-                   row.first_reply_seconds
+        WITH rows AS MATERIALIZED (
+            -- A semi-join, hashed: the clicks without an ad (NULL source_id) matched by a sentinel no ad id is.
+            SELECT source_id, person_key, wrote_again, replied, reply_read, first_reply_seconds
             FROM ad_daily_people AS row
-            JOIN clicked ON clicked.day = row.day AND clicked.person_key = row.person_key
-                AND clicked.source_id IS NOT DISTINCT FROM row.source_id
             WHERE row.day BETWEEN $1 AND $2
+              AND (row.day, coalesce(row.source_id, E'\\x01'), row.person_key) IN (
+                  SELECT (clicked_at AT TIME ZONE 'UTC')::date, coalesce(source_id, E'\\x01'), person_key
+                  FROM ad_clicks WHERE {_APP_CLICKS} AND person_key IS NOT NULL
+              )
         ), everyone_people AS (
             SELECT bool_or(wrote_again) AS wrote_again, bool_or(replied) AS replied, bool_or(reply_read) AS reply_read
             FROM rows GROUP BY person_key
