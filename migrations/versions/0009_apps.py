@@ -4,7 +4,8 @@
 click's other columns; filled here for the events already attributed) and the status ``unconfigured`` (its click's
 app has no Meta setup, and the deployment none of its own: kept until one is loaded). ``conversion_app_state`` is
 ``conversion_sender``'s state for each app with a Meta setup of its own (``conversion_sender`` keeps that of
-``CTWA_META_*``). ``apps`` holds each app's name from the apps file (``CTWA_APPS_FILE``), for reports.
+``CTWA_META_*``), and ``conversion_app_overview`` shows it with each app's name — for the dashboard, which reads no
+table. ``apps`` holds each app's name from the apps file (``CTWA_APPS_FILE``), for reports.
 
 Revision ID: 0009
 Revises: 0008
@@ -32,6 +33,14 @@ def _status_check(statuses: tuple[str, ...]) -> None:
         "conversion_events",
         "status IN (" + ", ".join(f"'{status}'" for status in statuses) + ")",
     )
+
+
+CONVERSION_APP_OVERVIEW = """
+    CREATE VIEW conversion_app_overview AS
+    SELECT state.app_id, app.name, state.parked_reason, state.parked_code, state.parked_at, state.last_request_at,
+           state.last_success_at
+    FROM conversion_app_state AS state LEFT JOIN apps AS app USING (app_id)
+"""
 
 
 def upgrade() -> None:
@@ -67,9 +76,11 @@ def upgrade() -> None:
         sa.Column("name", sa.Text, nullable=False, comment="its name in the apps file"),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.text("now()")),
     )
+    op.execute(CONVERSION_APP_OVERVIEW)
 
 
 def downgrade() -> None:
+    op.execute("DROP VIEW conversion_app_overview")
     op.drop_table("apps")
     op.drop_table("conversion_app_state")
     op.drop_index("ix_conversion_events_unconfigured", "conversion_events")

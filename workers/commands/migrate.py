@@ -192,6 +192,7 @@ READABLE = (
     "performance_daily",
     "conversions_daily",
     "conversion_overview",
+    "conversion_app_overview",
     "ingest_freshness",
 )
 _READ_GRANTS = [

@@ -50,6 +50,9 @@ class Routes:
     async def __aexit__(self, *exc: object) -> None:
         await self._stack.aclose()
 
+    def __len__(self) -> int:
+        return len(self.apps) + (self.default is not None)
+
     def __iter__(self) -> Iterator[Route]:
         if self.default is not None:
             yield self.default

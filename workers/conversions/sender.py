@@ -70,6 +70,7 @@ class Sender:
         self._wake = asyncio.Event()
         self._reloaded: tuple[Routes, asyncio.Future[Routes]] | None = None
         self.parked: dict[str, str] = {}  # route key → why Meta refuses its setup
+        self._labels: dict[str, str] = {}  # route key → its metrics label, for the routes taken up
 
     def stop(self) -> None:
         self._stopping.set()
@@ -100,7 +101,7 @@ class Sender:
                 replaced, self._routes = self._routes, routes
                 await self._take_up(routes)
                 future.set_result(replaced)
-            if self.parked and len(self.parked) == sum(1 for _ in self._routes):
+            if self.parked and len(self.parked) == len(self._routes):
                 if self._drain:
                     return 1
                 self.metrics.waits.labels("parked").inc()
@@ -124,6 +125,10 @@ class Sender:
         """A restart or a reload is how a fixed token, permission or dataset is taken up: every park is lifted and
         tried again, and the events left unconfigured that now have a route are pending again."""
         self.parked.clear()
+        gone = {self._labels.pop(key) for key in set(self._labels) - {route.key for route in routes}}
+        for label in gone:  # a setup taken out of the file: its parked series goes with it
+            self.metrics.parked.remove(label)
+        self._labels.update({route.key: route.label for route in routes})
         self._paces = {route.key: self._paces.get(route.key) or _Pace(self._settings) for route in routes}
         for route in routes:  # each route's series exported from the start, at 0
             self.metrics.parked.labels(route.label).set(0)
@@ -299,12 +304,8 @@ class Sender:
             self._wake.clear()
 
     async def _healthz(self, request: web.Request) -> web.Response:
-        parked = {
-            (route.label if route.key != DEFAULT else "default"): self.parked[route.key]
-            for route in self._routes
-            if route.key in self.parked
-        }
-        if parked and len(parked) == sum(1 for _ in self._routes):
+        parked = {route.label: self.parked[route.key] for route in self._routes if route.key in self.parked}
+        if parked and len(parked) == len(self._routes):
             return web.json_response({"status": "parked", "parked": parked}, status=503)
         return web.json_response({"status": "ok", "parked": parked} if parked else {"status": "ok"})
 
@@ -460,4 +461,4 @@ async def _reload(engine: AsyncEngine, sender: Sender, settings: Settings) -> No
         await routes.__aexit__(None, None, None)
         raise
     await replaced.__aexit__(None, None, None)
-    log.info("apps file read again", extra={"apps": len(apps or ()), "routes": len(list(routes))})
+    log.info("apps file read again", extra={"apps": len(apps or ()), "routes": len(routes)})

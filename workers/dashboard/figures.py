@@ -170,6 +170,14 @@ _CONVERSIONS = text(
 )
 
 _APPS = text("SELECT app_id, name FROM app_names()")
+# The apps whose own Meta setup the senders parked (Meta refused its token, a permission or its dataset).
+_PARKED_APPS = text(
+    """
+    SELECT app_id, name, parked_reason, parked_code, parked_at FROM conversion_app_overview
+    WHERE parked_reason IS NOT NULL OR parked_at IS NOT NULL
+    ORDER BY name NULLS LAST, app_id
+    """
+)
 
 _FRESHNESS = text(
     "SELECT newest_stored_at, extract(epoch FROM now() - newest_stored_at) AS age_s FROM ingest_freshness"
@@ -252,9 +260,11 @@ async def creatives(engine: AsyncEngine, asked: Range, source_id: str) -> list[d
 
 
 async def conversions(engine: AsyncEngine) -> dict[str, Any]:
-    """The conversions to Meta: events per status, the oldest pending, whether the senders are parked and why."""
+    """The conversions to Meta: events per status, the oldest pending, whether the senders are parked and why — for
+    the deployment's own Meta setup, and (``parked_apps``) each app whose own setup is parked."""
     async with engine.connect() as connection:
         row = (await connection.execute(_CONVERSIONS)).one()
+        parked_apps = (await connection.execute(_PARKED_APPS)).all()
     oldest = row.oldest_pending_event_time
     return {
         "events": _counts(row.events),
@@ -266,6 +276,13 @@ async def conversions(engine: AsyncEngine) -> dict[str, Any]:
         else _json({"reason": row.parked_reason, "code": row.parked_code, "at": row.parked_at}),
         "last_request_at": _json_value(row.last_request_at),
         "last_success_at": _json_value(row.last_success_at),
+        "parked_apps": [
+            _json(
+                {"app_id": app.app_id, "name": app.name, "reason": app.parked_reason, "code": app.parked_code}
+                | {"at": app.parked_at}
+            )
+            for app in parked_apps
+        ],
     }
 
 

@@ -247,6 +247,12 @@ async def test_an_app_without_a_setup_leaves_its_events_unconfigured_until_a_rel
             await reload(sender, settings)
             await until(lambda: all(meta.counted[event] == 1 for event in of_c), "C's events sent after the reload")
             await asyncio.sleep(0.2)
+            series = {
+                app: sender.metrics.registry.get_sample_value("ctwa_conversions_parked", {"app": app}) for app in (A, C)
+            }
+            write_apps(tmp_path, {A: "token-a"})  # C's setup taken out again: its series goes
+            await reload(sender, settings)
+            gone = sender.metrics.registry.get_sample_value("ctwa_conversions_parked", {"app": C})
         finally:
             sender.stop()
             await running
@@ -258,6 +264,8 @@ async def test_an_app_without_a_setup_leaves_its_events_unconfigured_until_a_rel
     assert meta.counted_in["dataset-c"] == dict.fromkeys(of_c, 1)
     assert (await statuses(db))[named] == "unconfigured"  # B has no setup yet: not sent anywhere
     assert sum(meta.counted.values()) == len(of_a) + len(of_c)
+    assert series == {A: 0.0, C: 0.0}
+    assert gone is None
 
 
 def test_a_sender_needs_a_setup_and_a_whole_default_one(tmp_path: Path) -> None:

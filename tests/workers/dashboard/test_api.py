@@ -210,9 +210,38 @@ async def test_the_conversions_to_meta_and_the_freshness(dashboard: Client) -> N
     }
     assert answer["oldest_pending"]["event_id"] == "K15"
     assert answer["parked"] is None
+    assert answer["parked_apps"] == []
     fresh = await _get(dashboard, "/api/freshness")
     assert fresh["newest_stored_at"] is not None
     assert 0 <= fresh["age_s"] < 120
+
+
+async def test_the_conversions_say_which_apps_setup_is_parked(dashboard: Client, seeded: AsyncEngine) -> None:
+    """Read as the dashboard's role, which reads no table: the apps parked and their names, from the view."""
+    two, three = "01EB4BNMPW0AY1E1HAEE2Y2D4Z", "01KCCCCCCCCCCCCCCCCCCCCCCC"
+    async with seeded.begin() as connection:
+        await connection.execute(
+            text(
+                "INSERT INTO conversion_app_state (app_id, parked_reason, parked_code, parked_at, last_request_at) "
+                "VALUES (:two, 'Invalid OAuth access token', 190, '2026-12-01T10:00:00Z', now()), "
+                "(:three, NULL, NULL, NULL, now())"
+            ),
+            {"two": two, "three": three},
+        )
+        await connection.execute(text("INSERT INTO apps (app_id, name) VALUES (:two, 'Brand Two')"), {"two": two})
+        await connection.execute(text("UPDATE conversion_events SET status = 'unconfigured' WHERE event_id = 'K15'"))
+    answer = await _get(dashboard, "/api/conversions")
+    assert answer["parked_apps"] == [
+        {
+            "app_id": two,
+            "name": "Brand Two",
+            "reason": "Invalid OAuth access token",
+            "code": 190,
+            "at": "2026-12-01T10:00:00+00:00",
+        }
+    ]
+    assert answer["parked"] is None  # the deployment's own setup is not
+    assert answer["events"]["unconfigured"] == 1
 
 
 @pytest.mark.parametrize(

@@ -1244,6 +1244,28 @@ async def test_choosing_an_app_shows_its_ads_alone(page: Page, seeded: AsyncEngi
     assert page.severe() == []
 
 
+async def test_an_apps_parked_setup_and_the_unconfigured_events_are_shown(page: Page, seeded: AsyncEngine) -> None:
+    async with seeded.begin() as connection:
+        await connection.execute(
+            text(
+                "INSERT INTO conversion_app_state (app_id, parked_reason, parked_code, parked_at) "
+                "VALUES (:two, 'Invalid OAuth access token', 190, now())"
+            ),
+            {"two": TWO},
+        )
+        await name_apps(connection, Apps({TWO: App(TWO, "Brand Two", ("t",))}))
+        await connection.execute(text("UPDATE conversion_events SET status = 'unconfigured' WHERE event_id = 'K15'"))
+    page.open(f"?since={STREAM['since']}&until={STREAM['until']}")
+    await page.drawn(**STREAM)
+    assert page.find("meta-parked-apps").is_displayed()
+    [shown] = page.driver.find_elements(By.CSS_SELECTOR, '[data-testid="meta-parked-app"]')
+    assert shown.get_attribute("data-app-id") == TWO
+    assert shown.text == "Brand Two: Invalid OAuth access token (code 190)"
+    assert page.find("meta-unconfigured-line").is_displayed()
+    assert page.value("meta-unconfigured") == "1"
+    assert page.severe() == []
+
+
 async def test_an_app_that_is_not_a_sinch_app_id_is_refused(page: Page) -> None:
     async with (
         aiohttp.ClientSession(headers=AUTH) as session,

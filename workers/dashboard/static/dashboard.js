@@ -919,6 +919,24 @@
       : "";
     $("meta-last-request").textContent = formatMoment(conversions.last_request_at);
     $("meta-last-success").textContent = formatMoment(conversions.last_success_at);
+    // Per app: each whose own Meta setup is parked, and the events no setup takes yet.
+    const apps = conversions.parked_apps || [];
+    $("meta-parked-apps").hidden = apps.length === 0;
+    $("meta-parked-apps-list").replaceChildren(
+      ...apps.map((app) =>
+        element(
+          "li",
+          { "data-testid": "meta-parked-app", "data-app-id": app.app_id },
+          element("span", { class: "app-name" }, app.name || `App ${app.app_id}`),
+          `: ${app.reason || ""}`,
+          app.code !== null && app.code !== undefined ? ` (code ${app.code})` : "",
+        ),
+      ),
+    );
+    const unconfigured = events.unconfigured || 0;
+    $("meta-unconfigured").textContent = formatCount(unconfigured);
+    $("meta-unconfigured").dataset.value = String(unconfigured);
+    $("meta-unconfigured-line").hidden = unconfigured === 0;
   }
 
   /* ---- freshness ---- */
