@@ -15,7 +15,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import TextClause, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from workers.commands.report import ADS_REPORT, APP_ADS_REPORT, with_money
@@ -103,9 +103,11 @@ _SUMMARY = {
     True: text(f"SELECT {', '.join(FIGURES)}, value::text AS value FROM app_range_report(:since, :until, :app)"),
 }
 
-# One row per day of the range, days without a click at 0: for all ads together, or for one.
-_DAILY = {
-    scope: text(
+
+# One row per day of the range, days without a click at 0 — for all ads together, for one, or for one app's clicks:
+# each day of the range, joined to the rows (``joined``) of the figures of that scope.
+def _days(joined: str) -> TextClause:
+    return text(
         f"""
         SELECT day.day, coalesce(clicks, 0) AS clicks, coalesce(people, 0) AS people,
                coalesce(new_people, 0) AS new_people, coalesce(conversations, 0) AS conversations,
@@ -114,6 +116,15 @@ _DAILY = {
             SELECT CAST(day AS date) AS day
             FROM generate_series(CAST(:since AS timestamp), CAST(:until AS timestamp), interval '1 day') AS day
         ) AS day
+        {joined.strip()}
+        ORDER BY day.day
+        """
+    )
+
+
+_DAILY = {
+    scope: _days(
+        f"""
         LEFT JOIN (
             SELECT day, clicks, people, new_people, conversations FROM {performance}
             WHERE day BETWEEN :since AND :until{ad}
@@ -122,28 +133,18 @@ _DAILY = {
             SELECT day, conversions, value_by_currency FROM {converted}
             WHERE day BETWEEN :since AND :until{ad}
         ) AS converted ON converted.day = day.day
-        ORDER BY day.day
         """
     )
     for scope, performance, converted, ad in [
         ("all", "performance_daily", "conversions_daily", ""),
         ("ad", "ad_performance_daily", "ad_conversions_daily", " AND source_id = :source_id"),
     ]
+} | {
+    "app": _days(
+        "LEFT JOIN app_daily(CAST(:since AS date), CAST(:until AS date), CAST(:app AS text)) AS app "
+        "ON app.day = day.day"
+    )
 }
-# All of an app's ads together: app_daily, with the days of the range it has no row for at 0.
-_DAILY["app"] = text(
-    """
-    SELECT day.day, coalesce(clicks, 0) AS clicks, coalesce(people, 0) AS people,
-           coalesce(new_people, 0) AS new_people, coalesce(conversations, 0) AS conversations,
-           coalesce(conversions, 0) AS conversions, coalesce(value_by_currency, '{}')::text AS value
-    FROM (
-        SELECT CAST(day AS date) AS day
-        FROM generate_series(CAST(:since AS timestamp), CAST(:until AS timestamp), interval '1 day') AS day
-    ) AS day
-    LEFT JOIN app_daily(CAST(:since AS date), CAST(:until AS date), CAST(:app AS text)) AS app ON app.day = day.day
-    ORDER BY day.day
-    """
-)
 
 _ENGAGEMENT = text("SELECT * FROM engagement_report(:since, :until, :per_ad)")
 # For one app's clicks: app_engagement, which answers as engagement_report does.

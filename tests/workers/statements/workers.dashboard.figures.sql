@@ -69,5 +69,10 @@ FROM conversion_overview;
 -- _APPS
 SELECT app_id, name FROM app_names();
 
+-- _PARKED_APPS
+SELECT app_id, name, parked_reason, parked_code, parked_at FROM conversion_app_overview
+WHERE parked_reason IS NOT NULL OR parked_at IS NOT NULL
+ORDER BY name NULLS LAST, app_id;
+
 -- _FRESHNESS
 SELECT newest_stored_at, extract(epoch FROM now() - newest_stored_at) AS age_s FROM ingest_freshness;
