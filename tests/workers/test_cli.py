@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -194,3 +195,19 @@ async def test_the_receiver_starts_without_the_database_libraries() -> None:
     )
     code, out, err = await _run(sys.executable, "-c", probe)
     assert (code, out.strip()) == (0, "[]"), err
+
+
+async def test_the_sender_without_a_usable_meta_setup_exits_2_saying_why(tmp_path: Path) -> None:
+    apps = tmp_path / "apps.toml"
+    apps.write_text('[[app]]\nid = "01EB4BNMPW0AY1E1HAEE2Y2D4Z"\nwebhook_secrets = ["s"]\n\n[[app]]\nid = 7\n')
+    cases = [
+        ({}, "no Meta setup"),
+        ({"CTWA_META_DATASET_ID": "1", "CTWA_META_ACCESS_TOKEN": "a-token"}, "missing CTWA_META_WABA_ID"),
+        ({"CTWA_APPS_FILE": str(apps)}, f"{apps}, line 5: id must be the Sinch app id"),
+    ]
+    for more, reason in cases:
+        code, _, err = await _run(sys.executable, "-m", "workers", "conversions", "send", env={**os.environ, **more})
+        assert code == 2, err
+        assert reason in err
+        assert "a-token" not in err
+        assert "Traceback" not in err

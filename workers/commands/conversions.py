@@ -83,13 +83,15 @@ def register(subcommands: Subcommands) -> None:
     send = actions.add_parser(
         "send",
         help="send recorded conversions to Meta, exactly once (a service; several may run side by side)",
-        description="Send the pending events of conversion_events to Meta's Conversions API (CTWA_META_*), each "
-        "once: docs/conversions.md. Exit 2 when a CTWA_META_* setting it needs is missing.",
+        description="Send the pending events of conversion_events to Meta's Conversions API, each once, to the "
+        "Meta setup of its click's app (the apps file's [app.meta]) or the deployment's (CTWA_META_*): "
+        "docs/conversions.md, docs/apps.md. SIGHUP reads the apps file again. Exit 2 when there is no Meta setup "
+        "at all, or CTWA_META_* is half given, or the apps file can't be used.",
     )
     send.add_argument(
         "--drain",
         action="store_true",
-        help="exit once nothing is pending: 0, or 1 if Meta refuses the token, a permission or the dataset",
+        help="exit once nothing is pending: 0, or 1 if Meta refuses a setup's token, a permission or its dataset",
     )
     send.set_defaults(run=_send)
 
@@ -152,11 +154,12 @@ def register(subcommands: Subcommands) -> None:
 
 
 def _send(settings: Settings, args: argparse.Namespace) -> int:
+    from ingest.apps import AppsFileError
     from workers.conversions.sender import ConfigurationMissing, run
 
     try:
         return run(settings, drain=args.drain)
-    except ConfigurationMissing as error:
+    except (ConfigurationMissing, AppsFileError) as error:
         return complain("conversions send", str(error))
 
 
