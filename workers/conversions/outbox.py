@@ -40,6 +40,7 @@ __all__ = [
     "Claimed",
     "Held",
     "Way",
+    "any_pending",
     "claim",
     "expire",
     "mark_failed",
@@ -166,16 +167,19 @@ async def claim(
     return Claimed(events, len(unattributed), len(erased), len(ways["none"]))
 
 
+# Not an event of a held route (`Held`): one never attributed yet, or one whose click's app's route is not held.
+_NOT_HELD = """(sent_ctwa_clid IS NULL OR (
+          coalesce(click_app_id, '') <> ALL(CAST(:held_apps AS text[]))
+          AND NOT (CAST(:default_held AS boolean) AND coalesce(click_app_id, '') <> ALL(CAST(:own_apps AS text[])))
+      ))"""
+
 _DUE = text(
     f"""
     SELECT id, event_id, event_name, event_time, contact_id, channel, identity, ctwa_clid, value, currency,
            custom_data
     FROM conversion_events
     WHERE {CLAIM.where} AND next_attempt_at <= now() AND event_time > now() - CAST(:age AS interval)
-      AND (sent_ctwa_clid IS NULL OR (
-          coalesce(click_app_id, '') <> ALL(CAST(:held_apps AS text[]))
-          AND NOT (CAST(:default_held AS boolean) AND coalesce(click_app_id, '') <> ALL(CAST(:own_apps AS text[])))
-      ))
+      AND {_NOT_HELD}
     ORDER BY next_attempt_at, id
     LIMIT :limit
     FOR UPDATE SKIP LOCKED
@@ -425,6 +429,14 @@ _RECHECK = text(
     WHERE {RECHECK.where} AND (CAST(:default AS boolean) OR click_app_id = ANY(CAST(:own AS text[])))
     """
 )
+
+
+_ANY_PENDING = text(f"SELECT EXISTS (SELECT FROM conversion_events WHERE status = 'pending' AND {_NOT_HELD})")
+
+
+async def any_pending(connection: AsyncConnection, held: Held) -> bool:
+    """Whether an event is pending that no route of ``held`` holds."""
+    return bool(await connection.scalar(_ANY_PENDING, held.parameters()))
 
 
 async def recheck(connection: AsyncConnection, own: Sequence[str], default: bool) -> int:

@@ -70,7 +70,6 @@ class Sender:
         self._wake = asyncio.Event()
         self._reloaded: tuple[Routes, asyncio.Future[Routes]] | None = None
         self.parked: dict[str, str] = {}  # route key → why Meta refuses its setup
-        self._labels: dict[str, str] = {}  # route key → its metrics label, for the routes taken up
 
     def stop(self) -> None:
         self._stopping.set()
@@ -99,7 +98,7 @@ class Sender:
             if self._reloaded is not None:
                 (routes, future), self._reloaded = self._reloaded, None
                 replaced, self._routes = self._routes, routes
-                await self._take_up(routes)
+                await self._take_up(routes, replaced)
                 future.set_result(replaced)
             if self.parked and len(self.parked) == len(self._routes):
                 if self._drain:
@@ -115,20 +114,20 @@ class Sender:
             if claimed.events:
                 await self._deliver(claimed.events)
                 continue
-            if self._drain and not await self._database(_any_pending, self._held(parked_only=True)):
+            if self._drain and not await self._database(outbox.any_pending, self._held(parked_only=True)):
                 return 1 if self.parked else 0
             self.metrics.waits.labels("idle").inc()
             await self._sleep(min([self._settings.conversions_poll_s, *self._resumes()]))
         return 0
 
-    async def _take_up(self, routes: Routes) -> None:
-        """A restart or a reload is how a fixed token, permission or dataset is taken up: every park is lifted and
-        tried again, and the events left unconfigured that now have a route are pending again."""
+    async def _take_up(self, routes: Routes, replaced: Routes | None = None) -> None:
+        """A restart or a reload (of ``replaced``) is how a fixed token, permission or dataset is taken up: every
+        park is lifted and tried again, and the events left unconfigured that now have a route are pending again."""
         self.parked.clear()
-        gone = {self._labels.pop(key) for key in set(self._labels) - {route.key for route in routes}}
-        for label in gone:  # a setup taken out of the file: its parked series goes with it
-            self.metrics.parked.remove(label)
-        self._labels.update({route.key: route.label for route in routes})
+        kept = {route.label for route in routes}
+        for route in replaced or ():
+            if route.label not in kept:  # a setup taken out of the file: its parked series goes with it
+                self.metrics.parked.remove(route.label)
         self._paces = {route.key: self._paces.get(route.key) or _Pace(self._settings) for route in routes}
         for route in routes:  # each route's series exported from the start, at 0
             self.metrics.parked.labels(route.label).set(0)
@@ -379,23 +378,6 @@ async def _park(connection: AsyncConnection, ids: Sequence[int], verdict: Verdic
 async def _take_up(connection: AsyncConnection, keys: Sequence[str], own: Sequence[str], default: bool) -> int:
     await outbox.unpark(connection, keys)
     return await outbox.recheck(connection, own, default)
-
-
-_ANY_PENDING = text(
-    """
-    SELECT EXISTS (
-        SELECT FROM conversion_events WHERE status = 'pending' AND (sent_ctwa_clid IS NULL OR (
-            coalesce(click_app_id, '') <> ALL(CAST(:held_apps AS text[]))
-            AND NOT (CAST(:default_held AS boolean) AND coalesce(click_app_id, '') <> ALL(CAST(:own_apps AS text[])))
-        ))
-    )
-    """
-)
-
-
-async def _any_pending(connection: AsyncConnection, held: outbox.Held) -> bool:
-    """Whether an event is pending that is not held by a parked route."""
-    return bool(await connection.scalar(_ANY_PENDING, held.parameters()))
 
 
 def run(settings: Settings, *, drain: bool = False) -> int:

@@ -84,3 +84,9 @@ WHERE id = ANY(:ids) AND status IN ('sending');
 -- _RECHECK
 UPDATE conversion_events SET status = 'pending', next_attempt_at = now(), last_error = NULL
 WHERE status IN ('unconfigured') AND (CAST(:default AS boolean) OR click_app_id = ANY(CAST(:own AS text[])));
+
+-- _ANY_PENDING
+SELECT EXISTS (SELECT FROM conversion_events WHERE status = 'pending' AND (sent_ctwa_clid IS NULL OR (
+          coalesce(click_app_id, '') <> ALL(CAST(:held_apps AS text[]))
+          AND NOT (CAST(:default_held AS boolean) AND coalesce(click_app_id, '') <> ALL(CAST(:own_apps AS text[])))
+      )));
