@@ -52,6 +52,14 @@ AD_COLUMNS = (
     "people_converted",
     "conversion_rate",
 )
+
+
+def _figures(table: str = "") -> str:
+    """AD_COLUMNS as a select list (of ``table``, a prefix such as ``"ad."``), the value as JSON text, to be read as
+    exact decimals."""
+    return ", ".join(f"{table}value::text AS value" if column == "value" else table + column for column in AD_COLUMNS)
+
+
 DAILY_COLUMNS = ("day", *AD_COLUMNS)
 PEOPLE_COLUMNS = (
     "contact_id",
@@ -69,7 +77,7 @@ PEOPLE_COLUMNS = (
 # exact decimals.
 ADS_REPORT = text(
     f"""
-    SELECT {", ".join("value::text AS value" if column == "value" else column for column in AD_COLUMNS)}
+    SELECT {_figures()}
     FROM ad_report(:since, :until)
     ORDER BY clicks DESC, source_id
     """
@@ -78,7 +86,7 @@ ADS_REPORT = text(
 # Ad performance of one app's clicks (--app): app_ad_report (migration 0010), ad_report for the app alone.
 APP_ADS_REPORT = text(
     f"""
-    SELECT {", ".join("value::text AS value" if column == "value" else column for column in AD_COLUMNS)}
+    SELECT {_figures()}
     FROM app_ad_report(:since, :until, :app)
     ORDER BY clicks DESC, source_id
     """
@@ -137,10 +145,9 @@ DAILY_REPORT = text(
     """
 )
 # The same for one app's clicks: each day's app_ad_report.
-_AD_FIGURES = ", ".join("ad.value::text AS value" if column == "value" else f"ad.{column}" for column in AD_COLUMNS)
 APP_DAILY_REPORT = text(
     f"""
-    SELECT CAST(day AS date) AS day, {_AD_FIGURES}
+    SELECT CAST(day AS date) AS day, {_figures("ad.")}
     FROM generate_series(CAST(:since AS timestamp), CAST(:until AS timestamp), interval '1 day') AS day
     CROSS JOIN LATERAL app_ad_report(CAST(day AS date), CAST(day AS date), CAST(:app AS text)) AS ad
     ORDER BY 1, ad.clicks DESC, ad.source_id
@@ -168,13 +175,11 @@ def register(subcommands: Subcommands) -> None:
         "people) each person's first and last ad",
         description="Ad performance over a range of UTC days (default: the last 30) — clicks, people, conversations, "
         "conversions, their value per currency and the people converted — per ad, or with 'apps' per Sinch app (the "
-        "figures of its ads, each person counted once), or with 'people' each person's first- and last-touch ad. "
-        "--app limits ads and people to one app's. A table at a terminal, CSV when piped; --format to choose.",
+        "figures of its clicks, each person counted once), or with 'people' each person's first- and last-touch ad. "
+        "--app limits them to one app's clicks. A table at a terminal, CSV when piped; --format to choose.",
     )
     parser.add_argument("what", nargs="?", choices=("ads", "apps", "people"), default="ads")
-    parser.add_argument(
-        "--app", metavar="APP_ID", help="one Sinch app's ads (those with a click through it) or people alone"
-    )
+    parser.add_argument("--app", metavar="APP_ID", help="one Sinch app's clicks alone: its ads' figures, or its people")
     parser.add_argument("--since", type=day, metavar="YYYY-MM-DD", help="first UTC day (default: 29 days ago)")
     parser.add_argument("--until", type=day, metavar="YYYY-MM-DD", help="last UTC day, included (default: today)")
     parser.add_argument("--daily", action="store_true", help="one row per ad per day")
@@ -215,21 +220,21 @@ def default_range(today: date | None = None) -> tuple[date, date]:
 
 
 async def ads(engine: AsyncEngine, since: date, until: date, *, app: str | None = None) -> list[dict[str, Any]]:
-    """Each ad's figures over the range; with ``app``, the ads with a click through that app alone."""
+    """Each ad's figures over the range; with ``app``, those of the clicks through that app alone."""
     if app is None:
         return with_money(await _fetch(engine, ADS_REPORT, {"since": since, "until": until}))
     return with_money(await _fetch(engine, APP_ADS_REPORT, {"since": since, "until": until, "app": app}))
 
 
 async def daily(engine: AsyncEngine, since: date, until: date, *, app: str | None = None) -> list[dict[str, Any]]:
-    """Each ad's figures per day; with ``app``, the ads with a click through that app alone."""
+    """Each ad's figures per day; with ``app``, those of the clicks through that app alone."""
     if app is None:
         return with_money(await _fetch(engine, DAILY_REPORT, {"since": since, "until": until}))
     return with_money(await _fetch(engine, APP_DAILY_REPORT, {"since": since, "until": until, "app": app}))
 
 
 async def apps(engine: AsyncEngine, since: date, until: date) -> list[dict[str, Any]]:
-    """Each app's figures over the range: those of its ads, each person and conversation counted once."""
+    """Each app's figures over the range: those of its clicks, each person and conversation counted once."""
     return with_money(await _fetch(engine, APPS_REPORT, {"since": since, "until": until}))
 
 

@@ -53,7 +53,7 @@ _APP_ID = re.compile(r"[0-9A-Za-z]{26}")
 
 @dataclass(frozen=True, slots=True)
 class Range:
-    """UTC days ``since`` to ``until``, both included; of one Sinch app's ads (``app``), or of all."""
+    """UTC days ``since`` to ``until``, both included; of one Sinch app's clicks (``app``), or of all."""
 
     since: date
     until: date
@@ -200,7 +200,7 @@ async def _both(
 
 
 async def summary(engine: AsyncEngine, asked: Range) -> dict[str, Any]:
-    """The range's figures, and those of the period just before it, over all ads (or all the app's)."""
+    """The range's figures, and those of the period just before it, over all ads (or the app's clicks alone)."""
     statement = _SUMMARY[asked.app is not None]
     [current], [before] = await _both(engine, statement, asked.params(), asked.previous.params())
     return {
@@ -212,7 +212,7 @@ async def summary(engine: AsyncEngine, asked: Range) -> dict[str, Any]:
 
 
 async def ads(engine: AsyncEngine, asked: Range) -> list[dict[str, Any]]:
-    """Each ad's figures over the range (each of the app's): ``ctwa report``'s."""
+    """Each ad's figures over the range (of the app's clicks alone): ``ctwa report``'s."""
     statement = ADS_REPORT if asked.app is None else APP_ADS_REPORT
     async with engine.connect() as connection:
         rows = [dict(row._mapping) for row in await connection.execute(statement, asked.params())]
@@ -220,7 +220,7 @@ async def ads(engine: AsyncEngine, asked: Range) -> list[dict[str, Any]]:
 
 
 async def daily(engine: AsyncEngine, asked: Range, source_id: str | None = None) -> list[dict[str, Any]]:
-    """Each day's figures, for all ads (all the app's) or for the ad ``source_id``."""
+    """Each day's figures, for all ads (the app's clicks alone) or for the ad ``source_id``."""
     scope = "ad" if source_id is not None else "all" if asked.app is None else "app"
     statement = _DAILY[scope]
     params: dict[str, Any] = asked.params() | ({} if source_id is None else {"source_id": source_id})

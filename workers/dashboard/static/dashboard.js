@@ -974,7 +974,7 @@
       apps: ask("/api/apps"),
     };
     if (state.range === null) return questions;
-    // The app's ads alone, when one is chosen (the summary's previous period carries it too).
+    // The app's clicks alone, when one is chosen (the summary's previous period carries it too).
     const range = { ...state.range, app: view.app };
     questions.ads = ask("/api/ads", range);
     questions.daily = ask("/api/daily", view.ad === null ? range : { ...range, source_id: view.ad });
